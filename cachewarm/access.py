@@ -1,0 +1,202 @@
+"""Read accounting: hit/miss counters, served-age histogram and key popularity, buffered per process.
+
+A hit must cost what a bare GET costs, and every `redis.call` inside Lua costs microseconds of Redis's single
+thread, so reads are not counted inside the read itself. Each read adds to in-process counters (a lock and a dict
+update); a daemon thread sends them every `stats_flush_interval` seconds in one EVALSHA (FLUSH below), the same idea
+as Caffeine's buffered read recording. Counts reach Redis at most one interval late; a process killed with -9
+loses at most one interval of them. Reads of one key within an interval become one weighted ZINCRBY.
+
+Popularity is a forward-decayed count: a read at time t adds 2^((t - epoch) / half_life) to the key's score in
+``hot:S``; so score / 2^((now - epoch) / half_life) is the number of reads, each halved per half-life since. The
+zset keeps at most max_tracked members, the coldest popped first; far past the epoch it is rescaled (doubles
+overflow near 2^1024).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from bisect import bisect_left
+from collections import defaultdict
+
+import redis
+
+from . import store
+from .connections import sync_client
+from .keys import KeyLayout
+
+AGE_BUCKETS: tuple[float, ...] = store.AGE_BUCKETS
+REBASE_HALF_LIVES = 200
+
+FLUSH = """
+-- KEYS: stats   ARGV: prefix, half_life_ms, ncounters, (field, delta)*, nspaces, (keyspace, max_tracked, nkeys,
+--       (key, reads)*)*
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local prefix, half = ARGV[1], tonumber(ARGV[2])
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local nspaces = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nspaces do
+  local ks, limit, nkeys = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
+  local hot, epoch_key = prefix .. 'hot:' .. ks, prefix .. 'hot:' .. ks .. ':epoch'
+  local epoch = tonumber(redis.call('GET', epoch_key))
+  if not epoch then
+    epoch = now
+    redis.call('SET', epoch_key, now)
+  elseif (now - epoch) / half > """ + str(REBASE_HALF_LIVES) + """ then
+    local shift = math.floor((now - epoch) / half)
+    redis.call('ZUNIONSTORE', hot, 1, hot, 'WEIGHTS', math.pow(2, -shift))
+    epoch = epoch + shift * half
+    redis.call('SET', epoch_key, epoch)
+  end
+  local weight = math.pow(2, (now - epoch) / half)
+  for _ = 1, nkeys do
+    redis.call('ZINCRBY', hot, weight * tonumber(ARGV[i + 1]), ARGV[i])
+    i = i + 2
+  end
+  local over = redis.call('ZCARD', hot) - limit
+  if over > 0 then redis.call('ZPOPMIN', hot, over) end
+end
+return 1
+"""
+flush_script = store.LuaScript(FLUSH)
+
+
+class AccessRecorder:
+    """Per-process buffer of read accounting for one Redis and prefix; flushed by a daemon thread."""
+
+    MAX_KEYS_PER_FLUSH = 20_000
+
+    def __init__(self, redis_url: str, prefix: str, *, half_life: float, interval: float,
+                 timeout: float) -> None:
+        self.redis_url = redis_url
+        self.layout = KeyLayout(prefix)
+        self.half_life_ms = max(1, int(half_life * 1000))
+        self.interval = interval
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._counters: defaultdict[str, float] = defaultdict(float)
+        self._reads: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        self._limits: dict[str, int] = {}
+        self._pid = os.getpid()
+        self._client: redis.Redis | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.flush_errors = 0
+
+    # ---- called on every read ----
+    def record(self, keyspace: str, key: str, max_tracked: int, hit: bool, age_s: float) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            counters = self._counters
+            if hit:
+                counters["hit:" + keyspace] += 1
+                counters[f"age:{keyspace}:{bisect_left(AGE_BUCKETS, age_s)}"] += 1
+                counters["agesum:" + keyspace] += age_s
+            else:
+                counters["miss:" + keyspace] += 1
+            reads = self._reads[keyspace]
+            if len(reads) < self.MAX_KEYS_PER_FLUSH or key in reads:
+                reads[key] = reads.get(key, 0) + 1
+            self._limits[keyspace] = max_tracked
+        if self._thread is None:
+            self._start()
+
+    def count(self, field: str, delta: float = 1) -> None:
+        with self._lock:
+            self._counters[field] += delta
+        if self._thread is None:
+            self._start()
+
+    # ---- flushing ----
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="cachewarm-access-flush", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def _after_fork(self) -> None:
+        # A forked child starts empty with its own connection and thread; the parent's buffer is the parent's.
+        self._lock = threading.Lock()
+        self._counters = defaultdict(float)
+        self._reads = defaultdict(dict)
+        self._client = None
+        self._thread = None
+        self._stop = threading.Event()
+        self._pid = os.getpid()
+
+    def flush(self) -> bool:
+        """Sends what was recorded; False (and the batch dropped) when Redis fails."""
+        with self._lock:
+            counters, self._counters = self._counters, defaultdict(float)
+            reads, self._reads = self._reads, defaultdict(dict)
+            limits = dict(self._limits)
+        if not counters and not reads:
+            return True
+        args: list[object] = [self.layout.prefix, self.half_life_ms, len(counters)]
+        for field, delta in counters.items():
+            args += [field, int(delta) if float(delta).is_integer() else repr(delta)]
+        args.append(len(reads))
+        for keyspace, per_key in reads.items():
+            args += [keyspace, limits.get(keyspace, 100_000), len(per_key)]
+            for key, n in per_key.items():
+                args += [key, n]
+        try:
+            if self._client is None:
+                self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0))
+            flush_script(self._client, [self.layout.stats], args)
+        except redis.RedisError:
+            self.flush_errors += 1
+            return False
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        if self._client is not None:
+            self._client.close()
+
+
+_recorders: dict[tuple[str, str, int], AccessRecorder] = {}
+_recorders_lock = threading.Lock()
+
+
+def recorder_for(redis_url: str, prefix: str, *, half_life: float, interval: float,
+                 timeout: float) -> AccessRecorder:
+    """The process's recorder for this Redis and prefix (clients share it, so counts flush together)."""
+    ident = (redis_url, prefix, os.getpid())
+    with _recorders_lock:
+        rec = _recorders.get(ident)
+        if rec is None:
+            rec = _recorders[ident] = AccessRecorder(redis_url, prefix, half_life=half_life, interval=interval,
+                                                     timeout=timeout)
+            _refs.add(rec)
+        return rec
+
+
+_refs: weakref.WeakSet[AccessRecorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for rec in list(_refs):
+        if rec._pid == os.getpid():
+            rec.flush()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,56 @@
+"""The `cachewarm` command. Each subcommand lives in its own module and is imported only when it runs."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+
+# name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "check-config": "cachewarm.cli.check_config:check_config",
+    "run": "cachewarm.cli.run:run",
+    "demo": "cachewarm.cli.demo:demo",
+    "warm": "cachewarm.cli.warm:warm",
+    "invalidate": "cachewarm.cli.invalidate:invalidate",
+    "status": "cachewarm.cli.status:status",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"cachewarm: configuration error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="cachewarm")
+def cli() -> None:
+    """Keeps the hot part of a Redis cache warm."""
+
+
+def main() -> None:
+    cli(prog_name="cachewarm")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

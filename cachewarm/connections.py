@@ -1,0 +1,40 @@
+"""Redis clients for each role, with timeouts that fit it.
+
+The read path must never wait long on Redis: short socket timeouts and at most one immediate retry (redis-py 8's
+defaults retry with backoff for seconds). Blocking waits (BLPOP on a lease) get their own client whose socket
+timeout exceeds the wait. Errors are translated at this boundary by the callers; URLs are only ever shown masked.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import ConfigError
+from .settings import mask_url
+
+
+def _retry() -> Retry:
+    return Retry(NoBackoff(), 1)
+
+
+def sync_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
+            max_connections=max_connections, health_check_interval=0,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
+
+
+def async_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.asyncio.Redis:
+    try:
+        return redis.asyncio.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
+            max_connections=max_connections, health_check_interval=0,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None

@@ -1,0 +1,52 @@
+"""The cachewarm error tree.
+
+    CachewarmError
+    ├── ConfigError            a setting or keyspace is wrong (the CLI prints it on one line, exit 2)
+    ├── InvalidKey             a key is empty, too long, or has characters cachewarm refuses
+    ├── UnknownKeyspace        no keyspace pattern matches the key, so it cannot be read through
+    ├── SourceError            the source failed: 5xx, timeout, connection error
+    │   └── BadSourceResponse  the source answered, but not with JSON cachewarm can store
+    ├── ValueNotSerializable   a value is not JSON-serialisable
+    └── CacheUnavailable       Redis is unreachable for an operation that cannot fall back (set, delete, ...)
+"""
+
+from __future__ import annotations
+
+
+class CachewarmError(Exception):
+    """Base of every error cachewarm raises on purpose."""
+
+
+class ConfigError(CachewarmError):
+    """A setting or keyspace is wrong; the message names it and says what is wrong."""
+
+
+class InvalidKey(CachewarmError, ValueError):
+    """A cache key is empty, too long, or holds characters cachewarm refuses."""
+
+
+class UnknownKeyspace(CachewarmError, LookupError):
+    """No keyspace pattern matches the key."""
+
+
+class SourceError(CachewarmError):
+    """The source could not give a value (5xx, timeout, connection error)."""
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BadSourceResponse(SourceError):
+    """The source answered with something that is not storable JSON."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="bad_response")
+
+
+class ValueNotSerializable(CachewarmError, TypeError):
+    """A value cannot be stored because it is not JSON-serialisable."""
+
+
+class CacheUnavailable(CachewarmError):
+    """Redis could not be reached for an operation that has no fallback."""

@@ -1,0 +1,45 @@
+"""Observation points of the read path, as no-op methods; the metrics module installs a Prometheus version.
+
+Kept apart from prometheus_client so that importing cachewarm never fixes prometheus_client's process mode
+(the workers switch it to multiprocess mode before the first metric exists).
+"""
+
+from __future__ import annotations
+
+
+class Hooks:
+    """Called by clients and workers on the paths that are not the plain hit."""
+
+    def read(self, keyspace: str, hit: bool) -> None:
+        """A read finished (per-process counter; the cluster-wide one is kept in Redis by the read script)."""
+
+    def redis_error(self, operation: str) -> None:
+        """A Redis call failed and the caller fell back."""
+
+    def source_request(self, keyspace: str, seconds: float, outcome: str) -> None:
+        """A source request finished: outcome is ok, not_found, or the SourceError kind."""
+
+    def stale_served(self, keyspace: str) -> None:
+        """An expired value was served because the source failed."""
+
+    # ---- worker side ----
+    def refresh(self, keyspace: str, outcome: str) -> None:
+        """A refresh of one key ended: ok, not_found, fenced, skipped, error (or another SourceError kind)."""
+
+    def invalidation(self, kind: str, outcome: str) -> None:
+        """An invalidation event was handled: kind key|tag, outcome applied|stale|dead."""
+
+    def invalidation_lag(self, seconds: float) -> None:
+        """Seconds from an event's publish time (its `ts` field) to its application."""
+
+
+_current = Hooks()
+
+
+def get_hooks() -> Hooks:
+    return _current
+
+
+def set_hooks(hooks: Hooks) -> None:
+    global _current
+    _current = hooks

@@ -1,0 +1,243 @@
+"""Keyspaces: which keys exist, where their values come from, how long they live.
+
+A keyspace is one ``[keyspaces.NAME]`` table of the TOML file. Its pattern (``product:{id}``) both recognises keys
+and names their parameters, which fill the source URL and the tag templates.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, InvalidKey, UnknownKeyspace
+from .keys import MAX_KEY_LENGTH
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Placeholders match one segment: no ':' (the separator), no braces, no control characters.
+_SEGMENT = r"[^:{}\x00-\x1f\x7f]+"
+
+
+def placeholders(template: str) -> list[str]:
+    """The ``{names}`` of a template, in order; raises ValueError on a malformed template."""
+    names: list[str] = []
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"malformed template {template!r}: {exc}") from None
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
+            raise ValueError(f"malformed placeholder {{{name}}} in {template!r}")
+        names.append(name)
+    return names
+
+
+class KeyspaceConfig(BaseModel):
+    """One keyspace table as written in TOML; unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str
+    source: str
+    ttl: float = Field(gt=0)
+    refresh_ahead: float = Field(0.0, ge=0)
+    tags: tuple[str, ...] = ()
+    max_stale: float = Field(0.0, ge=0, description="seconds an expired value may still be served on failure")
+    negative_ttl: float | None = Field(None, ge=0, description="seconds a 404 is remembered")
+    version_field: str | None = Field(None, description="top-level JSON field holding the value's version")
+    rate: float | None = Field(None, ge=0, description="source requests per second, all workers together")
+    concurrency: int | None = Field(None, gt=0, description="source requests in flight per worker")
+    timeout: float | None = Field(None, gt=0, description="timeout of one source request")
+    max_tracked: int | None = Field(None, gt=0, description="hot keys tracked at most")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        names = placeholders(value)
+        if not names:
+            raise ValueError(f"pattern {value!r} has no {{placeholder}}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"pattern {value!r} repeats a placeholder")
+        if re.search(r"\}\{", value):
+            raise ValueError(f"pattern {value!r} has two placeholders with nothing between them")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KeyspaceConfig:
+        if self.refresh_ahead >= self.ttl:
+            raise ValueError(f"refresh_ahead ({self.refresh_ahead}) must be less than ttl ({self.ttl})")
+        known = set(placeholders(self.pattern))
+        if not (self.source.startswith(("http://", "https://")) or self.source.startswith("python:")):
+            raise ValueError(f"source {self.source!r} must start with http://, https:// or python:")
+        for what, template in [("source", self.source)] + [("tag", t) for t in self.tags]:
+            for name in placeholders(template):
+                if name not in known:
+                    raise ValueError(f"{what} {template!r} uses {{{name}}}, which the pattern does not have")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """A validated keyspace, ready to match keys and build their source requests."""
+
+    name: str
+    config: KeyspaceConfig
+    regex: re.Pattern[str] = field(repr=False)
+    tag_templates: tuple[str, ...] = ()
+
+    @property
+    def ttl(self) -> float:
+        return self.config.ttl
+
+    @property
+    def refresh_ahead(self) -> float:
+        return self.config.refresh_ahead
+
+    @property
+    def max_stale(self) -> float:
+        return self.config.max_stale
+
+    def match(self, key: str) -> dict[str, str] | None:
+        found = self.regex.fullmatch(key)
+        return found.groupdict() if found else None
+
+    def tags_for(self, params: Mapping[str, str]) -> tuple[str, ...]:
+        return tuple(t.format_map(params) for t in self.tag_templates)
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    pos = 0
+    for found in _PLACEHOLDER.finditer(pattern):
+        parts.append(re.escape(pattern[pos:found.start()]))
+        parts.append(f"(?P<{found.group(1)}>{_SEGMENT})")
+        pos = found.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts))
+
+
+class KeyspaceRegistry:
+    """All keyspaces of a configuration; finds the keyspace of a key (the first whose pattern matches)."""
+
+    _CACHE_LIMIT = 65536
+
+    def __init__(self, keyspaces: list[Keyspace]) -> None:
+        self._keyspaces = {ks.name: ks for ks in keyspaces}
+        self._ordered = list(keyspaces)
+        self._resolved: dict[str, tuple[Keyspace, dict[str, str]] | None] = {}
+
+    def __iter__(self) -> Iterator[Keyspace]:
+        return iter(self._ordered)
+
+    def __len__(self) -> int:
+        return len(self._ordered)
+
+    def __getitem__(self, name: str) -> Keyspace:
+        return self._keyspaces[name]
+
+    def names(self) -> list[str]:
+        return [ks.name for ks in self._ordered]
+
+    def find(self, key: str) -> tuple[Keyspace, dict[str, str]] | None:
+        """The keyspace and parameters of a key, or None; results are memoised (keys repeat on hot paths)."""
+        try:
+            return self._resolved[key]
+        except KeyError:
+            pass
+        check_key(key)
+        result = None
+        for ks in self._ordered:
+            params = ks.match(key)
+            if params is not None:
+                result = (ks, params)
+                break
+        if len(self._resolved) >= self._CACHE_LIMIT:
+            self._resolved.clear()
+        self._resolved[key] = result
+        return result
+
+    def resolve(self, key: str) -> tuple[Keyspace, dict[str, str]]:
+        found = self.find(key)
+        if found is None:
+            raise UnknownKeyspace(f"no keyspace pattern matches key {key[:200]!r}")
+        return found
+
+    @classmethod
+    def from_mapping(cls, tables: Mapping[str, Any]) -> KeyspaceRegistry:
+        keyspaces = []
+        for name, table in tables.items():
+            where = f"keyspaces.{name}"
+            if not _NAME.match(name):
+                raise ConfigError(f"{where}: keyspace name must be letters, digits, '_', '-' or '.'")
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{where}: must be a table")
+            try:
+                config = KeyspaceConfig.model_validate(dict(table))
+            except ValidationError as exc:
+                raise ConfigError(_one_line(where, exc)) from None
+            keyspaces.append(Keyspace(name, config, _compile(config.pattern), config.tags))
+        registry = cls(keyspaces)
+        # Sources are built once here so that an unreachable import path is a configuration error.
+        from .sources import build_source
+
+        for ks in registry:
+            try:
+                build_source(ks)
+            except ConfigError as exc:
+                raise ConfigError(f"keyspaces.{ks.name}.source: {exc}") from None
+        return registry
+
+
+def _one_line(where: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    name = f"{where}.{loc}" if loc else where
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{name}: {message}"
+
+
+def load_keyspaces(path: Path | str, *, required: bool = False) -> KeyspaceRegistry:
+    """Keyspaces from a TOML file; a missing file is an empty registry unless ``required``."""
+    path = Path(path)
+    if not path.exists():
+        if required:
+            raise ConfigError(f"CACHEWARM_CONFIG: {path} does not exist")
+        return KeyspaceRegistry([])
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"CACHEWARM_CONFIG: {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"keyspaces"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (only [keyspaces.NAME] is read)")
+    tables = data.get("keyspaces", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("keyspaces: must be a table of tables")
+    return KeyspaceRegistry.from_mapping(tables)
+
+
+_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: object) -> str:
+    """Refuses keys that cannot be cache keys: not text, empty, too long, or with control characters."""
+    if not isinstance(key, str):
+        raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
+    if not key:
+        raise InvalidKey("a key must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"a key must be at most {MAX_KEY_LENGTH} characters (got {len(key)})")
+    if _BAD_KEY_CHARS.search(key):
+        raise InvalidKey(f"key {key[:100]!r} contains control characters")
+    return key

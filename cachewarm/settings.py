@@ -1,0 +1,116 @@
+"""Process settings from the environment (prefix ``CACHEWARM_``), validated by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .keyspaces import KeyspaceRegistry
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: the only form in which URLs are printed or logged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    masked = f"{user}:***@{hostport}" if user or ":" in userinfo else f"***@{hostport}"
+    return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
+
+
+def _default_broker(redis_url: str) -> str:
+    parts = urlsplit(redis_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/1", parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """Everything a cachewarm process reads from its environment; keyspaces come from the TOML file."""
+
+    model_config = SettingsConfigDict(env_prefix="CACHEWARM_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""  # default: the cache's server, database 1
+    config: Path = Path("./cachewarm.toml")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9808, ge=0, le=65535)
+    key_prefix: str = "cachewarm:"
+
+    # read path
+    redis_timeout: float = Field(0.25, gt=0, description="socket timeout of the cache connection (read path)")
+    redis_backoff: float = Field(1.0, ge=0, description="after a Redis failure, readers skip Redis this long")
+    lease_ms: int = Field(5000, gt=0, description="how long a loader holds a key's lease before others may load")
+    wait_timeout: float = Field(10.0, gt=0, description="how long a reader waits for another's load")
+    negative_ttl: float = Field(5.0, ge=0, description="how long a 'no such item' (404) answer is cached")
+    fence_ttl: int = Field(86400, gt=0, description="how long a key's invalidation fence is remembered (s)")
+    source_timeout: float = Field(5.0, gt=0, description="timeout of one source request")
+    stats_flush_interval: float = Field(0.25, gt=0, description="how often read counts are sent to Redis (s)")
+
+    # warming
+    scan_interval: float = Field(1.0, gt=0, description="seconds between beat scans")
+    hot_half_life: float = Field(60.0, gt=0, description="half-life (s) of a read's weight in popularity")
+    hot_threshold: float = Field(1.0, gt=0, description="decayed reads above which a key counts as hot")
+    max_tracked_keys: int = Field(100_000, gt=0, description="tracked keys per keyspace; coldest evicted")
+    refresh_batch_size: int = Field(200, gt=0)
+    refresh_concurrency: int = Field(100, gt=0, description="source requests in flight per keyspace per worker")
+    refresh_rate: float = Field(0.0, ge=0, description="source requests/s per keyspace, all workers (0: none)")
+    refresh_retries: int = Field(3, ge=0)
+
+    # invalidation
+    stream_maxlen: int = Field(1_000_000, gt=0, description="approximate MAXLEN of the invalidation stream")
+    claim_idle_ms: int = Field(30_000, gt=0, description="pending entries idle this long are claimed (XAUTOCLAIM)")
+    max_deliveries: int = Field(5, gt=0, description="an entry delivered more often goes to the dead stream")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not value or not value.endswith(":"):
+            raise ValueError("must be non-empty and end with ':'")
+        return value
+
+    @field_validator("redis_url", "broker_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _broker_default(self) -> Settings:
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", _default_broker(self.redis_url))
+        return self
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Settings from the environment, with every error turned into one ConfigError line."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, prefix="CACHEWARM_")) from None
+
+    @cached_property
+    def keyspaces(self) -> KeyspaceRegistry:
+        from .keyspaces import load_keyspaces
+
+        return load_keyspaces(self.config)
+
+
+def _one_line(exc: ValidationError, *, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "settings"
+    name = f"{prefix}{where.upper()}" if prefix else where
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{name}: {message}{more}"

@@ -1,0 +1,184 @@
+"""Where values come from: an HTTP API (through httpx) or a Python callable.
+
+A source turns a key's parameters into a value, ``None`` for "no such item", or a SourceError. HTTP sources
+percent-encode every parameter as one path segment, so a key can never change the host or climb the path
+(``product:../../admin`` asks for ``/products/..%2F..%2Fadmin``). Callers own the HTTP clients (the read path a
+plain pooled httpx client, the workers one on the aiohttp transport) and pass them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from .errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
+
+if TYPE_CHECKING:
+    from .keyspaces import Keyspace
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a source gave: the value (None for "no such item") and its version when the keyspace names one."""
+
+    value: Any
+    version: int | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.value is not None
+
+
+def _segment(value: str) -> str:
+    if value.strip(".") == "":
+        raise InvalidKey(f"parameter {value!r} cannot be a path segment")
+    return quote(value, safe="")
+
+
+class HttpSource:
+    """GET on a URL template; JSON bodies; 404 is "no such item"."""
+
+    def __init__(self, keyspace: str, template: str, *, timeout: float, version_field: str | None) -> None:
+        self.keyspace = keyspace
+        self.template = template
+        self.timeout = timeout
+        self.version_field = version_field
+        parts = urlsplit(template.replace("{", "").replace("}", ""))
+        if not parts.hostname:
+            raise ConfigError(f"{template!r} has no host")
+        if "{" in template.split("//", 1)[1].split("/", 1)[0]:
+            raise ConfigError(f"{template!r}: placeholders may not stand in the host")
+
+    def url_for(self, params: Mapping[str, str]) -> str:
+        return self.template.format_map({k: _segment(v) for k, v in params.items()})
+
+    def parse(self, response: httpx.Response) -> Fetched:
+        if response.status_code == 404:
+            return Fetched(None)
+        if response.status_code >= 500:
+            raise SourceError(f"source answered {response.status_code}", kind="http_5xx")
+        if response.status_code != 200:
+            raise SourceError(f"source answered {response.status_code}", kind="http_status")
+        try:
+            value = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise BadSourceResponse(f"source answered 200 with a body that is not JSON "
+                                    f"({len(response.content)} bytes)") from None
+        return _with_version(value, self.version_field)
+
+    def fetch_sync(self, params: Mapping[str, str], client: httpx.Client) -> Fetched:
+        try:
+            response = client.get(self.url_for(params), timeout=self.timeout)
+        except httpx.TimeoutException:
+            raise SourceError("source timed out", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
+        return self.parse(response)
+
+    async def fetch(self, params: Mapping[str, str], client: httpx.AsyncClient) -> Fetched:
+        try:
+            response = await client.get(self.url_for(params), timeout=self.timeout)
+        except httpx.TimeoutException:
+            raise SourceError("source timed out", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
+        return self.parse(response)
+
+
+class PythonSource:
+    """A function ``pkg.module:function`` called with the key's parameters; sync or async; None is "no item"."""
+
+    def __init__(self, keyspace: str, path: str, *, timeout: float, version_field: str | None) -> None:
+        self.keyspace = keyspace
+        self.timeout = timeout
+        self.version_field = version_field
+        self.function = import_callable(path)
+        self.is_async = inspect.iscoroutinefunction(self.function)
+
+    def fetch_sync(self, params: Mapping[str, str], client: object = None) -> Fetched:
+        try:
+            if self.is_async:
+                value = asyncio.run(asyncio.wait_for(self.function(**params), self.timeout))
+            else:
+                value = self.function(**params)
+        except SourceError:
+            raise
+        except TimeoutError:
+            raise SourceError("source timed out", kind="timeout") from None
+        except Exception as exc:
+            raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
+        return _with_version(value, self.version_field)
+
+    async def fetch(self, params: Mapping[str, str], client: object = None) -> Fetched:
+        try:
+            if self.is_async:
+                value = await asyncio.wait_for(self.function(**params), self.timeout)
+            else:
+                value = await asyncio.to_thread(self.function, **params)
+        except SourceError:
+            raise
+        except TimeoutError:
+            raise SourceError("source timed out", kind="timeout") from None
+        except Exception as exc:
+            raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
+        return _with_version(value, self.version_field)
+
+
+Source = HttpSource | PythonSource
+
+
+def _with_version(value: Any, version_field: str | None) -> Fetched:
+    if version_field is None or value is None:
+        return Fetched(value)
+    version = value.get(version_field) if isinstance(value, dict) else None
+    if version is None:
+        return Fetched(value)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BadSourceResponse(f"version field {version_field!r} is not an integer")
+    return Fetched(value, version)
+
+
+def import_callable(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{path!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError(f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(target):
+        raise ConfigError(f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+_built: dict[tuple[str, str], Source] = {}
+
+
+def build_source(keyspace: Keyspace, *, default_timeout: float = 5.0) -> Source:
+    """The source of a keyspace, built once per process."""
+    cfg = keyspace.config
+    cache_key = (keyspace.name, cfg.source)
+    source = _built.get(cache_key)
+    if source is not None:
+        return source
+    timeout = cfg.timeout or default_timeout
+    if cfg.source.startswith("python:"):
+        source = PythonSource(keyspace.name, cfg.source.removeprefix("python:"), timeout=timeout,
+                              version_field=cfg.version_field)
+    else:
+        source = HttpSource(keyspace.name, cfg.source, timeout=timeout, version_field=cfg.version_field)
+    _built[cache_key] = source
+    return source
