@@ -1,0 +1,115 @@
+"""Per-process metrics: what one process did (refreshes, source requests, invalidations, Redis errors).
+
+These are counted in the process that did the work and summed by Prometheus (``sum by``). The read counters
+(hits, misses, stale served, served age) are not here: every `Cache` already sends them to Redis, and
+`cluster.ClusterCollector` exports those cluster-wide, so counting them again per process would give two
+series for one fact.
+
+Importing this module imports prometheus_client, which fixes its value class (plain or multiprocess) on first
+import: worker processes call `multiprocess.enable()` before that (see worker/metrics_step.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from ..hooks import Hooks, set_hooks
+
+SOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# Label values known in advance; series for them exist (at 0) from the start, so rate() sees the first event.
+REFRESH_OUTCOMES = ("ok", "not_found", "fenced", "skipped", "error")
+SOURCE_OK_OUTCOMES = frozenset({"ok", "not_found"})
+SOURCE_ERROR_KINDS = ("timeout", "connect", "http_5xx", "http_status", "bad_response", "exception", "error")
+INVALIDATION_KINDS = ("key", "tag")
+INVALIDATION_OUTCOMES = ("applied", "stale", "dead")
+REDIS_OPERATIONS = ("read", "scrape")
+
+
+class ProcessMetrics:
+    """The per-process metric objects, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.refreshes = Counter(
+            "cachewarm_refreshes", "Refreshes of one key by a worker, by outcome.",
+            ["keyspace", "outcome"], registry=registry)
+        self.source_duration = Histogram(
+            "cachewarm_source_request_duration_seconds",
+            "Duration of source requests (readers' misses and workers' refreshes), failed ones included.",
+            ["keyspace"], buckets=SOURCE_BUCKETS, registry=registry)
+        self.source_errors = Counter(
+            "cachewarm_source_errors", "Source requests that failed, by kind (timeout, connect, http_5xx, ...).",
+            ["keyspace", "kind"], registry=registry)
+        self.invalidations = Counter(
+            "cachewarm_invalidations", "Invalidation events handled, by kind (key, tag) and outcome.",
+            ["kind", "outcome"], registry=registry)
+        self.invalidation_lag = Histogram(
+            "cachewarm_invalidation_lag_seconds",
+            "Seconds from an invalidation event's publish time (its ts field) to its application.",
+            buckets=LAG_BUCKETS, registry=registry)
+        self.redis_errors = Counter(
+            "cachewarm_redis_errors", "Redis calls that failed and were fallen back from, by operation.",
+            ["operation"], registry=registry)
+
+    def preset(self, keyspaces: Iterable[str]) -> None:
+        """Creates the series of the known label values at 0 (a counter that appears at 1 hides its first rise)."""
+        for name in keyspaces:
+            for outcome in REFRESH_OUTCOMES:
+                self.refreshes.labels(name, outcome)
+            self.source_duration.labels(name)
+            for kind in SOURCE_ERROR_KINDS:
+                self.source_errors.labels(name, kind)
+        for kind in INVALIDATION_KINDS:
+            for outcome in INVALIDATION_OUTCOMES:
+                self.invalidations.labels(kind, outcome)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
+
+
+class PrometheusHooks(Hooks):
+    """Hooks that count into `ProcessMetrics`; reads and stale serves are left to the Redis counters."""
+
+    def __init__(self, metrics: ProcessMetrics) -> None:
+        self.metrics = metrics
+
+    def redis_error(self, operation: str) -> None:
+        self.metrics.redis_errors.labels(operation).inc()
+
+    def source_request(self, keyspace: str, seconds: float, outcome: str) -> None:
+        self.metrics.source_duration.labels(keyspace).observe(seconds)
+        if outcome not in SOURCE_OK_OUTCOMES:
+            self.metrics.source_errors.labels(keyspace, outcome).inc()
+
+    def refresh(self, keyspace: str, outcome: str) -> None:
+        self.metrics.refreshes.labels(keyspace, outcome).inc()
+
+    def invalidation(self, kind: str, outcome: str) -> None:
+        self.metrics.invalidations.labels(kind, outcome).inc()
+
+    def invalidation_lag(self, seconds: float) -> None:
+        self.metrics.invalidation_lag.observe(max(0.0, seconds))
+
+
+_installed: ProcessMetrics | None = None
+
+
+def register_process_metrics(registry: CollectorRegistry | None = REGISTRY, *,
+                             keyspaces: Iterable[str] = ()) -> ProcessMetrics:
+    """Registers cachewarm's per-process metrics in `registry` and makes cachewarm count into them.
+
+    For applications with their own ``/metrics`` (the default registry unless told otherwise)::
+
+        from cachewarm.metrics import register_process_metrics
+        register_process_metrics()                 # once, at start-up
+
+    Calling it again returns the metrics already installed instead of registering duplicates.
+    """
+    global _installed
+    if _installed is None:
+        _installed = ProcessMetrics(registry)
+        _installed.preset(keyspaces)
+        set_hooks(PrometheusHooks(_installed))
+    return _installed
