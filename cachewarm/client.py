@@ -82,17 +82,34 @@ def _now_ms() -> int:
 
 
 class _Breaker:
-    """After a Redis failure the read path skips Redis for a short while, then tries again by itself."""
+    """After a Redis failure the read path skips Redis for a short while, then tries again by itself.
 
-    __slots__ = ("backoff", "until")
+    Once the backoff is over, one caller at a time probes Redis (the others keep skipping it until the probe
+    succeeds, `reset`, or fails, `trip`): during an outage each backoff period costs one read a timeout, not
+    every reader one each.
+    """
+
+    __slots__ = ("_lock", "backoff", "until")
 
     def __init__(self, backoff: float) -> None:
         self.backoff = backoff
         self.until = 0.0
+        self._lock = threading.Lock()
 
     @property
     def open(self) -> bool:
-        return self.until > 0.0 and time.monotonic() < self.until
+        """True while Redis is to be skipped; False for a caller that may use it (perhaps as the probe)."""
+        until = self.until
+        if until == 0.0:
+            return False
+        now = time.monotonic()
+        if now < until:
+            return True
+        with self._lock:
+            if self.until != until:  # another caller took the probe, or the probe already succeeded
+                return self.until != 0.0 and now < self.until
+            self.until = now + self.backoff
+        return False
 
     def trip(self, operation: str) -> None:
         self.until = time.monotonic() + self.backoff
@@ -346,6 +363,8 @@ class Cache:
             except redis.RedisError:
                 core.breaker.trip("read")
             else:
+                if core.breaker.until:
+                    core.breaker.reset()
                 hit = core.hit_or_none(plan, raw)
                 if hit is not None:
                     return hit
@@ -585,6 +604,8 @@ class AsyncCache:
             except redis.RedisError:
                 core.breaker.trip("read")
             else:
+                if core.breaker.until:
+                    core.breaker.reset()
                 hit = core.hit_or_none(plan, raw)
                 if hit is not None:
                     return hit

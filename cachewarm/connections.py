@@ -17,7 +17,9 @@ from .settings import mask_url
 
 
 def _retry() -> Retry:
-    return Retry(NoBackoff(), 1)
+    # Retry once on a broken connection (a pooled socket Redis closed), never on a timeout: a retried timeout
+    # doubles the read path's wait on a slow Redis, and a retried write may run twice.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
 def sync_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.Redis:
