@@ -1,0 +1,290 @@
+"""The invalidation consumer: one per worker process, all in one consumer group, at-least-once.
+
+Each round: claim entries another consumer left pending longer than ``claim_idle_ms`` (XAUTOCLAIM; a killed worker
+never acknowledged them), read new entries (XREADGROUP BLOCK), then for each entry:
+
+- cannot be parsed, or delivered more than ``max_deliveries`` times: copied to ``cachewarm:invalidations:dead``
+  with a ``reason`` and acknowledged, in one MULTI;
+- otherwise applied (apply.py) and only then acknowledged. An entry whose application fails stays pending and is
+  retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again).
+
+Keys named by the applied events that are hot are handed to ``on_hot_keys`` (each once per batch) so they are
+refreshed straight away. Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own pending
+entries first. The loop runs in a daemon thread; `stop()` ends it within one BLOCK timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self
+
+import redis
+
+from ..client import Cache
+from ..connections import sync_client
+from ..hooks import get_hooks
+from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
+from ..keyspaces import KeyspaceRegistry
+from ..settings import Settings
+from .apply import apply_events, hot_keys
+from .events import Event, Rejected, parse_entry
+
+log = logging.getLogger("cachewarm.invalidation")
+
+HotKeysCallback = Callable[[list[str]], None]
+Entry = tuple[str, dict[bytes, bytes]]
+
+MAX_DEAD_FIELD_BYTES = 4096  # longer original fields are cut in the dead-letter copy (a 1 MB key stays out)
+MAX_BACKOFF = 5.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sid(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class HotRefresher:
+    """Refreshes hot keys right away by reading them through a Cache (the lease makes readers wait for it
+    instead of stampeding the source; the fence keeps an invalidated load from writing).
+
+    Repeats coalesce: while a key's refresh runs, any number of new requests for it become one more refresh
+    after it (the running one may have been fenced by the newer invalidation)."""
+
+    def __init__(self, cache: Cache, *, workers: int = 16) -> None:
+        self.cache = cache
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
+        self._lock = threading.Lock()
+        self._state: dict[str, bool] = {}  # key -> another refresh wanted after the running one
+        self.refreshes = 0
+
+    def __call__(self, keys: list[str]) -> None:
+        for key in keys:
+            with self._lock:
+                if key in self._state:
+                    self._state[key] = True
+                    continue
+                self._state[key] = False
+            self._pool.submit(self._run, key)
+
+    def _run(self, key: str) -> None:
+        while True:
+            try:
+                self.cache.lookup(key)
+                self.refreshes += 1
+            except Exception as exc:  # a failed refresh leaves a miss: the next reader loads
+                log.debug("hot refresh of %r failed: %s", key[:200], exc)
+            with self._lock:
+                if not self._state.get(key):
+                    self._state.pop(key, None)
+                    return
+                self._state[key] = False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InvalidationConsumer:
+    """Consumes the invalidation stream in the `cachewarm-workers` group until stopped."""
+
+    def __init__(self, settings: Settings | None = None, *, keyspaces: KeyspaceRegistry | None = None,
+                 name: str | None = None, on_hot_keys: HotKeysCallback | None = None, batch_size: int = 256,
+                 block_ms: int = 500, claim_interval: float | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.keyspaces = keyspaces if keyspaces is not None else self.settings.keyspaces
+        self.layout = KeyLayout(self.settings.key_prefix)
+        self.name = name or consumer_name()
+        self.on_hot_keys = on_hot_keys
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_interval = (claim_interval if claim_interval is not None
+                               else min(5.0, max(0.05, self.settings.claim_idle_ms / 2000)))
+        self.redis = sync_client(self.settings.redis_url, timeout=block_ms / 1000 + 5)
+        self.stats: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._group_ready = False
+        self._read_own_pending = True
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> Self:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self.run, name="cachewarm-invalidation", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self.redis.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """The loop: never ends on bad input or a Redis failure, only on stop()."""
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.poll()
+                delay = 0.1
+            except redis.RedisError as exc:
+                self._on_redis_error(exc)
+                self._stop.wait(delay)
+                delay = min(MAX_BACKOFF, delay * 2)
+            except Exception:
+                log.exception("invalidation consumer: unexpected error; continuing")
+                self.stats["loop_errors"] += 1
+                self._read_own_pending = True
+                self._stop.wait(delay)
+                delay = min(MAX_BACKOFF, delay * 2)
+
+    def _on_redis_error(self, exc: redis.RedisError) -> None:
+        self.stats["redis_errors"] += 1
+        get_hooks().redis_error("invalidation")
+        if "NOGROUP" in str(exc):
+            self._group_ready = False
+        self._read_own_pending = True
+        log.warning("invalidation consumer: redis error (%s); backing off", type(exc).__name__)
+
+    # ---- one round ---------------------------------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def poll(self, block_ms: int | None = None) -> int:
+        """One round (claim if due, own pending after an error, new entries); returns entries handled."""
+        if not self._group_ready:
+            self.ensure_group()
+        handled = 0
+        if time.monotonic() >= self._next_claim:
+            handled += self._claim()
+            self._next_claim = time.monotonic() + self.claim_interval
+        if self._read_own_pending:
+            own = self._read("0", block_ms=None)
+            if own:
+                return handled + self.handle(own, self._deliveries(own))
+            self._read_own_pending = False
+        new = self._read(">", block_ms=self.block_ms if block_ms is None else block_ms)
+        if new:
+            handled += self.handle(new, {})
+        return handled
+
+    def _read(self, start: str, *, block_ms: int | None) -> list[Entry]:
+        reply: Any = self.redis.xreadgroup(CONSUMER_GROUP, self.name, {INVALIDATION_STREAM: start},
+                                           count=self.batch_size, block=block_ms)
+        if not reply:
+            return []
+        entries: list[Any] = reply[0][1]
+        return [(_sid(eid), fields or {}) for eid, fields in entries]
+
+    def _claim(self) -> int:
+        reply: Any = self.redis.xautoclaim(INVALIDATION_STREAM, CONSUMER_GROUP, self.name,
+                                           self.settings.claim_idle_ms, start_id=self._claim_cursor,
+                                           count=self.batch_size)
+        self._claim_cursor = _sid(reply[0])
+        entries = [(_sid(eid), fields or {}) for eid, fields in reply[1]]
+        if not entries:
+            return 0
+        self.stats["claimed"] += len(entries)
+        log.info("invalidation consumer %s claimed %d idle entries", self.name, len(entries))
+        return self.handle(entries, self._deliveries(entries))
+
+    def _deliveries(self, entries: Sequence[Entry]) -> dict[str, int]:
+        ids = [eid for eid, _ in entries]
+        pending: Any = self.redis.xpending_range(INVALIDATION_STREAM, CONSUMER_GROUP, min=min(ids, key=_id_order),
+                                            max=max(ids, key=_id_order), count=len(ids) * 2 + 10,
+                                            consumername=self.name)
+        return {_sid(p["message_id"]): int(p["times_delivered"]) for p in pending}
+
+    # ---- handling ----------------------------------------------------------------------------------------------
+    def handle(self, entries: Sequence[Entry], deliveries: dict[str, int]) -> int:
+        """Dead-letters what cannot be applied, applies the rest, then acknowledges what was applied."""
+        hooks = get_hooks()
+        events: list[Event] = []
+        dead: list[tuple[Entry, Rejected]] = []
+        for entry in entries:
+            eid, fields = entry
+            parsed = parse_entry(eid, fields)
+            times = deliveries.get(eid, 1)
+            if times > self.settings.max_deliveries:
+                parsed = Rejected(eid, f"delivered {times} times (max_deliveries {self.settings.max_deliveries})",
+                                  parsed.kind)
+            if isinstance(parsed, Rejected):
+                dead.append((entry, parsed))
+            else:
+                events.append(parsed)
+        if dead:
+            self._dead_letter(dead)
+        if not events:
+            return len(entries)
+        applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl)
+        done = [e for e in events if applied.outcomes.get(e.entry_id) in ("applied", "stale")]
+        if done:
+            self.redis.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *[e.entry_id for e in done])
+        now_ms = time.time() * 1000
+        for event in events:
+            outcome = applied.outcomes.get(event.entry_id, "error")
+            self.stats[outcome] += 1
+            hooks.invalidation(event.kind, outcome)
+            if outcome == "error":
+                log.warning("invalidation %s (%s %r) failed, left pending: %s", event.entry_id, event.kind,
+                            event.target[:200], applied.errors.get(event.entry_id))
+            elif event.ts_ms is not None and now_ms >= event.ts_ms:
+                hooks.invalidation_lag((now_ms - event.ts_ms) / 1000)
+        if self.on_hot_keys is not None and applied.keys:
+            try:
+                hot = hot_keys(self.redis, applied.keys, keyspaces=self.keyspaces, layout=self.layout,
+                               half_life=self.settings.hot_half_life, threshold=self.settings.hot_threshold)
+                if hot:
+                    self.stats["hot"] += len(hot)
+                    self.on_hot_keys(hot)
+            except Exception:
+                log.exception("invalidation consumer: hot-key refresh failed (the invalidation is applied)")
+        return len(entries)
+
+    def _dead_letter(self, dead: Sequence[tuple[Entry, Rejected]]) -> None:
+        hooks = get_hooks()
+        pipe = self.redis.pipeline(transaction=True)
+        for (eid, fields), rejected in dead:
+            copy: dict[Any, Any] = {"reason": rejected.reason, "original_id": eid, "consumer": self.name}
+            for name, value in fields.items():
+                if len(value) > MAX_DEAD_FIELD_BYTES:
+                    copy["truncated"] = "1"
+                    value = value[:MAX_DEAD_FIELD_BYTES]
+                copy[name if name not in (b"reason", b"original_id", b"consumer", b"truncated")
+                     else b"original:" + name] = value
+            pipe.xadd(DEAD_LETTER_STREAM, copy, maxlen=self.settings.stream_maxlen, approximate=True)
+            pipe.xack(INVALIDATION_STREAM, CONSUMER_GROUP, eid)
+        pipe.execute()
+        for _, rejected in dead:
+            self.stats["dead"] += 1
+            hooks.invalidation(rejected.kind, "dead")
+            log.warning("invalidation %s dead-lettered: %s", rejected.entry_id, rejected.reason)
+
+
+def _id_order(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,107 @@
+"""Turning a stream entry into an invalidation event, or into the reason it cannot be one.
+
+The wire format (CONTRACT.md): exactly one of ``key`` / ``tag``; optionally ``version`` (a non-negative integer,
+key events only) and ``ts`` (publish time, Unix ms). Everything is checked here, before anything is applied, so
+that a malformed entry is dead-lettered with a reason instead of half-applied.
+
+Unknown fields are dead-lettered, not ignored: a misspelt ``verison`` silently ignored would drop the version
+guard, and a field a newer writer adds may change what the event means. An operator sees the reason in
+``cachewarm:invalidations:dead`` and can re-publish the entry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..keys import MAX_KEY_LENGTH
+
+KNOWN_FIELDS = frozenset({"key", "tag", "version", "ts"})
+# Lua numbers are doubles: a larger version could not be compared exactly by the store scripts.
+MAX_VERSION = 2**53 - 1
+MAX_FIELD_BYTES = 4 * MAX_KEY_LENGTH  # a key of MAX_KEY_LENGTH characters, each up to 4 UTF-8 bytes
+_INT = re.compile(r"[0-9]{1,16}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Kind = Literal["key", "tag"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One understood invalidation: the key (or tag) it names, its version and publish time when given."""
+
+    entry_id: str
+    kind: Kind
+    target: str
+    version: int | None = None
+    ts_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An entry that cannot be applied, and why (the `reason` field of its dead-letter copy)."""
+
+    entry_id: str
+    reason: str
+    kind: str = "unknown"
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8")
+
+
+def _integer(name: str, raw: str) -> int | str:
+    if not _INT.fullmatch(raw):
+        return f"{name} must be a non-negative integer, got {raw[:40]!r}"
+    value = int(raw)
+    if value > MAX_VERSION:
+        return f"{name} must be at most {MAX_VERSION}"
+    return value
+
+
+def parse_entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> Event | Rejected:
+    """The event an entry describes, or a Rejected with the first reason it cannot be applied."""
+    eid = _text(entry_id)
+    decoded: dict[str, str] = {}
+    for raw_name, raw_value in fields.items():
+        try:
+            name = _text(raw_name)
+        except UnicodeDecodeError:
+            return Rejected(eid, "a field name is not valid UTF-8")
+        if len(raw_value) > MAX_FIELD_BYTES:
+            return Rejected(eid, f"field {name[:40]!r} is too long ({len(raw_value)} bytes > {MAX_FIELD_BYTES})")
+        try:
+            decoded[name] = _text(raw_value)
+        except UnicodeDecodeError:
+            return Rejected(eid, f"field {name[:40]!r} is not valid UTF-8")
+    kind: Kind | None = "key" if "key" in decoded else "tag" if "tag" in decoded else None
+    label = kind or "unknown"
+    unknown = sorted(set(decoded) - KNOWN_FIELDS)
+    if unknown:
+        return Rejected(eid, f"unknown field(s): {', '.join(repr(u[:40]) for u in unknown[:5])}", label)
+    if "key" in decoded and "tag" in decoded:
+        return Rejected(eid, "both key and tag given (exactly one is allowed)", label)
+    if kind is None:
+        return Rejected(eid, "missing field: key or tag")
+    target = decoded[kind]
+    if len(target) > MAX_KEY_LENGTH:
+        return Rejected(eid, f"{kind} is too long ({len(target)} characters > {MAX_KEY_LENGTH})", label)
+    if not target or _CONTROL.search(target):
+        return Rejected(eid, f"{kind} must be non-empty text without control characters", label)
+    version: int | None = None
+    if "version" in decoded:
+        if kind == "tag":
+            return Rejected(eid, "version applies to key events only", label)
+        parsed = _integer("version", decoded["version"])
+        if isinstance(parsed, str):
+            return Rejected(eid, parsed, label)
+        version = parsed
+    ts_ms: int | None = None
+    if "ts" in decoded:
+        parsed = _integer("ts", decoded["ts"])
+        if isinstance(parsed, str):
+            return Rejected(eid, parsed, label)
+        ts_ms = parsed
+    return Event(eid, kind, target, version, ts_ms)
