@@ -22,6 +22,8 @@ Layout (``P`` is the prefix, ``K`` a cache key such as ``product:42``, ``S`` a k
     P scan:lock      string   one scan at a time cluster-wide (two beats by mistake are harmless)
     P rate:S         hash     the keyspace's shared token bucket for source requests
     P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog)
+    P seen:S         hash     K -> its hot:S score at its last refresh (unchanged at the next one: nobody read
+                              it in between, the refresh was wasted); fields dropped with cold members
     P workers:<id>   string   a worker's heartbeat, with a TTL
     cachewarm:invalidations        stream  invalidation events (wire contract)
     cachewarm:invalidations:dead   stream  entries that could not be applied, with the reason
@@ -88,6 +90,9 @@ class KeyLayout:
 
     def pinned(self, keyspace: str) -> str:
         return f"{self.prefix}pin:{keyspace}"
+
+    def seen(self, keyspace: str) -> str:
+        return f"{self.prefix}seen:{keyspace}"
 
     def rate(self, keyspace: str) -> str:
         return f"{self.prefix}rate:{keyspace}"

@@ -1,0 +1,121 @@
+"""The scan: which hot or pinned keys are due for a refresh, claimed so that each is enqueued once per period.
+
+For each keyspace it reads the hot set (hotkeys.py) and the expiry header of each candidate's value (GETRANGE of
+13 bytes, pipelined), so its cost grows with the hot set, never with the keyspace. A key is due when it is
+missing or less than `refresh_ahead` of freshness remains. Each due key is claimed with ``claim:K`` (SET NX PX);
+only keys whose claim this scan won are returned, so two beats by mistake, or a scan overlapping the previous one,
+enqueue a key once. The refresh deletes the claim when it is done (whatever the outcome), and the claim's TTL
+frees keys whose worker died, so a killed batch is picked up again within a few scan periods. A scan lock
+(``scan:lock``) keeps a second concurrent scan from doing the same work; the claims alone keep it correct.
+
+Gauges written to ``refresh:stats`` per keyspace: ``hot_keys:S`` (hot + pinned), ``backlog_keys:S`` (due now,
+claimed or not: enqueued but not refreshed yet counts too), ``backlog_seconds:S`` (how far past its refresh time,
+expiry - refresh_ahead, the most overdue key is).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from .hotkeys import hot_set
+from .keys import KeyLayout
+from .keyspaces import KeyspaceRegistry
+from .settings import Settings
+
+UNLOCK = """
+-- KEYS: lock   ARGV: token
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_PIPE_CHUNK = 1000
+
+
+@dataclass
+class KeyspaceScan:
+    hot_keys: int = 0
+    due: int = 0
+    claimed: int = 0
+    backlog_seconds: float = 0.0
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: batches of claimed keys (one keyspace per batch) and per-keyspace figures."""
+
+    ran: bool
+    batches: list[list[str]] = field(default_factory=list)
+    keyspaces: dict[str, KeyspaceScan] = field(default_factory=dict)
+
+
+def claim_ms(settings: Settings) -> int:
+    """How long a claim lives: a few scan periods (enough for the batch to be picked up and run)."""
+    return max(1000, int(settings.scan_interval * 4000))
+
+
+def lock_ms(settings: Settings) -> int:
+    return max(2000, int(settings.scan_interval * 5000))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | None = None, *,
+         batch_size: int | None = None) -> ScanResult:
+    """One scan of every keyspace; returns the batches to enqueue (empty when another scan holds the lock)."""
+    registry = keyspaces if keyspaces is not None else settings.keyspaces
+    layout = KeyLayout(settings.key_prefix)
+    token = secrets.token_hex(8)
+    if not client.set(layout.scan_lock, token, nx=True, px=lock_ms(settings)):
+        return ScanResult(ran=False)
+    try:
+        result = ScanResult(ran=True)
+        size = batch_size or settings.refresh_batch_size
+        gauges: dict[str, float] = {}
+        for ks in registry:
+            figures, claimed = _scan_keyspace(client, layout, settings, ks.name, int(ks.refresh_ahead * 1000))
+            result.keyspaces[ks.name] = figures
+            result.batches.extend(_chunks(claimed, size))
+            gauges[f"hot_keys:{ks.name}"] = figures.hot_keys
+            gauges[f"backlog_keys:{ks.name}"] = figures.due
+            gauges[f"backlog_seconds:{ks.name}"] = round(figures.backlog_seconds, 3)
+        if gauges:
+            client.hset(layout.refresh_stats, mapping=gauges)  # type: ignore[arg-type]
+        return result
+    finally:
+        client.eval(UNLOCK, 1, layout.scan_lock, token)
+
+
+def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, keyspace: str,
+                   ahead_ms: int) -> tuple[KeyspaceScan, list[str]]:
+    hs = hot_set(client, layout, keyspace, threshold=settings.hot_threshold, half_life=settings.hot_half_life)
+    candidates = hs.keys()
+    figures = KeyspaceScan(hot_keys=len(candidates))
+    due: list[str] = []
+    for chunk in _chunks(candidates, _PIPE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.getrange(layout.value(key), 0, 12)
+        for key, head in zip(chunk, pipe.execute(), strict=True):
+            if not head:
+                due.append(key)
+                continue
+            refresh_at = int(head) - ahead_ms
+            if refresh_at <= hs.now_ms:
+                due.append(key)
+                figures.backlog_seconds = max(figures.backlog_seconds, (hs.now_ms - refresh_at) / 1000)
+    figures.due = len(due)
+    claimed: list[str] = []
+    ttl = claim_ms(settings)
+    for chunk in _chunks(due, _PIPE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.set(layout.claim(key), "1", nx=True, px=ttl)
+        claimed += [key for key, won in zip(chunk, pipe.execute(), strict=True) if won]
+    figures.claimed = len(claimed)
+    return figures, claimed

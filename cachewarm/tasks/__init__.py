@@ -1,0 +1,1 @@
+"""Celery tasks (named ``cachewarm.<name>``): thin wrappers over cachewarm.scan and cachewarm.refresh."""

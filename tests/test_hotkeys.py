@@ -1,0 +1,78 @@
+"""Hot set: decayed popularity above the threshold, pinned keys, cleanup of cold members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from cachewarm import Cache
+from cachewarm.hotkeys import COLD_FACTOR, hot_set, pin, unpin
+from cachewarm.keys import KeyLayout
+
+L = KeyLayout()
+
+
+def test_reads_through_the_cache_make_a_key_hot(make_cache: Callable[..., Cache], write_config: Callable[[str],
+                                                Path], redis_client: redis.Redis) -> None:
+    config = write_config("""
+        [keyspaces.num]
+        pattern = "num:{n}"
+        source = "python:tests.test_hotkeys:identity"
+        ttl = 60
+    """)
+    cache = make_cache(config, hot_threshold=3.0)
+    for _ in range(10):
+        cache.get("num:1")
+    cache.get("num:2")
+    cache.flush_stats()
+    hs = hot_set(redis_client, L, "num", threshold=3.0, half_life=60)
+    assert hs.hot == ["num:1"]
+    assert hs.pinned == []
+
+
+def identity(n: str) -> dict[str, str]:
+    return {"n": n}
+
+
+def _seed(client: redis.Redis, keyspace: str, scores: dict[str, float], epoch_ms: int) -> None:
+    client.set(L.hot_epoch(keyspace), epoch_ms)
+    client.zadd(L.hot(keyspace), scores)
+
+
+def test_threshold_uses_decay_relative_to_the_epoch(redis_client: redis.Redis) -> None:
+    now = int(redis_client.time()[0]) * 1000
+    # Epoch two half-lives ago: a stored score of 8 is worth 2 reads now, 40 is worth 10.
+    _seed(redis_client, "s", {"a": 8.0, "b": 40.0}, now - 2 * 10_000)
+    hs = hot_set(redis_client, L, "s", threshold=5.0, half_life=10)
+    assert hs.hot == ["b"]
+    assert {m.decode() for m in redis_client.zrange(L.hot("s"), 0, -1)} == {"a", "b"}
+
+
+def test_cold_members_are_removed_with_their_seen_field(redis_client: redis.Redis) -> None:
+    now = int(redis_client.time()[0]) * 1000
+    _seed(redis_client, "s", {"cold": 1.0, "warm": 100.0}, now)
+    redis_client.hset(L.seen("s"), mapping={"cold": "1", "warm": "100"})
+    hs = hot_set(redis_client, L, "s", threshold=COLD_FACTOR * 1.5, half_life=60)
+    assert hs.hot == ["warm"]
+    assert redis_client.zscore(L.hot("s"), "cold") is None
+    assert redis_client.hexists(L.seen("s"), "cold") is False
+    assert redis_client.hexists(L.seen("s"), "warm") is True
+
+
+def test_pinned_keys_are_part_of_the_set_once(redis_client: redis.Redis) -> None:
+    now = int(redis_client.time()[0]) * 1000
+    _seed(redis_client, "s", {"a": 100.0}, now)
+    assert pin(redis_client, L, "s", ["a", "p"]) == 2
+    hs = hot_set(redis_client, L, "s", threshold=1.0, half_life=60)
+    assert sorted(hs.keys()) == ["a", "p"]
+    assert len(hs.keys()) == 2
+    unpin(redis_client, L, "s", ["p"])
+    assert hot_set(redis_client, L, "s", threshold=1.0, half_life=60).pinned == ["a"]
+
+
+def test_empty_keyspace(redis_client: redis.Redis) -> None:
+    hs = hot_set(redis_client, L, "nothing", threshold=1.0, half_life=60)
+    assert hs.keys() == []
+    assert hs.now_ms > 0
