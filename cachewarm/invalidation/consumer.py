@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Self
 
 import redis
@@ -54,43 +54,67 @@ def _sid(raw: bytes | str) -> str:
 
 
 class HotRefresher:
-    """Refreshes hot keys right away by reading them through a Cache (the lease makes readers wait for it
-    instead of stampeding the source; the fence keeps an invalidated load from writing).
+    """Starts a refresh of each hot key at once; repeats coalesce.
 
-    Repeats coalesce: while a key's refresh runs, any number of new requests for it become one more refresh
-    after it (the running one may have been fenced by the newer invalidation)."""
+    While a key's refresh runs, any number of new requests for it become one more refresh after it: the running
+    one may have fetched before the newest change and been fenced. `start(key)` begins one refresh and returns its
+    future: the workers' refresh engine (`for_engine`), or a read through a Cache (`for_cache`), whose lease makes
+    readers wait for the load instead of stampeding the source."""
 
-    def __init__(self, cache: Cache, *, workers: int = 16) -> None:
-        self.cache = cache
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
+    def __init__(self, start: Callable[[str], Future[Any]]) -> None:
+        self._start = start
         self._lock = threading.Lock()
-        self._state: dict[str, bool] = {}  # key -> another refresh wanted after the running one
-        self.refreshes = 0
+        self._again: dict[str, bool] = {}  # key -> another refresh wanted after the running one
+        self.started = 0
+        self.failed = 0
+
+    @classmethod
+    def for_cache(cls, cache: Cache, *, workers: int = 32) -> HotRefresher:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
+        refresher = cls(lambda key: pool.submit(cache.lookup, key))
+        refresher._pool = pool
+        return refresher
+
+    @classmethod
+    def for_engine(cls, settings: Settings) -> HotRefresher:
+        from ..refresh_engine import get_engine
+
+        return cls(lambda key: get_engine(settings).submit([key], force=True))
+
+    _pool: ThreadPoolExecutor | None = None
 
     def __call__(self, keys: list[str]) -> None:
         for key in keys:
             with self._lock:
-                if key in self._state:
-                    self._state[key] = True
+                if key in self._again:
+                    self._again[key] = True
                     continue
-                self._state[key] = False
-            self._pool.submit(self._run, key)
+                self._again[key] = False
+            self._launch(key)
 
-    def _run(self, key: str) -> None:
-        while True:
-            try:
-                self.cache.lookup(key)
-                self.refreshes += 1
-            except Exception as exc:  # a failed refresh leaves a miss: the next reader loads
-                log.debug("hot refresh of %r failed: %s", key[:200], exc)
-            with self._lock:
-                if not self._state.get(key):
-                    self._state.pop(key, None)
-                    return
-                self._state[key] = False
+    def _launch(self, key: str) -> None:
+        self.started += 1
+        try:
+            future = self._start(key)
+        except Exception as exc:
+            self._done(key, exc)
+            return
+        future.add_done_callback(lambda f: self._done(key, f.exception()))
+
+    def _done(self, key: str, error: BaseException | None) -> None:
+        if error is not None:  # a failed refresh leaves a miss: the next reader loads
+            self.failed += 1
+            log.debug("hot refresh of %r failed: %s", key[:200], error)
+        with self._lock:
+            if not self._again.get(key):
+                self._again.pop(key, None)
+                return
+            self._again[key] = False
+        self._launch(key)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class InvalidationConsumer:
