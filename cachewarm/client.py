@@ -484,20 +484,24 @@ class Cache:
         count = 0
         try:
             for batch in _batched(self.redis.scan_iter(match=match, count=1000), 500):
-                pipe = self.redis.pipeline(transaction=False)
-                for raw_key in batch:
-                    key = raw_key.decode("utf-8", "surrogateescape")[skip:]
-                    store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
-                                                      ["", self.settings.fence_ttl])
                 try:
-                    pipe.execute()
+                    self._invalidate_raw(batch, skip)
                 except redis.exceptions.NoScriptError:
+                    # A failed pipeline is reset (its commands are gone): load the scripts, send the batch again.
                     store.ensure_loaded(self.redis)
-                    pipe.execute()
+                    self._invalidate_raw(batch, skip)
                 count += len(batch)
         except redis.RedisError as exc:
             raise CacheUnavailable(f"redis failed during clear: {type(exc).__name__}") from None
         return count
+
+    def _invalidate_raw(self, batch: list[bytes], skip: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for raw_key in batch:
+            key = raw_key.decode("utf-8", "surrogateescape")[skip:]
+            store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
+                                              ["", self.settings.fence_ttl])
+        pipe.execute()
 
     def invalidate_tag(self, tag: str) -> int:
         """Invalidates every key carrying tag; loads in flight of such keys are fenced. Returns keys dropped."""
@@ -735,16 +739,20 @@ class AsyncCache:
         return count
 
     async def _invalidate_raw(self, batch: list[bytes], skip: int) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        for raw_key in batch:
-            key = raw_key.decode("utf-8", "surrogateescape")[skip:]
-            store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
-                                              ["", self.settings.fence_ttl])
-        try:
-            await pipe.execute()
-        except redis.exceptions.NoScriptError:
-            await store.ensure_loaded_async(self.redis)
-            await pipe.execute()
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for raw_key in batch:
+                key = raw_key.decode("utf-8", "surrogateescape")[skip:]
+                store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
+                                                  ["", self.settings.fence_ttl])
+            try:
+                await pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                # A failed pipeline is reset (its commands are gone): load the scripts, send the batch again.
+                if attempt:
+                    raise
+                await store.ensure_loaded_async(self.redis)
         return len(batch)
 
     async def invalidate_tag(self, tag: str) -> int:

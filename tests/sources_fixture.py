@@ -39,3 +39,24 @@ def slow_counted(id: str) -> dict[str, Any]:
         f.write(f"{os.getpid()} {id}\n")
     time.sleep(float(os.environ.get("CACHEWARM_TEST_DELAY", "0.5")))
     return {"id": id, "loaded_by": os.getpid()}
+
+
+entered = threading.Event()
+gate = threading.Event()
+
+
+def gated(id: str) -> dict[str, Any]:
+    """Signals `entered`, then waits for `gate`: lets a test act while a load is in flight."""
+    entered.set()
+    gate.wait(10)
+    return {"id": id, "from": "source"}
+
+
+counter: dict[str, int] = {}
+
+
+def counted(id: str) -> dict[str, Any]:
+    with _lock:
+        counter[id] = counter.get(id, 0) + 1
+        n = counter[id]
+    return {"id": id, "n": n}
