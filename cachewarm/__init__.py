@@ -17,6 +17,7 @@ from .errors import (
     UnknownKeyspace,
     ValueNotSerializable,
 )
+from .invalidation import publish_invalidation
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -35,4 +36,5 @@ __all__ = [
     "UnknownKeyspace",
     "ValueNotSerializable",
     "__version__",
+    "publish_invalidation",
 ]

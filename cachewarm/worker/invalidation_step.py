@@ -26,7 +26,7 @@ def _enabled() -> bool:
     return os.environ.get("CACHEWARM_INVALIDATION_CONSUMER", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-class InvalidationConsumerStep(bootsteps.StartStopStep):
+class InvalidationConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Starts the consumer thread when the worker starts; stops it (unacknowledged entries stay pending) at the
     worker's shutdown."""
 
