@@ -1,0 +1,187 @@
+"""The refresh path against a real redis-server and an HTTP source on a socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from cachewarm import Cache, Settings, envelope
+from cachewarm.connections import async_client
+from cachewarm.demo.source import SourceServer
+from cachewarm.keys import KeyLayout
+from cachewarm.ratelimit import take_script
+from cachewarm.refresh import RefreshContext, refresh_batch, stats
+from cachewarm.refresh_engine import make_http_client
+
+L = KeyLayout()
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[SourceServer]:
+    with SourceServer(latency=0.01) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(source: SourceServer, write_config: Callable[[str], Path],
+             make_settings: Callable[..., Settings]) -> Settings:
+    source.configure(latency=0.01, status_override=None, error_rate=0)
+    source.reset_stats()
+    config = write_config(f"""
+        [keyspaces.product]
+        pattern = "product:{{id}}"
+        source = "{source.url}/products/{{id}}"
+        ttl = 30
+        refresh_ahead = 10
+        max_stale = 60
+        tags = ["products"]
+
+        [keyspaces.narrow]
+        pattern = "narrow:{{id}}"
+        source = "{source.url}/items/{{id}}"
+        ttl = 30
+        refresh_ahead = 10
+        concurrency = 3
+    """)
+    return make_settings(config, refresh_retries=2)
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[RefreshContext]:
+    context = RefreshContext(settings, async_client(settings.redis_url, timeout=5), make_http_client(settings),
+                             "test-worker")
+    yield context
+    await context.http.aclose()
+    await context.redis.aclose()
+
+
+def _entry(client: redis.Redis, key: str) -> envelope.Entry | None:
+    raw = client.get(L.value(key))
+    return envelope.decode(raw) if raw is not None else None
+
+
+async def test_a_missing_key_is_loaded_late_and_its_claim_released(ctx: RefreshContext, source: SourceServer,
+                                                                   redis_client: redis.Redis) -> None:
+    redis_client.set(L.claim("product:1"), "1")
+    counts = await refresh_batch(ctx, ["product:1"])
+    assert counts == {"ok": 1}
+    entry = _entry(redis_client, "product:1")
+    assert entry is not None and entry.value["id"] == "1"
+    assert redis_client.pttl(L.value("product:1")) > 60_000   # ttl + max_stale
+    assert stats(redis_client, L) == {"refreshed:product": 1, "late:product": 1}
+    assert not redis_client.exists(L.claim("product:1"))
+    assert redis_client.sismember(L.tag("products"), "product:1")
+
+
+async def test_a_key_no_longer_due_is_skipped_without_a_source_request(ctx: RefreshContext, source: SourceServer,
+                                                                       redis_client: redis.Redis) -> None:
+    await refresh_batch(ctx, ["product:2"])
+    source.reset_stats()
+    counts = await refresh_batch(ctx, ["product:2"])
+    assert counts == {"skipped": 1}
+    assert source.stats()["requests"] == 0
+    # force (cachewarm warm) loads anyway
+    assert await refresh_batch(ctx, ["product:2"], force=True) == {"ok": 1}
+
+
+async def test_an_invalidation_during_the_fetch_fences_the_write(ctx: RefreshContext, source: SourceServer,
+                                                                 make_cache: Callable[..., Cache],
+                                                                 settings: Settings,
+                                                                 redis_client: redis.Redis) -> None:
+    source.configure(latency=0.5)
+    cache = make_cache(settings.config)
+    task = asyncio.create_task(refresh_batch(ctx, ["product:3"]))
+    while not redis_client.exists(L.lease("product:3")):
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(cache.delete, "product:3")
+    assert await task == {"fenced": 1}
+    assert _entry(redis_client, "product:3") is None
+    assert not redis_client.exists(L.lease("product:3"))
+
+
+async def test_a_tag_invalidation_during_the_fetch_fences_the_write(ctx: RefreshContext, source: SourceServer,
+                                                                    make_cache: Callable[..., Cache],
+                                                                    settings: Settings,
+                                                                    redis_client: redis.Redis) -> None:
+    source.configure(latency=0.5)
+    cache = make_cache(settings.config)
+    task = asyncio.create_task(refresh_batch(ctx, ["product:4"]))
+    while not redis_client.exists(L.lease("product:4")):
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(cache.invalidate_tag, "products")
+    assert await task == {"fenced": 1}
+    assert _entry(redis_client, "product:4") is None
+
+
+async def test_404_removes_the_key_and_its_hot_and_pinned_entries(ctx: RefreshContext, source: SourceServer,
+                                                                   redis_client: redis.Redis) -> None:
+    await refresh_batch(ctx, ["product:5"])
+    source.delete_item(5)
+    redis_client.zadd(L.hot("product"), {"product:5": 10})
+    redis_client.sadd(L.pinned("product"), "product:5")
+    assert await refresh_batch(ctx, ["product:5"], force=True) == {"not_found": 1}
+    assert not redis_client.exists(L.value("product:5"))
+    assert redis_client.zscore(L.hot("product"), "product:5") is None
+    assert not redis_client.sismember(L.pinned("product"), "product:5")
+
+
+async def test_source_failure_retries_then_keeps_the_old_value_as_stale(ctx: RefreshContext,
+                                                                         source: SourceServer,
+                                                                         redis_client: redis.Redis) -> None:
+    await refresh_batch(ctx, ["product:6"])
+    before = _entry(redis_client, "product:6")
+    source.configure(status_override=500)
+    source.reset_stats()
+    assert await refresh_batch(ctx, ["product:6"], force=True) == {"error": 1}
+    assert source.stats()["requests"] == 3                    # 1 + refresh_retries
+    assert _entry(redis_client, "product:6") == before
+    assert not redis_client.exists(L.lease("product:6"))
+    figures = stats(redis_client, L)
+    assert figures["failed:product"] == 1 and figures["stale:product"] == 1
+
+
+async def test_concurrency_limit_per_keyspace(ctx: RefreshContext, source: SourceServer) -> None:
+    source.configure(latency=0.05)
+    counts = await refresh_batch(ctx, [f"narrow:{i}" for i in range(100, 120)])
+    assert counts == {"ok": 20}
+    assert source.stats()["max_in_flight"] <= 3
+
+
+async def test_wasted_counts_a_refresh_of_a_key_nobody_read(ctx: RefreshContext, settings: Settings,
+                                                            make_cache: Callable[..., Cache],
+                                                            redis_client: redis.Redis) -> None:
+    cache = make_cache(settings.config)
+    await refresh_batch(ctx, ["product:7", "product:8"])
+    cache.get("product:8")          # read between the two refreshes
+    cache.flush_stats()
+    await refresh_batch(ctx, ["product:7", "product:8"], force=True)
+    figures = stats(redis_client, L)
+    assert figures["wasted:product"] == 1
+    assert figures["refreshed:product"] == 4
+
+
+async def test_a_lease_of_a_dead_worker_is_taken_over_a_live_one_is_not(ctx: RefreshContext,
+                                                                        redis_client: redis.Redis) -> None:
+    redis_client.set(L.lease("product:9"), "w=alive.1|abc", px=60_000)
+    redis_client.set(L.worker("alive.1"), "1", px=60_000)
+    assert await refresh_batch(ctx, ["product:9"]) == {"busy": 1}
+    redis_client.delete(L.worker("alive.1"))
+    assert await refresh_batch(ctx, ["product:9"]) == {"ok": 1}
+    # A reader's lease (no worker id) is respected until it expires.
+    redis_client.set(L.lease("product:10"), "0123456789abcdef", px=60_000)
+    assert await refresh_batch(ctx, ["product:10"]) == {"busy": 1}
+
+
+async def test_token_bucket_shares_a_budget(redis_client: redis.Redis, redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        waits = [int(await take_script.run_async(client, [L.rate("s")], ["1", "2"])) for _ in range(3)]
+    finally:
+        await client.aclose()
+    assert waits[:2] == [0, 0]            # a burst of two
+    assert 0 < waits[2] <= 1000           # then one per second
