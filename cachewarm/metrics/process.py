@@ -21,7 +21,7 @@ SOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Label values known in advance; series for them exist (at 0) from the start, so rate() sees the first event.
-REFRESH_OUTCOMES = ("ok", "not_found", "fenced", "skipped", "error")
+REFRESH_OUTCOMES = ("ok", "not_found", "fenced", "skipped", "busy", "error")
 SOURCE_OK_OUTCOMES = frozenset({"ok", "not_found"})
 SOURCE_ERROR_KINDS = ("timeout", "connect", "http_5xx", "http_status", "bad_response", "exception", "error")
 INVALIDATION_KINDS = ("key", "tag")
