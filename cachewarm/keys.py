@@ -22,6 +22,7 @@ Layout (``P`` is the prefix, ``K`` a cache key such as ``product:42``, ``S`` a k
     P scan:lock      string   one scan at a time cluster-wide (two beats by mistake are harmless)
     P rate:S         hash     the keyspace's shared token bucket for source requests
     P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog)
+    P stats:history  zset     snapshots of the read counters (member JSON, score ms), for hit ratios since a time
     P seen:S         hash     K -> its hot:S score at its last refresh (unchanged at the next one: nobody read
                               it in between, the refresh was wasted); fields dropped with cold members
     P workers:<id>   string   a worker's heartbeat, with a TTL
@@ -90,6 +91,9 @@ class KeyLayout:
 
     def pinned(self, keyspace: str) -> str:
         return f"{self.prefix}pin:{keyspace}"
+
+    def stats_history(self) -> str:
+        return self.prefix + "stats:history"
 
     def seen(self, keyspace: str) -> str:
         return f"{self.prefix}seen:{keyspace}"
