@@ -144,6 +144,10 @@ class _Core:
         self.recorder.record(plan.label, plan.key, plan.max_tracked, False, 0.0)
         return None
 
+    def missed(self, plan: _Plan) -> None:
+        """Accounts for a read that could not look in Redis: a miss all the same (the source serves it)."""
+        self.recorder.record(plan.label, plan.key, plan.max_tracked, False, 0.0)
+
     def plan(self, key: str) -> _Plan | None:
         """The plan of a key of some keyspace; None for a key no keyspace matches."""
         try:
@@ -357,11 +361,14 @@ class Cache:
     def _read(self, plan: _Plan, fetch: Callable[[_Plan], Fetched]) -> Lookup:
         core = self._core
         stale_raw: bytes | None = None
-        if not core.breaker.open:
+        if core.breaker.open:
+            core.missed(plan)
+        else:
             try:
                 raw = self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
             except redis.RedisError:
                 core.breaker.trip("read")
+                core.missed(plan)
             else:
                 if core.breaker.until:
                     core.breaker.reset()
@@ -602,11 +609,14 @@ class AsyncCache:
     async def _read(self, plan: _Plan, fetch: Callable[[_Plan], Awaitable[Fetched]]) -> Lookup:
         core = self._core
         stale_raw: bytes | None = None
-        if not core.breaker.open:
+        if core.breaker.open:
+            core.missed(plan)
+        else:
             try:
                 raw = await self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
             except redis.RedisError:
                 core.breaker.trip("read")
+                core.missed(plan)
             else:
                 if core.breaker.until:
                     core.breaker.reset()
