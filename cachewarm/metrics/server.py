@@ -2,7 +2,8 @@
 the multiprocess directory) plus the cluster-wide figures read from Redis at each scrape.
 
 It binds ``settings.metrics_host`` (127.0.0.1 unless told otherwise) and ``settings.metrics_port`` (9808; 0 turns
-the endpoint off, for a second worker node on the same machine).
+the endpoint off, for a second worker node on the same machine). While it runs it also snapshots the read counters
+every 10 s (history.py) for `cachewarm status --since`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import os
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
+from ..connections import sync_client
+from ..keys import KeyLayout
 from ..settings import Settings
 from .cluster import ClusterCollector
+from .history import HistoryRecorder
 from .multiprocess import ENV
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ def build_registry(settings: Settings) -> CollectorRegistry:
     else:
         from .process import register_process_metrics
 
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: the endpoint exports exactly cachewarm's metric names
         # Single process (e.g. `cachewarm run` with a solo pool): export this process's own metrics.
         metrics = register_process_metrics(None, keyspaces=settings.keyspaces.names())
         for metric in (metrics.refreshes, metrics.source_duration, metrics.source_errors, metrics.invalidations,
@@ -45,9 +50,10 @@ def build_registry(settings: Settings) -> CollectorRegistry:
 class MetricsServer:
     """A running endpoint; `close()` stops it."""
 
-    def __init__(self, httpd: Any, thread: threading.Thread) -> None:
+    def __init__(self, httpd: Any, thread: threading.Thread, history: HistoryRecorder | None = None) -> None:
         self.httpd = httpd
         self.thread = thread
+        self.history = history
 
     @property
     def port(self) -> int:
@@ -57,6 +63,8 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+        if self.history is not None:
+            self.history.close()
 
 
 def start_metrics_server(settings: Settings, *, registry: CollectorRegistry | None = None) -> MetricsServer | None:
@@ -71,4 +79,6 @@ def start_metrics_server(settings: Settings, *, registry: CollectorRegistry | No
                     settings.metrics_port, exc)
         return None
     log.info("cachewarm metrics at http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
-    return MetricsServer(httpd, thread)
+    history = HistoryRecorder(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0)),
+                              KeyLayout(settings.key_prefix), settings.keyspaces.names()).start()
+    return MetricsServer(httpd, thread, history)

@@ -1,0 +1,181 @@
+"""`cachewarm status`: what the cluster is doing, from Redis alone (no worker or Prometheus needed).
+
+The hit ratio "since" a time compares the read counters now with the newest snapshot taken at or before that time
+(metrics/history.py: metrics endpoints add one every 10 s, and so does each run of this command). When no snapshot
+is that old, the oldest one is used and the actual window is printed; with no snapshot at all, the ratio is over
+everything the counters hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import redis
+
+from ..connections import sync_client
+from ..keys import KeyLayout
+from ..metrics import history
+from ..metrics.cluster import ClusterSnapshot, read_snapshot
+from ..settings import Settings, mask_url
+from .options import load_settings
+
+
+@dataclass
+class HotKey:
+    key: str
+    reads: float  # decayed read count (each read halves in weight per half-life)
+    ttl: float | None  # seconds until the value stops being fresh (negative: stale); None: not cached
+    age: float | None  # seconds since the value was fetched from the source
+
+
+@dataclass
+class KeyspaceStatus:
+    name: str
+    hits: float
+    misses: float
+    window_hits: float
+    window_misses: float
+    stale: float
+    hot_keys: float
+    backlog_keys: float
+    backlog_seconds: float
+    top: list[HotKey] = field(default_factory=list)
+
+    @property
+    def hit_ratio(self) -> float | None:
+        reads = self.window_hits + self.window_misses
+        return self.window_hits / reads if reads else None
+
+
+def top_keys(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[str], n: int, now_ms: int,
+             half_life: float) -> dict[str, list[HotKey]]:
+    """The n most popular keys of each keyspace with their envelope's expiry and fetch time: two pipelines."""
+    if n <= 0:
+        return {name: [] for name in keyspaces}
+    pipe = client.pipeline(transaction=False)
+    for name in keyspaces:
+        pipe.zrevrange(layout.hot(name), 0, n - 1, withscores=True)
+        pipe.get(layout.hot_epoch(name))
+    results = pipe.execute()
+    ranked: list[tuple[str, str, float]] = []
+    for i, name in enumerate(keyspaces):
+        members, epoch = results[2 * i], results[2 * i + 1]
+        scale = 2.0 ** ((now_ms - float(epoch)) / 1000 / half_life) if epoch is not None else 1.0
+        ranked += [(name, member.decode(), score / scale) for member, score in members]
+    pipe = client.pipeline(transaction=False)
+    for _, key, _ in ranked:
+        pipe.getrange(layout.value(key), 0, 26)  # <expires_ms:13>|<fetched_ms:13>
+    headers = pipe.execute()
+    out: dict[str, list[HotKey]] = {name: [] for name in keyspaces}
+    for (name, key, reads), header in zip(ranked, headers, strict=True):
+        ttl = age = None
+        if header and len(header) == 27:
+            ttl = (int(header[:13]) - now_ms) / 1000
+            age = (now_ms - int(header[14:27])) / 1000
+        out[name].append(HotKey(key, reads, ttl, age))
+    return out
+
+
+def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
+    """The status as a JSON-ready dict; raises redis.RedisError."""
+    layout = KeyLayout(settings.key_prefix)
+    names = settings.keyspaces.names()
+    client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 2.0))
+    try:
+        snap = read_snapshot(client, layout, names, hot_half_life=settings.hot_half_life,
+                             hot_threshold=settings.hot_threshold)
+        past = history.at_or_before(client, layout, snap.now_ms - int(since * 1000))
+        history.record(client, layout, snap.stats, names, snap.now_ms)
+        hot = top_keys(client, layout, names, top, snap.now_ms, settings.hot_half_life)
+    finally:
+        client.close()
+    spaces = [_keyspace(snap, name, past, hot[name]) for name in names]
+    window = (snap.now_ms - past.at_ms) / 1000 if past is not None else None
+    return {
+        "redis": mask_url(settings.redis_url),
+        "time_ms": snap.now_ms,
+        "workers": snap.workers,
+        "workers_exact": snap.workers_exact,
+        "invalidation_pending": snap.invalidation_pending,
+        "dead_letters": snap.dead_letters,
+        # Seconds the hit ratio covers; null: since the counters started.
+        "hit_ratio_window": window,
+        "keyspaces": {ks.name: {
+            "hit_ratio": ks.hit_ratio, "hits": ks.hits, "misses": ks.misses, "window_hits": ks.window_hits,
+            "window_misses": ks.window_misses, "stale_served": ks.stale, "hot_keys": ks.hot_keys,
+            "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds,
+            "top": [vars(k) for k in ks.top]} for ks in spaces},
+    }
+
+
+def _keyspace(snap: ClusterSnapshot, name: str, past: history.Snapshot | None, top: list[HotKey]) -> KeyspaceStatus:
+    hits, misses = snap.stat("hit", name), snap.stat("miss", name)
+    base_hits = past.hits.get(name, 0.0) if past else 0.0
+    base_misses = past.misses.get(name, 0.0) if past else 0.0
+    return KeyspaceStatus(
+        name, hits, misses, max(0.0, hits - base_hits), max(0.0, misses - base_misses), snap.stat("stale", name),
+        snap.hot_keys.get(name, 0.0), snap.refresh.get("backlog_keys:" + name, 0.0),
+        snap.refresh.get("backlog_seconds:" + name, 0.0), top)
+
+
+def _num(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def render(status: dict[str, Any]) -> str:
+    window = status["hit_ratio_window"]
+    since = f"last {window:.0f}s" if window is not None else "all time"
+    workers = f"{status['workers']}" + ("" if status["workers_exact"] else "+")
+    lines = [f"cachewarm status of {status['redis']}",
+             f"workers: {workers}   invalidations pending: {status['invalidation_pending']}   "
+             f"dead letters: {status['dead_letters']}", ""]
+    rows = [["keyspace", f"hit ratio ({since})", "hits", "misses", "stale", "hot keys", "backlog", "behind s"]]
+    for name, ks in status["keyspaces"].items():
+        ratio = "-" if ks["hit_ratio"] is None else f"{ks['hit_ratio']:.1%}"
+        rows.append([name, ratio, f"{ks['hits']:.0f}", f"{ks['misses']:.0f}", f"{ks['stale_served']:.0f}",
+                     f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}", f"{ks['backlog_seconds']:.1f}"])
+    lines += _table(rows)
+    for name, ks in status["keyspaces"].items():
+        if not ks["top"]:
+            continue
+        lines += ["", f"hottest keys of {name}"]
+        rows = [["key", "reads", "ttl s", "age s"]]
+        rows += [[k["key"], _num(k["reads"]), _num(k["ttl"]) if k["ttl"] is not None else "not cached",
+                  _num(k["age"])] for k in ks["top"]]
+        lines += _table(rows)
+    return "\n".join(lines)
+
+
+def _redis_failure(settings: Settings, exc: Exception) -> str:
+    message = str(exc)
+    password = urlsplit(settings.redis_url).password
+    if password:
+        message = message.replace(password, "***")
+    return f"cachewarm: cannot read status from Redis at {mask_url(settings.redis_url)}: {message}"
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@click.option("--since", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Hit ratio over the last SECONDS (from stored counter snapshots).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Hottest keys shown per keyspace.")
+def status(as_json: bool, since: float, top: int) -> None:
+    """Hot keys, hit ratio, refresh backlog, invalidation queue and workers, read from Redis."""
+    settings = load_settings()
+    try:
+        data = gather(settings, since=since, top=top)
+    except redis.RedisError as exc:
+        click.echo(_redis_failure(settings, exc), err=True)
+        raise SystemExit(1) from None
+    click.echo(json.dumps(data, indent=2) if as_json else render(data))
