@@ -1,0 +1,185 @@
+"""Publishing (API and CLI), the bounded stream, tag events, hot-key detection and the worker bootstep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from cachewarm import Cache, InvalidKey, Settings, publish_invalidation
+from cachewarm.cli import cli
+from cachewarm.invalidation.apply import apply_events, hot_keys
+from cachewarm.invalidation.consumer import HotRefresher, InvalidationConsumer
+from cachewarm.invalidation.events import Event, parse_entry
+from cachewarm.keys import INVALIDATION_STREAM
+
+
+
+def product(id: str) -> dict[str, str]:
+    return {"id": id}
+
+
+CONFIG = f"""
+[keyspaces.product]
+pattern = "product:{{id}}"
+source = "python:{__name__}:product"
+ttl = 60
+tags = ["products"]
+"""
+
+
+def test_publish_writes_the_wire_format(redis_client: redis.Redis) -> None:
+    before = int(time.time() * 1000)
+    entry_id = publish_invalidation("product:42", version=7, redis=redis_client)
+    publish_invalidation(tag="products", redis=redis_client)
+    (first_id, first), (_, second) = redis_client.xrange(INVALIDATION_STREAM)
+    assert first_id.decode() == entry_id
+    assert first[b"key"] == b"product:42" and first[b"version"] == b"7" and int(first[b"ts"]) >= before
+    assert second[b"tag"] == b"products" and b"key" not in second
+    assert parse_entry(first_id, first) == Event(entry_id, "key", "product:42", 7, int(first[b"ts"]))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error"), [
+    ((), {}, ValueError),
+    (("a:1",), {"tag": "t"}, ValueError),
+    (("a:1",), {"version": -1}, ValueError),
+    (("a:1",), {"version": "3"}, ValueError),
+    (("a:1",), {"version": True}, ValueError),
+    ((), {"tag": "t", "version": 2}, ValueError),
+    (("",), {}, InvalidKey),
+    (("a\n1",), {}, InvalidKey),
+    (("k" * 5000,), {}, InvalidKey),
+])
+def test_publish_refuses_bad_input(redis_client: redis.Redis, args: tuple[str, ...], kwargs: dict[str, object],
+                                   error: type[Exception]) -> None:
+    with pytest.raises(error):
+        publish_invalidation(*args, redis=redis_client, **kwargs)  # type: ignore[arg-type]
+    assert redis_client.exists(INVALIDATION_STREAM) == 0
+
+
+def test_stream_is_bounded(redis_url: str, redis_client: redis.Redis) -> None:
+    settings = Settings.load(redis_url=redis_url, stream_maxlen=100)
+    for i in range(2000):
+        publish_invalidation(f"k:{i}", redis=redis_client, settings=settings)
+    assert redis_client.xlen(INVALIDATION_STREAM) < 400
+
+
+def test_cli_publishes_keys_and_tags(redis_url: str, redis_client: redis.Redis,
+                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
+    monkeypatch.setenv("CACHEWARM_CONFIG", str(tmp_path / "none.toml"))
+    result = CliRunner().invoke(cli, ["invalidate", "product:1", "product:2", "--tag", "products"])
+    assert result.exit_code == 0, result.output
+    fields = [f for _, f in redis_client.xrange(INVALIDATION_STREAM)]
+    assert [f.get(b"key", f.get(b"tag")) for f in fields] == [b"product:1", b"product:2", b"products"]
+    result = CliRunner().invoke(cli, ["invalidate", "product:1", "--version", "9"])
+    assert result.exit_code == 0 and redis_client.xrevrange(INVALIDATION_STREAM, count=1)[0][1][b"version"] == b"9"
+
+
+@pytest.mark.parametrize("argv", [[], ["a:1", "b:2", "--version", "3"], ["a:1", "--version", "-2"], ["a\x01"]])
+def test_cli_usage_errors_exit_2(argv: list[str], redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
+    assert CliRunner().invoke(cli, ["invalidate", *argv]).exit_code == 2
+
+
+def test_cli_configuration_error_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", "http://nope")
+    result = CliRunner().invoke(cli, ["invalidate", "a:1"])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "CACHEWARM_REDIS_URL" in result.output
+
+
+def test_tag_event_invalidates_members_and_reports_them(
+        write_config: Callable[[str], Path], make_cache: Callable[..., Cache], redis_client: redis.Redis) -> None:
+    cache = make_cache(write_config(CONFIG))
+    for i in range(3):
+        cache.get(f"product:{i}")
+    applied = apply_events(redis_client, [Event("1-1", "tag", "products")], layout=cache.layout,
+                           fence_ttl=cache.settings.fence_ttl)
+    assert applied.outcomes == {"1-1": "applied"}
+    assert sorted(applied.keys) == ["product:0", "product:1", "product:2"]
+    assert not any(cache.exists(f"product:{i}") for i in range(3))
+    assert redis_client.scard(cache.layout.tag("products")) == 0
+
+
+def test_burst_names_each_hot_key_once(
+        redis_url: str, write_config: Callable[[str], Path], make_cache: Callable[..., Cache],
+        redis_client: redis.Redis) -> None:
+    config = write_config(CONFIG)
+    cache = make_cache(config)
+    for _ in range(20):
+        cache.get("product:1")  # hot: many recent reads
+    cache.get("product:2")      # one read: below hot_threshold... after it decays
+    cache.get("product:3")
+    redis_client.sadd(cache.layout.pinned("product"), "product:3")  # pinned: always hot
+    cache.flush_stats()
+    settings = Settings.load(redis_url=redis_url, config=config, hot_threshold=2)
+    assert sorted(hot_keys(redis_client, ["product:1", "product:2", "product:3", "other:1"],
+                           keyspaces=settings.keyspaces, layout=cache.layout, half_life=60,
+                           threshold=2)) == ["product:1", "product:3"]
+
+    calls: list[list[str]] = []
+    consumer = InvalidationConsumer(settings, name="c1", block_ms=50, on_hot_keys=calls.append)
+    try:
+        for _ in range(30):
+            for key in ("product:1", "product:2", "product:3"):
+                publish_invalidation(key, redis=redis_client)
+        while consumer.poll(block_ms=50):
+            pass
+    finally:
+        consumer.close()
+    assert calls == [["product:1", "product:3"]]
+
+
+def test_hot_refresher_coalesces_repeats(
+        write_config: Callable[[str], Path], make_cache: Callable[..., Cache]) -> None:
+    from concurrent.futures import Future
+
+    started: list[tuple[str, Future[None]]] = []
+
+    def start(key: str) -> Future[None]:
+        future: Future[None] = Future()
+        started.append((key, future))
+        return future
+
+    refresher = HotRefresher(start)
+    refresher(["a", "b"])
+    refresher(["a"] * 10)
+    assert [k for k, _ in started] == ["a", "b"]
+    started[0][1].set_result(None)          # the first refresh of a ends: one more for the ten requests
+    assert [k for k, _ in started] == ["a", "b", "a"]
+    started[2][1].set_result(None)
+    started[1][1].set_result(None)
+    refresher(["a"])
+    assert [k for k, _ in started] == ["a", "b", "a", "a"]
+
+
+def test_worker_bootstep_runs_the_consumer(
+        redis_url: str, write_config: Callable[[str], Path], make_cache: Callable[..., Cache],
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import celery
+
+    from cachewarm.worker import invalidation_step
+
+    config = write_config(CONFIG)
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
+    monkeypatch.setenv("CACHEWARM_CONFIG", str(config))
+    app = celery.Celery("t", set_as_current=False)
+    invalidation_step.install(app)
+    assert invalidation_step.InvalidationConsumerStep in app.steps["worker"]
+    cache = make_cache(config)
+    cache.set("product:5", {"p": 1})
+    step = invalidation_step.InvalidationConsumerStep(None)
+    step.start(None)
+    try:
+        publish_invalidation("product:5", redis=redis_client)
+        deadline = time.monotonic() + 20
+        while cache.exists("product:5") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not cache.exists("product:5")
+    finally:
+        step.stop(None)
