@@ -18,7 +18,6 @@ from cachewarm.invalidation.events import Event, parse_entry
 from cachewarm.keys import INVALIDATION_STREAM
 
 
-
 def product(id: str) -> dict[str, str]:
     return {"id": id}
 
