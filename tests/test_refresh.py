@@ -185,3 +185,25 @@ async def test_token_bucket_shares_a_budget(redis_client: redis.Redis, redis_url
         await client.aclose()
     assert waits[:2] == [0, 0]            # a burst of two
     assert 0 < waits[2] <= 1000           # then one per second
+
+
+def test_warm_cli_loads_and_pins_keys_from_a_file(settings: Settings, redis_client: redis.Redis, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cachewarm.cli import cli
+
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("CACHEWARM_CONFIG", str(settings.config))
+    keys = [f"product:{i}" for i in range(200, 260)]
+    listing = tmp_path / "keys.txt"
+    listing.write_text("# hot products\n" + "\n".join(keys) + "\n\n")
+    result = CliRunner().invoke(cli, ["warm", "--file", str(listing), "narrow:1"])
+    assert result.exit_code == 0, result.output
+    assert "warmed and pinned 61 keys: 61 ok" in result.output
+    assert all(_entry(redis_client, k) is not None for k in keys)
+    assert {m.decode() for m in redis_client.smembers(L.pinned("product"))} == set(keys)
+    assert redis_client.smembers(L.pinned("narrow")) == {b"narrow:1"}
+
+    bad = CliRunner().invoke(cli, ["warm", "nope:1"])
+    assert bad.exit_code == 2 and "no keyspace pattern matches" in bad.output

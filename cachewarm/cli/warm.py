@@ -1,0 +1,79 @@
+"""`cachewarm warm KEY... | --file F`: load keys now through the refresh path and pin them always-warm."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import TextIO, cast
+
+import click
+
+from ..connections import async_client, sync_client
+from ..hotkeys import pin
+from ..keys import KeyLayout
+from ..keyspaces import check_key
+from ..refresh import RefreshContext, refresh_batch
+from ..refresh_engine import make_http_client
+from ..settings import Settings
+from ..worker.heartbeat import worker_id
+from .options import load_settings
+
+BATCH = 200
+BAR_FROM = 50
+
+
+@click.command()
+@click.argument("keys", nargs=-1)
+@click.option("--file", "-f", "file_", type=click.File("r"), help="a file of keys, one per line ('-': stdin)")
+def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
+    """Load KEYS now and pin them, so the workers keep them warm whether or not they are read."""
+    settings = load_settings(require_config=True)
+    wanted = list(keys)
+    if file_ is not None:
+        wanted += [line.strip() for line in file_ if line.strip() and not line.lstrip().startswith("#")]
+    wanted = list(dict.fromkeys(wanted))
+    if not wanted:
+        raise click.UsageError("give keys or --file")
+    by_space: defaultdict[str, list[str]] = defaultdict(list)
+    for key in wanted:
+        try:
+            found = settings.keyspaces.find(check_key(key))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="KEY") from None
+        if found is None:
+            raise click.BadParameter(f"no keyspace pattern matches {key!r}", param_hint="KEY")
+        by_space[found[0].name].append(key)
+    layout = KeyLayout(settings.key_prefix)
+    client = sync_client(settings.redis_url, timeout=5.0)
+    try:
+        for space, members in by_space.items():
+            pin(client, layout, space, members)
+    finally:
+        client.close()
+    if len(wanted) >= BAR_FROM:
+        with click.progressbar(length=len(wanted), label="warming", file=sys.stderr) as bar:  # type: ignore[operator]
+            counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update)))
+    else:
+        counts = asyncio.run(load(settings, wanted, lambda n: None))
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
+    if counts.get("error") or counts.get("unknown"):
+        raise SystemExit(1)
+
+
+async def load(settings: Settings, keys: list[str], progress: Callable[[int], None]) -> Counter[str]:
+    """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time."""
+    ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=5.0), make_http_client(settings),
+                         f"warm.{worker_id()}")
+    counts: Counter[str] = Counter()
+    try:
+        for start in range(0, len(keys), BATCH):
+            chunk = keys[start:start + BATCH]
+            counts.update(await refresh_batch(ctx, chunk, force=True))
+            progress(len(chunk))
+    finally:
+        await ctx.http.aclose()
+        await ctx.redis.aclose()
+    return counts
