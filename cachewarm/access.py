@@ -171,14 +171,17 @@ class AccessRecorder:
             self._client.close()
 
 
-_recorders: dict[tuple[str, str, int], AccessRecorder] = {}
+_recorders: dict[tuple[str, str, int, float, float, float], AccessRecorder] = {}
 _recorders_lock = threading.Lock()
 
 
 def recorder_for(redis_url: str, prefix: str, *, half_life: float, interval: float,
                  timeout: float) -> AccessRecorder:
-    """The process's recorder for this Redis and prefix (clients share it, so counts flush together)."""
-    ident = (redis_url, prefix, os.getpid())
+    """The process's recorder for this Redis, prefix and timing (clients share it, so counts flush together).
+
+    The timing is part of the identity: a client asking for another flush interval or half-life gets its own
+    recorder rather than silently inheriting the first client's."""
+    ident = (redis_url, prefix, os.getpid(), half_life, interval, timeout)
     with _recorders_lock:
         rec = _recorders.get(ident)
         if rec is None:

@@ -1,0 +1,127 @@
+"""Read accounting: hits and misses reach the cluster-wide `stats` hash, keys reach the hot zset, and a hit costs
+one GET (the accounting is buffered in-process and flushed in one script call)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from cachewarm import AsyncCache, Cache, Settings
+from cachewarm.access import AccessRecorder
+from tests import sources_fixture
+
+KEYSPACES = """
+[keyspaces.item]
+pattern = "item:{id}"
+source = "python:tests.sources_fixture:counted"
+ttl = 60
+max_tracked = 3
+
+[keyspaces.price]
+pattern = "price:{region}:{id}"
+source = "python:tests.sources_fixture:price"
+ttl = 60
+"""
+
+
+@pytest.fixture
+def cache(make_cache: Callable[..., Cache], write_config: Callable[[str], Path]) -> Cache:
+    sources_fixture.counter.clear()
+    # flushed only when the test says so
+    return make_cache(write_config(KEYSPACES), stats_flush_interval=3600, hot_half_life=3600)
+
+
+def stats(client: redis.Redis) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in client.hgetall("cachewarm:stats").items()}
+
+
+def test_hits_and_misses_reach_the_stats_hash(cache: Cache, redis_client: redis.Redis) -> None:
+    for _ in range(5):
+        cache.get("item:1")
+    cache.get("price:eu:1")
+    cache.get("price:eu:missing")
+    cache.get("price:eu:missing")  # a remembered "no such item" is a hit too
+    assert stats(redis_client) == {}  # buffered until flushed
+    assert cache.flush_stats()
+    counted = stats(redis_client)
+    assert counted["hit:item"] == 4 and counted["miss:item"] == 1
+    assert counted["hit:price"] == 1 and counted["miss:price"] == 2
+    assert sum(v for k, v in counted.items() if k.startswith("age:item:")) == 4
+    assert counted["agesum:item"] >= 0
+    cache.get("item:1")
+    assert cache.flush_stats()
+    assert stats(redis_client)["hit:item"] == 5
+
+
+def test_hot_zset_gets_the_keys(cache: Cache, redis_client: redis.Redis) -> None:
+    reads = {"item:1": 6, "item:2": 4, "item:3": 2, "item:4": 1, "item:5": 3}
+    for key, n in reads.items():
+        for _ in range(n):
+            cache.get(key)
+    assert cache.flush_stats()
+    hot = dict(redis_client.zrange("cachewarm:hot:item", 0, -1, withscores=True))
+    # max_tracked = 3: the coldest keys were dropped
+    assert set(hot) == {b"item:1", b"item:2", b"item:5"}
+    # with a one-hour half-life the scores are (nearly) the read counts, relative to the epoch
+    assert redis_client.exists("cachewarm:hot:item:epoch")
+    assert math.isclose(hot[b"item:1"], 6, rel_tol=0.01)
+    assert math.isclose(hot[b"item:5"], 3, rel_tol=0.01)
+    assert redis_client.zscore("cachewarm:hot:price", "price:eu:1") is None
+
+
+def test_a_hit_costs_one_get(cache: Cache, redis_client: redis.Redis) -> None:
+    cache.get("item:7")
+    redis_client.config_resetstat()
+    for _ in range(100):
+        assert cache.lookup("item:7").hit
+    commands = {k.removeprefix("cmdstat_"): int(v["calls"])
+                for k, v in redis_client.info("commandstats").items()}
+    commands.pop("info", None)
+    commands.pop("config|resetstat", None)
+    assert commands == {"get": 100}
+    assert cache.flush_stats()
+    assert stats(redis_client)["hit:item"] == 100
+
+
+async def test_async_reads_are_counted_too(make_settings: Callable[..., Settings],
+                                           write_config: Callable[[str], Path], redis_client: redis.Redis) -> None:
+    settings = make_settings(write_config(KEYSPACES), stats_flush_interval=3600)
+    async with AsyncCache(settings=settings) as cache:
+        await cache.get("price:us:2")
+        await cache.get("price:us:2")
+        assert await cache.flush_stats()
+    counted = stats(redis_client)
+    assert counted["hit:price"] == 1 and counted["miss:price"] == 1
+    assert redis_client.zscore("cachewarm:hot:price", "price:us:2") is not None
+
+
+def test_counts_flush_by_themselves(make_cache: Callable[..., Cache], write_config: Callable[[str], Path],
+                                   redis_client: redis.Redis) -> None:
+    cache = make_cache(write_config(KEYSPACES), stats_flush_interval=0.05)
+    cache.get("item:8")
+    cache.get("item:8")
+    for _ in range(200):
+        counted = stats(redis_client)
+        if counted.get("hit:item") == 1:
+            break
+        time.sleep(0.025)
+    assert counted.get("hit:item") == 1 and counted.get("miss:item") == 1
+
+
+def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.Redis) -> None:
+    recorder = AccessRecorder(redis_url, "cachewarm:", half_life=3600, interval=3600, timeout=1)
+    for _ in range(50):
+        recorder.record("ks", "ks:1", 100, True, 0.2)
+    recorder.count("stale:ks", 2)
+    redis_client.config_resetstat()
+    assert recorder.flush()
+    assert int(redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]) == 1
+    counted = stats(redis_client)
+    assert counted["hit:ks"] == 50 and counted["stale:ks"] == 2
+    assert math.isclose(redis_client.zscore("cachewarm:hot:ks", "ks:1") or 0, 50, rel_tol=0.01)
+    recorder.close()
