@@ -228,6 +228,7 @@ def load_keyspaces(path: Path | str, *, required: bool = False) -> KeyspaceRegis
 
 
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_key(key: object) -> str:
@@ -240,4 +241,7 @@ def check_key(key: object) -> str:
         raise InvalidKey(f"a key must be at most {MAX_KEY_LENGTH} characters (got {len(key)})")
     if _BAD_KEY_CHARS.search(key):
         raise InvalidKey(f"key {key[:100]!r} contains control characters")
+    if not key.isascii() and _SURROGATE.search(key):
+        # A lone surrogate (e.g. from os.fsdecode or a bad JSON escape) cannot be sent to Redis as UTF-8.
+        raise InvalidKey(f"key {key[:100]!r} is not valid Unicode (lone surrogate)")
     return key

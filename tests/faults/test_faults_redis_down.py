@@ -20,7 +20,7 @@ import pytest
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from tests.faults.conftest import InFlightTransport, percentile
+from tests.faults._support import InFlightTransport, percentile
 from tests.support.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
