@@ -1,8 +1,9 @@
-"""The metrics endpoint of a real prefork worker (`celery -A cachewarm.worker worker -c 4`), scraped by a real
-Prometheus; the worker's Redis URL carries a password that must never be shown."""
+"""The metrics endpoint of a real prefork worker (`celery -A cachewarm.worker worker -c 4`) and of `cachewarm run`,
+scraped by a real Prometheus; their Redis URL carries a password that must never be shown."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -89,8 +90,9 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path | No
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{tail}")
 
 
-@pytest.fixture(scope="module")
-def worker() -> Iterator[Worker]:
+@contextlib.contextmanager
+def running(command: list[str]) -> Iterator[Worker]:
+    """Runs `command` against a fresh redis-server whose URL carries a password; yields once /metrics answers."""
     acl = ["--user", "default", "on", "nopass", "~*", "&*", "+@all",
            "--user", "app", "on", f">{PASSWORD}", "~*", "&*", "+@all"]
     tmp = Path(tempfile.mkdtemp(prefix="cachewarm-metrics-test-"))
@@ -105,24 +107,43 @@ def worker() -> Iterator[Worker]:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = tmp / "worker.log"
         with log.open("wb") as out:
-            # Children are recycled every few tasks: the counts of dead children must stay in the total.
-            process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "cachewarm.worker", "worker", "-P", "prefork", "-c", "4",
-                 "--max-tasks-per-child", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                 "--without-heartbeat"],
-                cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
         handle = Worker(url, f"http://127.0.0.1:{port}/metrics", port, config, process, log)
         try:
-            wait_for(handle.scrape, 30, "the worker's metrics endpoint", log)
+            def answers() -> str:
+                if process.poll() is not None:
+                    raise AssertionError(f"exited {process.returncode}: {log.read_text(errors='replace')[-3000:]}")
+                return handle.scrape()
+
+            wait_for(answers, 30, "the metrics endpoint", log)
             yield handle
         finally:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    """`celery -A cachewarm.worker worker -P prefork -c 4`, children recycled every 4 tasks: the counts of dead
+    children must stay in the total."""
+    with running([sys.executable, "-m", "celery", "-A", "cachewarm.worker", "worker", "-P", "prefork", "-c", "4",
+                  "--max-tasks-per-child", "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                  "--without-heartbeat"]) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def run_node() -> Iterator[Worker]:
+    """`cachewarm run`: worker, beat, invalidation consumer and the endpoint in one command."""
+    with running([sys.executable, "-c", "from cachewarm.cli import main; main()", "run", "-c", "2", "--grace", "10",
+                  "--loglevel", "INFO"]) as handle:
+        yield handle
 
 
 def refreshes_total(worker: Worker) -> float:
@@ -156,7 +177,9 @@ def test_prefork_children_sum_to_the_refreshes_done(worker: Worker) -> None:
         client.close()
 
 
-def test_endpoint_output_passes_promtool_and_names_every_metric(worker: Worker) -> None:
+@pytest.mark.parametrize("node", ["worker", "run_node"])
+def test_endpoint_output_passes_promtool_and_names_every_metric(node: str, request: pytest.FixtureRequest) -> None:
+    worker: Worker = request.getfixturevalue(node)
     text = worker.scrape()
     proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                           timeout=30, check=False)
@@ -184,7 +207,7 @@ def scalar(base: str, query: str) -> float | None:
 
 
 @pytest.fixture
-def prometheus(worker: Worker, tmp_path: Path) -> Iterator[str]:
+def prometheus(run_node: Worker, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     shutil.copy(ROOT / "deploy" / "rules.yml", tmp_path / "rules.yml")
     (tmp_path / "prometheus.yml").write_text(textwrap.dedent(f"""
@@ -195,7 +218,7 @@ def prometheus(worker: Worker, tmp_path: Path) -> Iterator[str]:
         scrape_configs:
           - job_name: cachewarm
             metrics_path: /metrics
-            static_configs: [{{targets: ["127.0.0.1:{worker.metrics_port}"]}}]
+            static_configs: [{{targets: ["127.0.0.1:{run_node.metrics_port}"]}}]
         """))
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
@@ -215,8 +238,8 @@ def prometheus(worker: Worker, tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=5)
 
 
-def test_prometheus_scrapes_hits_and_the_hit_ratio(worker: Worker, prometheus: str) -> None:
-    settings = Settings.load(redis_url=worker.url, config=worker.config)
+def test_prometheus_scrapes_hits_and_the_hit_ratio(run_node: Worker, prometheus: str) -> None:
+    settings = Settings.load(redis_url=run_node.url, config=run_node.config)
     reads = lambda: scalar(prometheus, 'max(cachewarm_cache_hits_total{keyspace="product"})')  # noqa: E731
     before = wait_for(lambda: (reads(),) if reads() is not None else None, 30, "a first scrape")[0]
     misses_before = scalar(prometheus, 'max(cachewarm_cache_misses_total{keyspace="product"})') or 0.0
