@@ -86,27 +86,37 @@ class AccessRecorder:
         self._counters: defaultdict[str, float] = defaultdict(float)
         self._reads: defaultdict[str, dict[str, int]] = defaultdict(dict)
         self._limits: dict[str, int] = {}
+        self._fields: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
         self._pid = os.getpid()
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.flush_errors = 0
+        _refs.add(self)  # reset in a forked child (see _after_fork_all), flushed at exit
 
     # ---- called on every read ----
     def record(self, keyspace: str, key: str, max_tracked: int, hit: bool, age_s: float) -> None:
-        if self._pid != os.getpid():
-            self._after_fork()
+        # Every microsecond here is paid by every hit: field names are built once per keyspace, and forks are
+        # handled by os.register_at_fork rather than a getpid() per read.
+        fields = self._fields.get(keyspace)
+        if fields is None:
+            fields = self._fields[keyspace] = (
+                "hit:" + keyspace, "miss:" + keyspace, "agesum:" + keyspace,
+                tuple(f"age:{keyspace}:{i}" for i in range(len(AGE_BUCKETS) + 1)))
         with self._lock:
             counters = self._counters
             if hit:
-                counters["hit:" + keyspace] += 1
-                counters[f"age:{keyspace}:{bisect_left(AGE_BUCKETS, age_s)}"] += 1
-                counters["agesum:" + keyspace] += age_s
+                counters[fields[0]] += 1
+                counters[fields[3][bisect_left(AGE_BUCKETS, age_s)]] += 1
+                counters[fields[2]] += age_s
             else:
-                counters["miss:" + keyspace] += 1
+                counters[fields[1]] += 1
             reads = self._reads[keyspace]
-            if len(reads) < self.MAX_KEYS_PER_FLUSH or key in reads:
-                reads[key] = reads.get(key, 0) + 1
+            seen = reads.get(key)
+            if seen is not None:
+                reads[key] = seen + 1
+            elif len(reads) < self.MAX_KEYS_PER_FLUSH:
+                reads[key] = 1
             self._limits[keyspace] = max_tracked
         if self._thread is None:
             self._start()
@@ -187,11 +197,18 @@ def recorder_for(redis_url: str, prefix: str, *, half_life: float, interval: flo
         if rec is None:
             rec = _recorders[ident] = AccessRecorder(redis_url, prefix, half_life=half_life, interval=interval,
                                                      timeout=timeout)
-            _refs.add(rec)
         return rec
 
 
 _refs: weakref.WeakSet[AccessRecorder] = weakref.WeakSet()
+
+
+def _after_fork_all() -> None:
+    for rec in list(_refs):
+        rec._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_all)
 
 
 @atexit.register

@@ -137,10 +137,10 @@ class _Core:
         """Accounts for one read's first look in Redis; the Lookup when it was a fresh hit."""
         now = time.time()
         if raw is not None and int(raw[:13]) > now * 1000:
-            entry = envelope.decode(raw)
-            age = max(0.0, now - entry.fetched_ms / 1000)
+            value, fetched_ms = envelope.value_and_fetched(raw)
+            age = max(0.0, now - fetched_ms / 1000)
             self.recorder.record(plan.label, plan.key, plan.max_tracked, True, age)
-            return Lookup(entry.value if entry.found else None, True, age)
+            return Lookup(value, True, age)
         self.recorder.record(plan.label, plan.key, plan.max_tracked, False, 0.0)
         return None
 
@@ -353,9 +353,9 @@ class Cache:
         return self.lookup(key).value
 
     def lookup(self, key: str) -> Lookup:
-        plan = self._core.plan(key) if key in self._core._plans else self._core.plan(check_key(key))
+        plan = self._core._plans.get(key)
         if plan is None:
-            raise UnknownKeyspace(f"no keyspace pattern matches key {key[:200]!r}: cannot read it through")
+            plan = self._core.require_plan(key)
         return self._read(plan, self._fetch_source)
 
     def _read(self, plan: _Plan, fetch: Callable[[_Plan], Fetched]) -> Lookup:
@@ -601,9 +601,9 @@ class AsyncCache:
         return (await self.lookup(key)).value
 
     async def lookup(self, key: str) -> Lookup:
-        plan = self._core.plan(key) if key in self._core._plans else self._core.plan(check_key(key))
+        plan = self._core._plans.get(key)
         if plan is None:
-            raise UnknownKeyspace(f"no keyspace pattern matches key {key[:200]!r}: cannot read it through")
+            plan = self._core.require_plan(key)
         return await self._read(plan, self._fetch_source)
 
     async def _read(self, plan: _Plan, fetch: Callable[[_Plan], Awaitable[Fetched]]) -> Lookup:

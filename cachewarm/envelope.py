@@ -46,6 +46,12 @@ class Entry:
     version: int | None
 
 
+def value_and_fetched(raw: bytes) -> tuple[Any, int]:
+    """The value (None for "no such item") and fetched_ms: `decode` without building an Entry (the hit path)."""
+    value = json.loads(raw[raw.index(b"|", _HEADER + 2) + 1:]) if raw[_HEADER:_HEADER + 1] == VALUE else None
+    return value, int(raw[14:27])
+
+
 def decode(raw: bytes) -> Entry:
     kind = raw[_HEADER:_HEADER + 1]
     bar = raw.index(b"|", _HEADER + 2)
