@@ -4,6 +4,7 @@ one GET (the accounting is buffered in-process and flushed in one script call)."
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,4 +125,26 @@ def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.R
     counted = stats(redis_client)
     assert counted["hit:ks"] == 50 and counted["stale:ks"] == 2
     assert math.isclose(redis_client.zscore("cachewarm:hot:ks", "ks:1") or 0, 50, rel_tol=0.01)
+    recorder.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12+ warns on fork with threads
+def test_a_forked_child_does_not_send_the_parents_counts(redis_url: str, redis_client: redis.Redis) -> None:
+    recorder = AccessRecorder(redis_url, "cachewarm:", half_life=3600, interval=3600, timeout=1)
+    for _ in range(5):
+        recorder.record("ks", "ks:1", 100, True, 0.1)
+    pid = os.fork()
+    if pid == 0:  # the child: its buffer starts empty
+        code = 1
+        try:
+            recorder.record("ks", "ks:1", 100, False, 0.0)
+            code = 0 if recorder.flush() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stats(redis_client) == {"miss:ks": 1}
+    assert recorder.flush()
+    counted = stats(redis_client)
+    assert counted["hit:ks"] == 5 and counted["miss:ks"] == 1
     recorder.close()
