@@ -134,27 +134,27 @@ def test_burst_names_each_hot_key_once(
     assert calls == [["product:1", "product:3"]]
 
 
-def test_hot_refresher_coalesces_repeats(
-        write_config: Callable[[str], Path], make_cache: Callable[..., Cache]) -> None:
+def test_hot_refresher_coalesces_repeats() -> None:
     from concurrent.futures import Future
 
-    started: list[tuple[str, Future[None]]] = []
+    started: list[tuple[list[str], Future[None]]] = []
 
-    def start(key: str) -> Future[None]:
+    def start(keys: list[str]) -> Future[None]:
         future: Future[None] = Future()
-        started.append((key, future))
+        started.append((keys, future))
         return future
 
     refresher = HotRefresher(start)
     refresher(["a", "b"])
-    refresher(["a"] * 10)
-    assert [k for k, _ in started] == ["a", "b"]
-    started[0][1].set_result(None)          # the first refresh of a ends: one more for the ten requests
-    assert [k for k, _ in started] == ["a", "b", "a"]
-    started[2][1].set_result(None)
-    started[1][1].set_result(None)
-    refresher(["a"])
-    assert [k for k, _ in started] == ["a", "b", "a", "a"]
+    for _ in range(10):
+        refresher(["a"])
+    assert [k for k, _ in started] == [["a", "b"]]
+    started[0][1].set_result(None)      # the first batch ends: one more refresh of a for the ten requests
+    assert [k for k, _ in started] == [["a", "b"], ["a"]]
+    started[1][1].set_exception(RuntimeError("source down"))
+    refresher(["a", "c"])
+    assert [k for k, _ in started] == [["a", "b"], ["a"], ["a", "c"]]
+    assert refresher.failed == 1
 
 
 def test_worker_bootstep_runs_the_consumer(

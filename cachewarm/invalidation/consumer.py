@@ -54,15 +54,17 @@ def _sid(raw: bytes | str) -> str:
 
 
 class HotRefresher:
-    """Starts a refresh of each hot key at once; repeats coalesce.
+    """Starts refreshes of hot keys at once, a batch at a time; repeats coalesce.
 
     While a key's refresh runs, any number of new requests for it become one more refresh after it: the running
-    one may have fetched before the newest change and been fenced. `start(key)` begins one refresh and returns its
-    future: the workers' refresh engine (`for_engine`), or a read through a Cache (`for_cache`), whose lease makes
-    readers wait for the load instead of stampeding the source."""
+    one may have fetched before the newest change and been fenced. `start(keys)` begins refreshing a batch and
+    returns a future that ends when the batch is done: the workers' refresh engine (`for_engine`), or reads through
+    a Cache (`for_cache`), whose lease makes readers wait for the load instead of stampeding the source."""
 
-    def __init__(self, start: Callable[[str], Future[Any]]) -> None:
+    def __init__(self, start: Callable[[list[str]], Future[Any]], *,
+                 close: Callable[[], None] | None = None) -> None:
         self._start = start
+        self._close = close
         self._lock = threading.Lock()
         self._again: dict[str, bool] = {}  # key -> another refresh wanted after the running one
         self.started = 0
@@ -71,50 +73,81 @@ class HotRefresher:
     @classmethod
     def for_cache(cls, cache: Cache, *, workers: int = 32) -> HotRefresher:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
-        refresher = cls(lambda key: pool.submit(cache.lookup, key))
-        refresher._pool = pool
-        return refresher
+
+        def start(keys: list[str]) -> Future[Any]:
+            return _gather([pool.submit(cache.lookup, key) for key in keys])
+
+        return cls(start, close=lambda: pool.shutdown(wait=True, cancel_futures=True))
 
     @classmethod
     def for_engine(cls, settings: Settings) -> HotRefresher:
         from ..refresh_engine import get_engine
 
-        return cls(lambda key: get_engine(settings).submit([key], force=True))
-
-    _pool: ThreadPoolExecutor | None = None
+        return cls(lambda keys: get_engine(settings).submit(keys, force=True))
 
     def __call__(self, keys: list[str]) -> None:
-        for key in keys:
-            with self._lock:
+        launch: list[str] = []
+        with self._lock:
+            for key in keys:
                 if key in self._again:
                     self._again[key] = True
-                    continue
-                self._again[key] = False
-            self._launch(key)
+                else:
+                    self._again[key] = False
+                    launch.append(key)
+        if launch:
+            self._launch(launch)
 
-    def _launch(self, key: str) -> None:
-        self.started += 1
+    def _launch(self, keys: list[str]) -> None:
+        self.started += len(keys)
         try:
-            future = self._start(key)
+            future = self._start(keys)
         except Exception as exc:
-            self._done(key, exc)
+            self._done(keys, exc)
             return
-        future.add_done_callback(lambda f: self._done(key, f.exception()))
+        future.add_done_callback(lambda f: self._done(keys, f.exception()))
 
-    def _done(self, key: str, error: BaseException | None) -> None:
+    def _done(self, keys: list[str], error: BaseException | None) -> None:
         if error is not None:  # a failed refresh leaves a miss: the next reader loads
-            self.failed += 1
-            log.debug("hot refresh of %r failed: %s", key[:200], error)
+            self.failed += len(keys)
+            log.debug("hot refresh of %d key(s) failed: %s", len(keys), error)
+        again: list[str] = []
         with self._lock:
-            if not self._again.get(key):
-                self._again.pop(key, None)
-                return
-            self._again[key] = False
-        self._launch(key)
+            for key in keys:
+                if self._again.get(key):
+                    self._again[key] = False
+                    again.append(key)
+                else:
+                    self._again.pop(key, None)
+        if again:
+            self._launch(again)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._close is not None:
+            self._close()
+
+
+def _gather(futures: list[Future[Any]]) -> Future[None]:
+    """A future that ends when all of `futures` have (with the first error, if any)."""
+    combined: Future[None] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(f: Future[Any]) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            errors = [x.exception() for x in futures if x.exception() is not None]
+            if errors:
+                combined.set_exception(errors[0])  # type: ignore[arg-type]
+            else:
+                combined.set_result(None)
+
+    if not futures:
+        combined.set_result(None)
+    for f in futures:
+        f.add_done_callback(one_done)
+    return combined
 
 
 class InvalidationConsumer:
