@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `cachewarm` importable from the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +50,7 @@ from bench.common import (
     print_table,
     run_readers,
 )
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceProcess
 
@@ -57,10 +62,89 @@ from cachewarm.demo.source import SourceProcess
 # where CachewarmWorkers implements bench.baselines.System (setup starts its workers against the given Redis
 # URL and source URL, read goes through cachewarm's Cache and reports its own hit flag, close stops the
 # workers).
+
+
+class CachewarmWorkers:
+    """cachewarm: reads through `Cache` (its own hit flag), and a `celery -A cachewarm.worker worker -B` child
+    process (prefork, one process per core) that scans every 0.25 s and refreshes hot keys before they expire."""
+
+    name: ClassVar[str] = "cachewarm"
+    SCAN_INTERVAL = 0.25
+    HALF_LIFE = 10.0      # readers and workers must agree: it is the unit of the hot:S scores
+    THRESHOLD = 2.0
+
+    def __init__(self) -> None:
+        self._cache: Cache | None = None
+        self._worker: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def setup(self, redis_url: str, source_url: str, ttl: float, refresh_ahead: float) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="cachewarm-hit-ratio-")
+        tmp = Path(self._tmp.name)
+        config = tmp / "cachewarm.toml"
+        config.write_text(f'[keyspaces.product]\npattern = "product:{{id}}"\nsource = "{source_url}/products/{{id}}"'
+                          f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\n")
+        broker = redis_url.rsplit("/", 1)[0] + "/1"
+        settings = Settings.load(redis_url=redis_url, broker_url=broker, config=config,
+                                 scan_interval=self.SCAN_INTERVAL, hot_half_life=self.HALF_LIFE,
+                                 hot_threshold=self.THRESHOLD)
+        env = {**os.environ, "CACHEWARM_REDIS_URL": redis_url, "CACHEWARM_BROKER_URL": broker,
+               "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": str(self.SCAN_INTERVAL),
+               "CACHEWARM_HOT_HALF_LIFE": str(self.HALF_LIFE), "CACHEWARM_HOT_THRESHOLD": str(self.THRESHOLD),
+               "CACHEWARM_METRICS_PORT": "0"}
+        client = redis.Redis.from_url(broker)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+        log_file = open(tmp / "worker.log", "wb")  # noqa: SIM115 - handed to the child
+        self._worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "cachewarm.worker", "worker", "-B", "-s", str(tmp / "beat"),
+             "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+            env=env, cwd=tmp, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        self._cache = Cache(settings=settings)
+        self._wait_for_scans(redis_url)
+
+    def _wait_for_scans(self, redis_url: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 60
+        try:
+            while not client.hexists("cachewarm:refresh:stats", "hot_keys:product"):
+                if time.monotonic() > deadline or (self._worker and self._worker.poll() is not None):
+                    raise RuntimeError("cachewarm worker did not start scanning")
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def read(self, key_id: int) -> tuple[Any, bool]:
+        assert self._cache is not None
+        found = self._cache.lookup(f"product:{key_id}")
+        return found.value, found.hit
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        if self._worker is not None:
+            if self._worker.poll() is None:
+                os.killpg(self._worker.pid, signal.SIGTERM)
+                try:
+                    self._worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._worker.pid, signal.SIGKILL)
+                    self._worker.wait()
+            self._worker = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
 SYSTEMS: list[tuple[str, Callable[[], System]]] = [
     ("classic", ClassicCacheAside),
     ("locked", LockedCacheAside),
     ("cashews-early", CashewsEarly),
+    ("cachewarm", CachewarmWorkers),
 ]
 
 # Database numbers: 0 for the raw-GET reference, 1 left free (the default Celery broker database of a

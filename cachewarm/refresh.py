@@ -96,6 +96,62 @@ OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = "ok", "not_found", "fenc
     "unknown"
 
 
+class Pipeliner:
+    """Coalesces the script calls made in one turn of the event loop into one pipelined round trip.
+
+    A batch's refreshes take their leases together and finish their fetches in waves, so this turns hundreds of
+    EVALSHA round trips (and as many trips through redis-py's connection pool) into a few pipelines.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self._pending: list[tuple[store.LuaScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def call(self, script: store.LuaScript, keys: list[Any], args: list[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((script, keys, args, future))
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)          # let the other calls of this turn join
+        batch, self._pending = self._pending, []
+        self._flushing = None
+        try:
+            results = await self._execute(batch)
+        except BaseException as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _execute(self, batch: list[tuple[store.LuaScript, list[Any], list[Any], asyncio.Future[Any]]]
+                       ) -> list[Any]:
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args, _ in batch:
+                script.queue(pipe, keys, args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            missing = {id(b[0]): b[0] for b, r in zip(batch, results, strict=True)
+                       if isinstance(r, redis.exceptions.NoScriptError)}
+            if not missing or attempt:
+                return results
+            for script in missing.values():        # after a Redis restart or SCRIPT FLUSH
+                await self.client.script_load(script.source)
+        raise AssertionError("unreachable")
+
+
 @dataclass
 class RefreshContext:
     """What refreshes share for the life of a worker process: clients, plans and per-keyspace semaphores."""
@@ -108,10 +164,12 @@ class RefreshContext:
     core: _Core = field(init=False)
     layout: KeyLayout = field(init=False)
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    pipeliner: Pipeliner = field(init=False)
 
     def __post_init__(self) -> None:
         self.core = _Core(self.settings, self.keyspaces)
         self.layout = self.core.layout
+        self.pipeliner = Pipeliner(self.redis)
 
     def semaphore(self, keyspace: str) -> asyncio.Semaphore:
         sem = self.semaphores.get(keyspace)
@@ -166,8 +224,8 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
     try:
         async with ctx.semaphore(plan.label):
             token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
-            leased = await lease_script.run_async(
-                ctx.redis,
+            leased = await ctx.pipeliner.call(
+                lease_script,
                 [layout.value(key), layout.lease(key), layout.fence(key), layout.seen(plan.label),
                  layout.hot(plan.label), *(layout.tag_gen(t) for t in plan.tags)],
                 [token, ctx.settings.lease_ms, len(plan.tags), "" if force else int(cfg.refresh_ahead * 1000), key,
@@ -189,8 +247,8 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
                 await _release(ctx, key, token)
                 raise
             if not fetched.found:
-                removed = await remove_script.run_async(
-                    ctx.redis,
+                removed = await ctx.pipeliner.call(
+                    remove_script,
                     [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key),
                      layout.hot(plan.label), layout.pinned(plan.label), layout.seen(plan.label),
                      *(layout.tag_gen(t) for t in plan.tags)],
@@ -199,7 +257,7 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
                 return result
             keys, args = ctx.core.write_args(plan, fetched, envelope.dumps(fetched.value), fence=fence,
                                              lease_token=token, version=fetched.version)
-            written = await store.write_script.run_async(ctx.redis, keys, args)
+            written = await ctx.pipeliner.call(store.write_script, keys, args)
             result.outcome = OK if written else FENCED
             return result
     except redis.RedisError:
@@ -212,8 +270,8 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
 
 async def _release(ctx: RefreshContext, key: str, token: str) -> None:
     layout = ctx.layout
-    await store.release_script.run_async(ctx.redis, [layout.lease(key), layout.wake(key), layout.waiters(key)],
-                                         [token])
+    await ctx.pipeliner.call(store.release_script, [layout.lease(key), layout.wake(key), layout.waiters(key)],
+                             [token])
 
 
 async def _fetch(ctx: RefreshContext, plan: _Plan, rate: float) -> Fetched:
