@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TextIO, cast
 
 import click
+import redis
 
 from ..connections import async_client, sync_client
 from ..hotkeys import pin
@@ -45,6 +46,19 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
         if found is None:
             raise click.BadParameter(f"no keyspace pattern matches {key!r}", param_hint="KEY")
         by_space[found[0].name].append(key)
+    try:
+        counts = _pin_and_load(settings, by_space, wanted)
+    except redis.RedisError as exc:
+        # One line, no traceback, and never the URL (it may carry a password).
+        click.echo(f"cachewarm warm: redis failed: {type(exc).__name__}", err=True)
+        raise SystemExit(1) from None
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
+    if counts.get("error") or counts.get("unknown"):
+        raise SystemExit(1)
+
+
+def _pin_and_load(settings: Settings, by_space: dict[str, list[str]], wanted: list[str]) -> Counter[str]:
     layout = KeyLayout(settings.key_prefix)
     client = sync_client(settings.redis_url, timeout=5.0)
     try:
@@ -57,10 +71,7 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
             counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update)))
     else:
         counts = asyncio.run(load(settings, wanted, lambda n: None))
-    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-    click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
-    if counts.get("error") or counts.get("unknown"):
-        raise SystemExit(1)
+    return counts
 
 
 async def load(settings: Settings, keys: list[str], progress: Callable[[int], None]) -> Counter[str]:
