@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
+
+from cachewarm.demo.source import SourceServer, SourceState
 
 
 class InFlightTransport(httpx.BaseTransport):
@@ -133,3 +137,30 @@ def wait_until(predicate: Callable[[], bool], timeout: float, message: Callable[
             raise AssertionError(message() if callable(message) else message)
         time.sleep(interval)
     return time.monotonic() - started
+
+
+class RecordingState(SourceState):
+    """The demo source's state, also noting when each item was read (to find duplicate refreshes)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.times: defaultdict[str, list[float]] = defaultdict(list)
+        super().__init__(**kwargs)
+
+    async def read(self, request: web.Request) -> web.Response:
+        self.times[request.match_info["id"]].append(time.monotonic())
+        return await super().read(request)
+
+
+def recording_source(latency: float = 0.01) -> tuple[SourceServer, RecordingState]:
+    server = SourceServer(latency=latency)
+    state = server.state = RecordingState(latency=latency)
+    return server.start(), state
+
+
+def requests_between(state: RecordingState, start: float, end: float) -> dict[str, list[float]]:
+    return {item: [t for t in list(times) if start <= t < end] for item, times in list(state.times.items())}
+
+
+def close_pairs(times: dict[str, list[float]], gap: float) -> int:
+    """How many times a key was fetched again less than `gap` seconds after the previous fetch."""
+    return sum(1 for ts in times.values() for a, b in itertools.pairwise(ts) if b - a < gap)
