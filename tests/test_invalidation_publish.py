@@ -182,3 +182,24 @@ def test_worker_bootstep_runs_the_consumer(
         assert not cache.exists("product:5")
     finally:
         step.stop(None)
+
+
+def test_idle_consumers_without_pending_entries_are_pruned(
+        redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cachewarm.invalidation import consumer as consumer_module
+    from cachewarm.keys import CONSUMER_GROUP
+
+    monkeypatch.setattr(consumer_module, "PRUNE_IDLE_MS", -1)
+    monkeypatch.setattr(consumer_module, "PRUNE_INTERVAL", 0.0)
+    redis_client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    redis_client.xgroup_createconsumer(INVALIDATION_STREAM, CONSUMER_GROUP, "ghost:1")
+    publish_invalidation("k:1", redis=redis_client)
+    redis_client.xreadgroup(CONSUMER_GROUP, "ghost:2", {INVALIDATION_STREAM: ">"})  # dies holding an entry
+    live = InvalidationConsumer(Settings.load(redis_url=redis_url), name="live", block_ms=10)
+    try:
+        live.poll()
+        live.poll()
+    finally:
+        live.close()
+    names = {c["name"] for c in redis_client.xinfo_consumers(INVALIDATION_STREAM, CONSUMER_GROUP)}
+    assert names == {b"live", b"ghost:2"}

@@ -43,6 +43,10 @@ Entry = tuple[str, dict[bytes, bytes]]
 
 MAX_DEAD_FIELD_BYTES = 4096  # longer original fields are cut in the dead-letter copy (a 1 MB key stays out)
 MAX_BACKOFF = 5.0
+# Consumers are named hostname:pid, so every worker restart adds one; those idle this long with nothing pending
+# are removed from the group (removing one with pending entries would lose them, so those are left to XAUTOCLAIM).
+PRUNE_IDLE_MS = 3_600_000
+PRUNE_INTERVAL = 300.0
 
 
 def consumer_name() -> str:
@@ -173,6 +177,7 @@ class InvalidationConsumer:
         self._read_own_pending = True
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> Self:
@@ -239,6 +244,9 @@ class InvalidationConsumer:
         if time.monotonic() >= self._next_claim:
             handled += self._claim()
             self._next_claim = time.monotonic() + self.claim_interval
+        if time.monotonic() >= self._next_prune:
+            self._prune()
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL
         if self._read_own_pending:
             own = self._read("0", block_ms=None)
             if own:
@@ -268,6 +276,14 @@ class InvalidationConsumer:
         self.stats["claimed"] += len(entries)
         log.info("invalidation consumer %s claimed %d idle entries", self.name, len(entries))
         return self.handle(entries, self._deliveries(entries))
+
+    def _prune(self) -> None:
+        consumers: Any = self.redis.xinfo_consumers(INVALIDATION_STREAM, CONSUMER_GROUP)
+        for info in consumers:
+            name = _sid(info["name"])
+            if name != self.name and int(info["pending"]) == 0 and int(info["idle"]) > PRUNE_IDLE_MS:
+                self.redis.xgroup_delconsumer(INVALIDATION_STREAM, CONSUMER_GROUP, name)
+                log.info("invalidation consumer %s removed from the group (idle, nothing pending)", name)
 
     def _deliveries(self, entries: Sequence[Entry]) -> dict[str, int]:
         ids = [eid for eid, _ in entries]
