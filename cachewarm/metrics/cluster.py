@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from ..access import AGE_BUCKETS
 from ..hooks import get_hooks
 from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
+from ..settings import Settings
 
 MAX_SCAN_CALLS = 20
 SCAN_COUNT = 1000
@@ -143,7 +144,7 @@ class ClusterCollector(Collector):
         self.hot_threshold = hot_threshold
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ClusterCollector:
+    def from_settings(cls, settings: Settings) -> ClusterCollector:
         from ..connections import sync_client
 
         client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0))
