@@ -41,6 +41,7 @@ from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceProcess
 from cachewarm.keys import KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
+from cachewarm.refresh import stats as refresh_stats
 from cachewarm.refresh_engine import make_http_client
 from cachewarm.settings import Settings
 
@@ -141,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--transport-keys", type=int, default=4000)
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
+    parser.add_argument("--systems", default="transport,per-key,batched",
+                        help="comma-separated subset of: transport, per-key, batched")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the workers' logs into this directory")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -160,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = redis.Redis.from_url(server.url(0))
         settings = Settings.load(redis_url=server.url(0), config=config, refresh_concurrency=args.concurrency,
                                  source_timeout=30.0)
-        for aiohttp in (False, True):
+        systems = {name.strip() for name in args.systems.split(",")}
+        for aiohttp in (False, True) if "transport" in systems else ():
             client.flushall()
             name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
             log(f"{name}: {args.transport_keys} keys, concurrency {args.concurrency}")
@@ -172,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                           os.environ.get("PYTHONPATH")) if p)}
         keys = keys_of(args.keys)
+        loglevel = "INFO" if args.keep is not None else "WARNING"
 
         # baseline: one task per key
         client.flushall()
@@ -184,10 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for key in keys:
                     refresh_one.apply_async(args=[key], producer=producer)
 
-        row("celery: one task per key", celery_row(
-            base_env, ["-A", "bench.refresh_throughput:baseline_app", "worker", "--pool", "threads",
-                       "--concurrency", str(args.concurrency), "--loglevel", "WARNING", "--without-gossip",
-                       "--without-mingle"], client, args.keys, send_per_key, baseline_app, workdir, "baseline"))
+        if "per-key" in systems:
+            row("celery: one task per key", celery_row(
+                base_env, ["-A", "bench.refresh_throughput:baseline_app", "worker", "--pool", "threads",
+                           "--concurrency", str(args.concurrency), "--loglevel", "WARNING", "--without-gossip",
+                           "--without-mingle"], client, args.keys, send_per_key, baseline_app, workdir, "baseline"))
 
         # cachewarm: one scan, batched refresh tasks
         client.flushall()
@@ -196,17 +203,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cachewarm.worker.app import create_app
 
         cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
+
         def start_batched() -> None:
             client.sadd(L.pinned("product"), *keys)      # all due at once (missing), from now on
             cw_app.send_task("cachewarm.scan")
 
         log(f"celery: cachewarm batched: {args.keys} keys, {args.processes} processes x {per_process}")
-        row("celery: cachewarm batched", celery_row(
-            cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"), "--pool",
-                     "prefork", "--concurrency", str(args.processes), "--loglevel", "WARNING", "--without-gossip",
-                     "--without-mingle"],
-            client, args.keys, start_batched, cw_app, workdir, "cachewarm"))
+        if "batched" in systems:
+            row("celery: cachewarm batched", celery_row(
+                cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"), "--pool",
+                         "prefork", "--concurrency", str(args.processes), "--loglevel", loglevel,
+                         "--without-gossip", "--without-mingle"],
+                client, args.keys, start_batched, cw_app, workdir, "cachewarm"))
+            print(f"refresh:stats after the batched run: {refresh_stats(client, L)}", file=sys.stderr)
         client.close()
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for path in workdir.glob("*.log"):
+                (args.keep / path.name).write_bytes(path.read_bytes())
 
     title = (f"refresh_throughput: {args.keys:,} keys due at once, source {args.latency * 1000:g} ms, "
              f"concurrency {args.concurrency} (physical limit {limit:,.0f} keys/s, goal {GOAL:,.0f})")

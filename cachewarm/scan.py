@@ -66,8 +66,12 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | None = None, *,
-         batch_size: int | None = None) -> ScanResult:
-    """One scan of every keyspace; returns the batches to enqueue (empty when another scan holds the lock)."""
+         batch_size: int | None = None, max_keys: int | None = None) -> ScanResult:
+    """One scan of every keyspace; returns the batches to enqueue (empty when another scan holds the lock).
+
+    `max_keys` caps what this scan claims (the caller's room in the refresh queue): the most overdue keys are
+    claimed first, the others wait for a later scan, so a backlog never floods the queue with work whose claims
+    would lapse before it runs."""
     registry = keyspaces if keyspaces is not None else settings.keyspaces
     layout = KeyLayout(settings.key_prefix)
     token = secrets.token_hex(8)
@@ -77,8 +81,12 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
         result = ScanResult(ran=True)
         size = batch_size or settings.refresh_batch_size
         gauges: dict[str, float] = {}
+        room = max_keys
         for ks in registry:
-            figures, claimed = _scan_keyspace(client, layout, settings, ks.name, int(ks.refresh_ahead * 1000))
+            figures, claimed = _scan_keyspace(client, layout, settings, ks.name, int(ks.refresh_ahead * 1000),
+                                              room)
+            if room is not None:
+                room = max(0, room - len(claimed))
             result.keyspaces[ks.name] = figures
             result.batches.extend(_chunks(claimed, size))
             gauges[f"hot_keys:{ks.name}"] = figures.hot_keys
@@ -92,27 +100,29 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
 
 
 def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, keyspace: str,
-                   ahead_ms: int) -> tuple[KeyspaceScan, list[str]]:
+                   ahead_ms: int, room: int | None) -> tuple[KeyspaceScan, list[str]]:
     hs = hot_set(client, layout, keyspace, threshold=settings.hot_threshold, half_life=settings.hot_half_life)
     candidates = hs.keys()
     figures = KeyspaceScan(hot_keys=len(candidates))
-    due: list[str] = []
+    due: list[tuple[int, str]] = []
     for chunk in _chunks(candidates, _PIPE_CHUNK):
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.getrange(layout.value(key), 0, 12)
         for key, head in zip(chunk, pipe.execute(), strict=True):
             if not head:
-                due.append(key)
+                due.append((0, key))
                 continue
             refresh_at = int(head) - ahead_ms
             if refresh_at <= hs.now_ms:
-                due.append(key)
+                due.append((refresh_at, key))
                 figures.backlog_seconds = max(figures.backlog_seconds, (hs.now_ms - refresh_at) / 1000)
     figures.due = len(due)
+    due.sort()                                   # missing keys, then the most overdue, first
+    wanted = [key for _, key in due][:room] if room is not None else [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
-    for chunk in _chunks(due, _PIPE_CHUNK):
+    for chunk in _chunks(wanted, _PIPE_CHUNK):
         pipe = client.pipeline(transaction=False)
         for key in chunk:
             pipe.set(layout.claim(key), "1", nx=True, px=ttl)

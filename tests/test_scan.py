@@ -123,3 +123,16 @@ def test_cost_follows_the_hot_set_not_the_keyspace(settings: Settings, redis_cli
     calls = {k: v for k, v in redis_client.info("commandstats").items()}
     assert "cmdstat_scan" not in calls and "cmdstat_keys" not in calls
     assert calls["cmdstat_getrange"]["calls"] == 1
+
+
+def test_a_capped_scan_claims_the_most_overdue_keys_first(settings: Settings, redis_client: redis.Redis) -> None:
+    _hot(redis_client, "product", {f"product:{i}": 10 for i in range(4)})
+    _store(redis_client, "product:0", 9_000)      # due in the least
+    _store(redis_client, "product:1", -5_000)     # the most overdue of those with a value
+    _store(redis_client, "product:2", 1_000)
+    # product:3 is missing: first of all
+    result = scan(redis_client, settings, max_keys=2)
+    assert _keys(result.batches) == ["product:1", "product:3"]
+    assert result.keyspaces["product"].due == 4          # the gauge still counts every due key
+    assert not redis_client.exists(L.claim("product:0"))  # left for a later scan, unclaimed
+    assert _keys(scan(redis_client, settings, max_keys=0).batches) == []
