@@ -1,9 +1,10 @@
 """Read accounting: hit/miss counters, served-age histogram and key popularity, buffered per process.
 
 A hit must cost what a bare GET costs, and every `redis.call` inside Lua costs microseconds of Redis's single
-thread, so reads are not counted inside the read itself. Each read adds to in-process counters (a lock and a dict
-update); a daemon thread sends them every `stats_flush_interval` seconds in one EVALSHA (FLUSH below), the same idea
-as Caffeine's buffered read recording. Counts reach Redis at most one interval late; a process killed with -9
+thread, so reads are not counted inside the read itself. Each read appends one tuple to an in-process deque (an
+atomic append: no lock and no dict work on the request path); a daemon thread folds them into counters and sends
+them every `stats_flush_interval` seconds in one EVALSHA (FLUSH below), the same idea as Caffeine's buffered read
+recording. Counts reach Redis at most one interval late; a process killed with -9
 loses at most one interval of them. Reads of one key within an interval become one weighted ZINCRBY.
 
 Popularity is a forward-decayed count: a read at time t adds 2^((t - epoch) / half_life) to the key's score in
@@ -20,7 +21,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import redis
 
@@ -74,6 +75,8 @@ class AccessRecorder:
     """Per-process buffer of read accounting for one Redis and prefix; flushed by a daemon thread."""
 
     MAX_KEYS_PER_FLUSH = 20_000
+    # Reads buffered between flushes at most; past it the oldest are dropped (a flush thread stalled for long).
+    MAX_PENDING_READS = 500_000
 
     def __init__(self, redis_url: str, prefix: str, *, half_life: float, interval: float,
                  timeout: float) -> None:
@@ -87,6 +90,7 @@ class AccessRecorder:
         self._reads: defaultdict[str, dict[str, int]] = defaultdict(dict)
         self._limits: dict[str, int] = {}
         self._fields: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+        self._pending: deque[tuple[str, str, int, bool, float]] = deque(maxlen=self.MAX_PENDING_READS)
         self._pid = os.getpid()
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
@@ -96,30 +100,36 @@ class AccessRecorder:
 
     # ---- called on every read ----
     def record(self, keyspace: str, key: str, max_tracked: int, hit: bool, age_s: float) -> None:
-        # Every microsecond here is paid by every hit: field names are built once per keyspace, and forks are
-        # handled by os.register_at_fork rather than a getpid() per read.
-        fields = self._fields.get(keyspace)
-        if fields is None:
-            fields = self._fields[keyspace] = (
-                "hit:" + keyspace, "miss:" + keyspace, "agesum:" + keyspace,
-                tuple(f"age:{keyspace}:{i}" for i in range(len(AGE_BUCKETS) + 1)))
-        with self._lock:
-            counters = self._counters
+        # Every microsecond here is paid by every hit, so a read only appends (deque.append is atomic); the
+        # flush thread does the counting. Forks are handled by os.register_at_fork, not a getpid() per read.
+        self._pending.append((keyspace, key, max_tracked, hit, age_s))
+        if self._thread is None:
+            self._start()
+
+    def _fold(self) -> None:
+        """Moves the pending reads into the counters; called with the lock held."""
+        pending = self._pending
+        counters, reads, limits, all_fields = self._counters, self._reads, self._limits, self._fields
+        for _ in range(len(pending)):
+            keyspace, key, max_tracked, hit, age_s = pending.popleft()
+            fields = all_fields.get(keyspace)
+            if fields is None:
+                fields = all_fields[keyspace] = (
+                    "hit:" + keyspace, "miss:" + keyspace, "agesum:" + keyspace,
+                    tuple(f"age:{keyspace}:{i}" for i in range(len(AGE_BUCKETS) + 1)))
             if hit:
                 counters[fields[0]] += 1
                 counters[fields[3][bisect_left(AGE_BUCKETS, age_s)]] += 1
                 counters[fields[2]] += age_s
             else:
                 counters[fields[1]] += 1
-            reads = self._reads[keyspace]
-            seen = reads.get(key)
+            per_key = reads[keyspace]
+            seen = per_key.get(key)
             if seen is not None:
-                reads[key] = seen + 1
-            elif len(reads) < self.MAX_KEYS_PER_FLUSH:
-                reads[key] = 1
-            self._limits[keyspace] = max_tracked
-        if self._thread is None:
-            self._start()
+                per_key[key] = seen + 1
+            elif len(per_key) < self.MAX_KEYS_PER_FLUSH:
+                per_key[key] = 1
+            limits[keyspace] = max_tracked
 
     def count(self, field: str, delta: float = 1) -> None:
         with self._lock:
@@ -144,6 +154,7 @@ class AccessRecorder:
         self._lock = threading.Lock()
         self._counters = defaultdict(float)
         self._reads = defaultdict(dict)
+        self._pending = deque(maxlen=self.MAX_PENDING_READS)
         self._client = None
         self._thread = None
         self._stop = threading.Event()
@@ -152,6 +163,7 @@ class AccessRecorder:
     def flush(self) -> bool:
         """Sends what was recorded; False (and the batch dropped) when Redis fails."""
         with self._lock:
+            self._fold()
             counters, self._counters = self._counters, defaultdict(float)
             reads, self._reads = self._reads, defaultdict(dict)
             limits = dict(self._limits)
