@@ -144,10 +144,13 @@ class RecordingState(SourceState):
 
     def __init__(self, **kwargs: Any) -> None:
         self.times: defaultdict[str, list[float]] = defaultdict(list)
+        self.origins: defaultdict[str, list[float]] = defaultdict(list)  # X-From header (readers set it)
         super().__init__(**kwargs)
 
     async def read(self, request: web.Request) -> web.Response:
-        self.times[request.match_info["id"]].append(time.monotonic())
+        now = time.monotonic()
+        self.times[request.match_info["id"]].append(now)
+        self.origins[request.headers.get("x-from", "worker")].append(now)
         return await super().read(request)
 
 
