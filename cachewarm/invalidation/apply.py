@@ -22,7 +22,6 @@ import redis
 from .. import store
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
-from ..settings import Settings
 from .events import Event
 
 TAG_BATCH = 500
@@ -47,6 +46,7 @@ class Applied:
     outcomes: dict[str, str] = field(default_factory=dict)     # entry id -> applied | stale | error
     errors: dict[str, str] = field(default_factory=dict)       # entry id -> the Redis error, for the log
     keys: list[str] = field(default_factory=list)              # invalidated keys, each once, in order
+    hot: list[str] = field(default_factory=list)               # those of them that are hot (with `hotness`)
 
 
 def _load_scripts(client: redis.Redis) -> None:
@@ -67,12 +67,16 @@ def _execute(client: redis.Redis, queue: Any) -> list[Any]:
     raise AssertionError("unreachable")
 
 
-def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLayout, fence_ttl: int) -> Applied:
-    """Applies every event (in order: a later event of a key is applied after an earlier one)."""
+def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLayout, fence_ttl: int,
+                 hotness: Hotness | None = None) -> Applied:
+    """Applies every event (in order: a later event of a key is applied after an earlier one). With `hotness`,
+    also finds which invalidated keys are hot (`Applied.hot`), reading it in the same round trip for key events."""
     result = Applied()
     if not events:
         return result
     seen: dict[str, None] = {}
+    by_space = (_by_keyspace([e.target for e in events if e.kind == "key"], hotness.keyspaces)
+                if hotness is not None else {})
 
     def queue(pipe: redis.client.Pipeline) -> None:
         for event in events:
@@ -84,6 +88,7 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                 store.tag_bump_script.queue(pipe, [layout.tag_gen(event.target)], [fence_ttl])
                 tag_drain_keys_script.queue(pipe, [layout.tag(event.target)],
                                             [layout.value_prefix, layout.fence_prefix, fence_ttl, TAG_BATCH])
+        _queue_hot(pipe, by_space, layout)
 
     replies = iter(_execute(client, queue))
     for event in events:
@@ -115,42 +120,68 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
         for member in members:
             seen.setdefault(member.decode("utf-8", "surrogateescape"))
     result.keys = list(seen)
+    if hotness is not None:
+        hot = set(_hot_of(by_space, list(replies), hotness))
+        asked = {k for keys in by_space.values() for k in keys}
+        drained = [k for k in result.keys if k not in asked]
+        if drained:  # tag members: known only now
+            hot.update(hot_keys(client, drained, keyspaces=hotness.keyspaces, layout=layout,
+                                half_life=hotness.half_life, threshold=hotness.threshold))
+        result.hot = [k for k in result.keys if k in hot]
     return result
 
 
-def hot_keys(client: redis.Redis, keys: Sequence[str], *, keyspaces: KeyspaceRegistry, layout: KeyLayout,
-             half_life: float, threshold: float) -> list[str]:
-    """The keys (of some keyspace) that are pinned, or whose decayed read count is above threshold."""
+@dataclass(frozen=True, slots=True)
+class Hotness:
+    """What makes a key hot: pinned in its keyspace, or decayed reads above threshold (see access.py)."""
+
+    keyspaces: KeyspaceRegistry
+    half_life: float
+    threshold: float
+
+
+def _by_keyspace(keys: Sequence[str], keyspaces: KeyspaceRegistry) -> dict[str, list[str]]:
     by_space: dict[str, list[str]] = {}
-    for key in keys:
+    for key in dict.fromkeys(keys):
         try:
             found = keyspaces.find(key)
         except ValueError:
             continue
         if found is not None:
             by_space.setdefault(found[0].name, []).append(key)
-    if not by_space:
-        return []
-    spaces = list(by_space)
-    pipe = client.pipeline(transaction=False)
-    for space in spaces:
+    return by_space
+
+
+def _queue_hot(pipe: redis.client.Pipeline, by_space: dict[str, list[str]], layout: KeyLayout) -> None:
+    for space, keys in by_space.items():
         pipe.get(layout.hot_epoch(space))
-        pipe.zmscore(layout.hot(space), by_space[space])
-        pipe.smismember(layout.pinned(space), by_space[space])  # type: ignore[arg-type]
-    replies = pipe.execute()
+        pipe.zmscore(layout.hot(space), keys)
+        pipe.smismember(layout.pinned(space), keys)  # type: ignore[arg-type]
+
+
+def _hot_of(by_space: dict[str, list[str]], replies: Sequence[Any], hotness: Hotness) -> list[str]:
     now_ms = time.time() * 1000
-    half_ms = max(1.0, half_life * 1000)
+    half_ms = max(1.0, hotness.half_life * 1000)
     hot: list[str] = []
-    for i, space in enumerate(spaces):
+    for i, keys in enumerate(by_space.values()):
         epoch_raw, scores, pinned = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+        if any(isinstance(r, Exception) for r in (epoch_raw, scores, pinned)):
+            continue
         scale = 2 ** ((now_ms - float(epoch_raw)) / half_ms) if epoch_raw is not None else None
-        for key, score, pin in zip(by_space[space], scores, pinned, strict=True):
-            if pin or (score is not None and scale is not None and score / scale > threshold):
+        for key, score, pin in zip(keys, scores, pinned, strict=True):
+            if pin or (score is not None and scale is not None and score / scale > hotness.threshold):
                 hot.append(key)
     return hot
 
 
-def hot_keys_for(client: redis.Redis, keys: Sequence[str], settings: Settings,
-                 keyspaces: KeyspaceRegistry) -> list[str]:
-    return hot_keys(client, keys, keyspaces=keyspaces, layout=KeyLayout(settings.key_prefix),
-                    half_life=settings.hot_half_life, threshold=settings.hot_threshold)
+def hot_keys(client: redis.Redis, keys: Sequence[str], *, keyspaces: KeyspaceRegistry, layout: KeyLayout,
+             half_life: float, threshold: float) -> list[str]:
+    """The keys (of some keyspace) that are pinned, or whose decayed read count is above threshold."""
+    by_space = _by_keyspace(keys, keyspaces)
+    if not by_space:
+        return []
+    pipe = client.pipeline(transaction=False)
+    _queue_hot(pipe, by_space, layout)
+    return _hot_of(by_space, pipe.execute(), Hotness(keyspaces, half_life, threshold))
+
+

@@ -33,7 +33,7 @@ from ..hooks import get_hooks
 from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from ..settings import Settings
-from .apply import apply_events, hot_keys
+from .apply import Hotness, apply_events
 from .events import Event, Rejected, parse_entry
 
 log = logging.getLogger("cachewarm.invalidation")
@@ -169,6 +169,7 @@ class InvalidationConsumer:
         self.block_ms = block_ms
         self.claim_interval = (claim_interval if claim_interval is not None
                                else min(5.0, max(0.05, self.settings.claim_idle_ms / 2000)))
+        self._hotness = Hotness(self.keyspaces, self.settings.hot_half_life, self.settings.hot_threshold)
         self.redis = sync_client(self.settings.redis_url, timeout=block_ms / 1000 + 5)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -313,7 +314,8 @@ class InvalidationConsumer:
             self._dead_letter(dead)
         if not events:
             return len(entries)
-        applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl)
+        applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl,
+                               hotness=self._hotness if self.on_hot_keys is not None else None)
         done = [e for e in events if applied.outcomes.get(e.entry_id) in ("applied", "stale")]
         if done:
             self.redis.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *[e.entry_id for e in done])
@@ -327,13 +329,10 @@ class InvalidationConsumer:
                             event.target[:200], applied.errors.get(event.entry_id))
             elif event.ts_ms is not None and now_ms >= event.ts_ms:
                 hooks.invalidation_lag((now_ms - event.ts_ms) / 1000)
-        if self.on_hot_keys is not None and applied.keys:
+        if self.on_hot_keys is not None and applied.hot:
+            self.stats["hot"] += len(applied.hot)
             try:
-                hot = hot_keys(self.redis, applied.keys, keyspaces=self.keyspaces, layout=self.layout,
-                               half_life=self.settings.hot_half_life, threshold=self.settings.hot_threshold)
-                if hot:
-                    self.stats["hot"] += len(hot)
-                    self.on_hot_keys(hot)
+                self.on_hot_keys(applied.hot)
             except Exception:
                 log.exception("invalidation consumer: hot-key refresh failed (the invalidation is applied)")
         return len(entries)
