@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cachewarm import Cache, InvalidKey, Settings, publish_invalidation
 from cachewarm.cli import cli
-from cachewarm.invalidation.apply import apply_events, hot_keys
+from cachewarm.invalidation.apply import Hotness, apply_events, hot_keys
 from cachewarm.invalidation.consumer import HotRefresher, InvalidationConsumer
 from cachewarm.invalidation.events import Event, parse_entry
 from cachewarm.keys import INVALIDATION_STREAM
@@ -97,10 +97,12 @@ def test_tag_event_invalidates_members_and_reports_them(
     cache = make_cache(write_config(CONFIG))
     for i in range(3):
         cache.get(f"product:{i}")
+    redis_client.sadd(cache.layout.pinned("product"), "product:1")
     applied = apply_events(redis_client, [Event("1-1", "tag", "products")], layout=cache.layout,
-                           fence_ttl=cache.settings.fence_ttl)
+                           fence_ttl=cache.settings.fence_ttl, hotness=Hotness(cache.keyspaces, 60, 1000))
     assert applied.outcomes == {"1-1": "applied"}
     assert sorted(applied.keys) == ["product:0", "product:1", "product:2"]
+    assert applied.hot == ["product:1"]
     assert not any(cache.exists(f"product:{i}") for i in range(3))
     assert redis_client.scard(cache.layout.tag("products")) == 0
 
