@@ -70,8 +70,8 @@ class CachewarmWorkers:
 
     name: ClassVar[str] = "cachewarm"
     SCAN_INTERVAL = 0.25
-    HALF_LIFE = 10.0      # readers and workers must agree: it is the unit of the hot:S scores
-    THRESHOLD = 2.0
+    HALF_LIFE = 60.0      # the defaults; readers and workers must agree: it is the unit of the hot:S scores
+    THRESHOLD = 1.0
 
     def __init__(self) -> None:
         self._cache: Cache | None = None

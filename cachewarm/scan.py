@@ -1,12 +1,13 @@
 """The scan: which hot or pinned keys are due for a refresh, claimed so that each is enqueued once per period.
 
-For each keyspace it reads the hot set (hotkeys.py) and the expiry header of each candidate's value (GETRANGE of
-13 bytes, pipelined), so its cost grows with the hot set, never with the keyspace. A key is due when it is
-missing or less than `refresh_ahead` of freshness remains. Each due key is claimed with ``claim:K`` (SET NX PX);
-only keys whose claim this scan won are returned, so two beats by mistake, or a scan overlapping the previous one,
-enqueue a key once. The refresh deletes the claim when it is done (whatever the outcome), and the claim's TTL
-frees keys whose worker died, so a killed batch is picked up again within a few scan periods. A scan lock
-(``scan:lock``) keeps a second concurrent scan from doing the same work; the claims alone keep it correct.
+For each keyspace it reads the hot set (hotkeys.py) and the expiry header of each candidate's value (GETRANGE of 13
+bytes, inside a script, a few thousand keys per call), so its cost grows with the hot set, never with the keyspace.
+A key is due when it is missing or less than `refresh_ahead` of freshness remains. Each due key is claimed with
+``claim:K`` (SET NX PX); only keys whose claim this scan won are returned, so two beats by mistake, or a scan
+overlapping the previous one, enqueue a key once. The refresh deletes the claim when it is done (whatever the
+outcome), and the claim's TTL frees keys whose worker died, so a killed batch is picked up again within a few scan
+periods. A scan lock (``scan:lock``) keeps a second concurrent scan from doing the same work; the claims alone keep
+it correct.
 
 Gauges written to ``refresh:stats`` per keyspace: ``hot_keys:S`` (hot + pinned), ``backlog_keys:S`` (due now,
 claimed or not: enqueued but not refreshed yet counts too), ``backlog_seconds:S`` (how far past its refresh time,
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from . import store
 from .hotkeys import hot_set
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
@@ -31,7 +33,36 @@ UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_PIPE_CHUNK = 1000
+# The due test and the claims run inside Redis, a chunk of keys per call: a round trip per few thousand keys
+# instead of a pipelined command per key (which cost the worker ~40 us of Python per key).
+DUE = """
+-- ARGV: value prefix, ahead_ms, keys...   Returns {now, (key, refresh_at)*} for the due keys (0: missing).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ahead = tonumber(ARGV[2])
+local out = {now}
+for i = 3, #ARGV do
+  local head = redis.call('GETRANGE', ARGV[1] .. ARGV[i], 0, 12)
+  if head == '' then
+    out[#out + 1] = ARGV[i]; out[#out + 1] = 0
+  else
+    local at = tonumber(head) - ahead
+    if at <= now then out[#out + 1] = ARGV[i]; out[#out + 1] = at end
+  end
+end
+return out
+"""
+CLAIM = """
+-- ARGV: claim prefix, claim_ms, keys...   Returns the keys whose claim this call took.
+local out = {}
+for i = 3, #ARGV do
+  if redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'PX', ARGV[2]) then out[#out + 1] = ARGV[i] end
+end
+return out
+"""
+due_script = store.LuaScript(DUE)
+claim_script = store.LuaScript(CLAIM)
+_CHUNK = 5000
 
 
 @dataclass
@@ -105,27 +136,20 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     candidates = hs.keys()
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []
-    for chunk in _chunks(candidates, _PIPE_CHUNK):
-        pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            pipe.getrange(layout.value(key), 0, 12)
-        for key, head in zip(chunk, pipe.execute(), strict=True):
-            if not head:
-                due.append((0, key))
-                continue
-            refresh_at = int(head) - ahead_ms
-            if refresh_at <= hs.now_ms:
-                due.append((refresh_at, key))
-                figures.backlog_seconds = max(figures.backlog_seconds, (hs.now_ms - refresh_at) / 1000)
+    for chunk in _chunks(candidates, _CHUNK):
+        found = due_script(client, [], [layout.value_prefix, ahead_ms, *chunk])
+        now = int(found[0])
+        for i in range(1, len(found), 2):
+            refresh_at = int(found[i + 1])
+            due.append((refresh_at, found[i].decode()))
+            if refresh_at:
+                figures.backlog_seconds = max(figures.backlog_seconds, (now - refresh_at) / 1000)
     figures.due = len(due)
     due.sort()                                   # missing keys, then the most overdue, first
     wanted = [key for _, key in due][:room] if room is not None else [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
-    for chunk in _chunks(wanted, _PIPE_CHUNK):
-        pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            pipe.set(layout.claim(key), "1", nx=True, px=ttl)
-        claimed += [key for key, won in zip(chunk, pipe.execute(), strict=True) if won]
+    for chunk in _chunks(wanted, _CHUNK):
+        claimed += [key.decode() for key in claim_script(client, [], [layout.claim_prefix, ttl, *chunk])]
     figures.claimed = len(claimed)
     return figures, claimed
