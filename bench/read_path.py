@@ -75,7 +75,8 @@ def interleave_sync(pairs: dict[str, Callable[[], Any]], rounds: int, per_round:
     for fn in pairs.values():  # warm up connections, plans and scripts
         time_sync(fn, 200, [])
     for r in range(rounds):
-        gc.collect()
+        if r % 100 == 0:
+            gc.collect()
         for name in names if r % 2 == 0 else reversed(names):
             time_sync(pairs[name], per_round, results[name])
     return results
@@ -88,7 +89,8 @@ async def interleave_async(pairs: dict[str, Callable[[], Awaitable[Any]]], round
     for fn in pairs.values():
         await time_async(fn, 200, [])
     for r in range(rounds):
-        gc.collect()
+        if r % 100 == 0:
+            gc.collect()
         for name in names if r % 2 == 0 else reversed(names):
             await time_async(pairs[name], per_round, results[name])
     return results
@@ -175,11 +177,11 @@ def run(redis_url: str, rounds: int, per_round: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--per-round", type=int, default=400)
-    parser.add_argument("--quick", action="store_true", help="10 rounds x 200 reads")
+    parser.add_argument("--rounds", type=int, default=800)
+    parser.add_argument("--per-round", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="40 rounds x 50 reads")
     args = parser.parse_args(argv)
-    rounds, per_round = (10, 200) if args.quick else (args.rounds, args.per_round)
+    rounds, per_round = (40, 50) if args.quick else (args.rounds, args.per_round)
     print(f"python {sys.version.split()[0]}, redis-py {redis.__version__}")
     if args.redis_url:
         ratio = run(args.redis_url, rounds, per_round)
