@@ -83,8 +83,7 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
         for args in (["check-config"], ["status"], ["invalidate", "item:1"], ["warm", "item:1"]):
             code, out = _run(args, env)
             outputs[f"{what}: {' '.join(args)}"] = out
-            # `warm` is checked for tracebacks by the test below (known bug); the others fail in one line.
-            assert "Traceback" not in out or args[0] == "warm", (what, args, out[-2000:])
+            assert "Traceback" not in out, (what, args, out[-2000:])
 
     # `cachewarm run` at DEBUG, scraped while it runs, then stopped with SIGTERM by its own pid.
     env = dict(good)
@@ -147,8 +146,6 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
     print(f"\n{len(outputs)} outputs checked ({checked} characters): password found 0 times")
 
 
-@pytest.mark.xfail(strict=True, reason="cachewarm/cli/warm.py: a Redis error in pin() (wrong password, Redis down) "
-                                       "escapes as a traceback instead of one line and a non-zero exit")
 def test_warm_with_a_wrong_password_fails_in_one_line(locked_server: RedisServer, tmp_path: Path,
                                                       keyspace_file: Callable[[str], Path]) -> None:
     config = keyspace_file("""
