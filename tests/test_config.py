@@ -166,3 +166,13 @@ def test_mask_url_hides_passwords() -> None:
     assert mask_url("redis://app:s3cret@host/0") == "redis://app:***@host/0"
     assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
     assert "s3cret" not in mask_url("rediss://user:s3cret@h:1/2")
+
+
+def test_readme_documents_every_setting_and_keyspace_field() -> None:
+    from cachewarm.keyspaces import KeyspaceConfig
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        assert f"| `CACHEWARM_{name.upper()}` |" in readme, f"CACHEWARM_{name.upper()} is not in README.md"
+    for name in KeyspaceConfig.model_fields:
+        assert f"| `{name}` |" in readme, f"keyspace field {name} is not in README.md"
