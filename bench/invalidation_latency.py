@@ -66,9 +66,10 @@ sys.setswitchinterval(float(sys.argv[1]))
 from cachewarm import Settings
 from cachewarm.invalidation.consumer import HotRefresher, InvalidationConsumer
 settings = Settings.load()
-try:
+refresher = None
+if sys.argv[2] == "engine":
     refresher = HotRefresher.for_engine(settings)
-except ImportError:
+elif sys.argv[2] == "cache":
     from cachewarm import Cache
     refresher = HotRefresher.for_cache(Cache(settings=settings))
 consumer = InvalidationConsumer(settings, on_hot_keys=refresher).start()
@@ -226,7 +227,7 @@ def run_cachewarm(server: RedisServer, source: SourceProcess, config: Path, args
     client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
     env = {**os.environ, "CACHEWARM_REDIS_URL": url, "CACHEWARM_CONFIG": str(config),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(args.switch_interval)], env=env,
+    consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(args.switch_interval), args.refresher], env=env,
                                 stdout=subprocess.PIPE)
     assert consumer.stdout is not None and consumer.stdout.readline().strip() == b"ready"
     cache = Cache(settings=settings)
@@ -326,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 events")
     parser.add_argument("--systems", default="cachewarm,naive")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--refresher", choices=["engine", "cache", "none"], default="engine",
+                        help="how the consumer refreshes hot keys: the workers' refresh engine (default), reads "
+                             "through a Cache in a thread pool, or not at all (deletion latency alone)")
     parser.add_argument("--switch-interval", type=float, default=0.0005,
                         help="sys.setswitchinterval of the bench and consumer processes (Python's 5 ms default "
                              "makes an I/O thread wait behind a busy one)")
