@@ -164,17 +164,19 @@ def import_callable(path: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-_built: dict[tuple[str, str], Source] = {}
+_built: dict[tuple[str, str, float, str | None], Source] = {}
 
 
 def build_source(keyspace: Keyspace, *, default_timeout: float = 5.0) -> Source:
     """The source of a keyspace, built once per process."""
     cfg = keyspace.config
-    cache_key = (keyspace.name, cfg.source)
+    # The timeout and version field are part of the identity: the configuration check builds every source with
+    # the default timeout first, and a client's CACHEWARM_SOURCE_TIMEOUT must not be shadowed by that build.
+    timeout = cfg.timeout or default_timeout
+    cache_key = (keyspace.name, cfg.source, timeout, cfg.version_field)
     source = _built.get(cache_key)
     if source is not None:
         return source
-    timeout = cfg.timeout or default_timeout
     if cfg.source.startswith("python:"):
         source = PythonSource(keyspace.name, cfg.source.removeprefix("python:"), timeout=timeout,
                               version_field=cfg.version_field)

@@ -271,3 +271,13 @@ async def test_async_http(make_settings: Callable[..., Settings], write_config: 
 
 def test_keyspace_file_with_python_source_loads(write_config: Callable[[str], Path]) -> None:
     assert load_keyspaces(write_config(PYTHON_KEYSPACES)).names() == ["price", "aprice", "broken", "notjson"]
+
+
+def test_source_timeout_setting_applies_when_the_keyspace_sets_none(make_cache: Callable[..., Cache],
+                                                                    write_config: Callable[[str], Path],
+                                                                    source: SourceServer) -> None:
+    cache = make_cache(write_config(http_keyspace(source.url)), source_timeout=0.2)
+    source.configure(latency=0.6)
+    with pytest.raises(SourceError) as info:
+        cache.get("product:1")
+    assert info.value.kind == "timeout"
