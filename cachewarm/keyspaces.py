@@ -218,6 +218,8 @@ def load_keyspaces(path: Path | str, *, required: bool = False) -> KeyspaceRegis
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"CACHEWARM_CONFIG: {path} is not valid TOML: {exc}") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"CACHEWARM_CONFIG: cannot read {path}: {exc.strerror or exc}") from None
     unknown = set(data) - {"keyspaces"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level table (only [keyspaces.NAME] is read)")

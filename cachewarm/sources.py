@@ -154,6 +154,9 @@ def import_callable(path: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself is broken (SyntaxError, an error at import time): still one line
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"importing module {module_name!r} failed: {type(exc).__name__}: {detail}") from None
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)

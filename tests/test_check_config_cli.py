@@ -74,3 +74,23 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"cachewarm: configuration error: CACHEWARM_CONFIG: {tmp_path / 'absent.toml'} does not exist"]
+
+
+def test_a_module_that_fails_at_import_is_one_line(write_config: Callable[[str], Path], tmp_path: Path) -> None:
+    (tmp_path / "broken_source_mod.py").write_text("raise RuntimeError('no database configured')\n")
+    (tmp_path / "syntax_source_mod.py").write_text("def load(id):\n    return {\n")
+    for module, says in [("broken_source_mod", "RuntimeError: no database configured"),
+                         ("syntax_source_mod", "SyntaxError")]:
+        config = write_config(keyspace(source=f'"python:{module}:load"'))
+        result = run_check(config, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "keyspaces.product.source" in lines[0] and says in lines[0]
+
+
+def test_a_config_path_that_cannot_be_read(tmp_path: Path) -> None:
+    result = run_check(tmp_path)  # a directory
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CACHEWARM_CONFIG" in lines[0], result.stderr
