@@ -27,11 +27,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
 READERS = 6
 KEYS = 200
-# (phase, proxy mode, seconds): shortened from the 2 s-slow / 10 s-down to keep the suite fast.
+# (phase, proxy mode, seconds): shortened from the 2 s slow / 10 s down to keep the suite fast.
 PHASES: list[tuple[str, str, float]] = [
     ("healthy", "pass", 1.5),
     ("slow", "delay", 3.0),
     ("down", "blackhole", 5.0),
+    ("refused", "reset", 2.0),  # as when redis-server is stopped: connections refused at once
     ("recovered", "pass", 2.5),
 ]
 
