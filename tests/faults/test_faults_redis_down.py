@@ -7,6 +7,7 @@ prints (`pytest -s -m faults tests/faults/test_faults_redis_down.py`) are the fi
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cachewarm import Cache, Settings
+from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from tests.faults._support import InFlightTransport, percentile
@@ -114,3 +115,45 @@ def test_readers_fall_back_to_the_source_while_redis_is_slow_then_down(
         print(f"\n{name:>9}: {len(samples) / seconds:7.0f} reads/s  p50 {percentile(samples, 0.5) * 1000:6.1f} ms"
               f"  p99 {percentile(samples, 0.99) * 1000:6.1f} ms  max {max(samples) * 1000:6.1f} ms"
               f"  source {source_requests[name] / seconds:5.0f} req/s")
+
+
+async def test_async_readers_fall_back_too(proxied_redis: tuple[RedisServer, FaultProxy], source: SourceServer,
+                                           keyspace_file: Callable[[str], Path]) -> None:
+    """The same faults, shorter, for AsyncCache: 20 reader tasks on one event loop."""
+    _server, proxy = proxied_redis
+    config = keyspace_file(f"""
+        [keyspaces.product]
+        pattern = "product:{{id}}"
+        source = "{source.url}/products/{{id}}"
+        ttl = 60
+    """)
+    settings = Settings.load(redis_url=f"redis://{proxy.host}:{proxy.port}/0", config=config,
+                             redis_timeout=0.05, redis_backoff=1.0, wait_timeout=1.0, source_timeout=2.0)
+    errors: list[BaseException] = []
+    reads: defaultdict[str, int] = defaultdict(int)
+    phase = {"name": "healthy"}
+    stop = asyncio.Event()
+    async with AsyncCache(settings=settings) as cache:
+
+        async def reader(seed: int) -> None:
+            rnd = random.Random(seed)
+            while not stop.is_set():
+                item = rnd.randrange(KEYS)
+                try:
+                    value = await cache.get(f"product:{item}")
+                except Exception as exc:
+                    errors.append(exc)
+                    continue
+                assert value["id"] == str(item)
+                reads[phase["name"]] += 1
+
+        tasks = [asyncio.create_task(reader(i)) for i in range(20)]
+        for name, mode in (("healthy", "pass"), ("slow", "delay"), ("down", "blackhole"), ("refused", "reset"),
+                           ("recovered", "pass")):
+            phase["name"] = name
+            await asyncio.to_thread(proxy.set_mode, mode, delay=2.0)  # type: ignore[arg-type]
+            await asyncio.sleep(1.5)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert not errors, f"{len(errors)} reads failed, first: {errors[0]!r}"
+    assert all(reads[name] for name in ("healthy", "slow", "down", "refused", "recovered")), dict(reads)
