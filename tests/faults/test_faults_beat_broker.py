@@ -113,7 +113,7 @@ def test_two_beats_refresh_no_key_twice_in_a_period(cluster: Cluster) -> None:
           f"({refreshes / len(KEYS):.1f} per key, period {PERIOD} s), duplicates {duplicates}")
     assert both_beats == (True, True), procs.logs()
     assert duplicates == 0, {k: [round(t - start, 2) for t in v] for k, v in window.items()}
-    assert all(len(window.get(key.split(":")[1], [])) >= 3 for key in KEYS), window
+    assert all(len(window.get(key.split(":")[1], [])) >= 2 for key in KEYS), window  # about 5 expected
 
 
 def test_broker_down_then_back_worker_and_beat_resume(cluster: Cluster) -> None:
