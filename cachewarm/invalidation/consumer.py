@@ -10,7 +10,9 @@ never acknowledged them), read new entries (XREADGROUP BLOCK), then for each ent
 
 Keys named by the applied events that are hot are handed to ``on_hot_keys`` (each once per batch) so they are
 refreshed straight away. Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own pending
-entries first. The loop runs in a daemon thread; `stop()` ends it within one BLOCK timeout.
+entries first. Every read of new entries checks, atomically, that no entry was trimmed from the stream before
+the group read it (gap.py); a gap is answered by dropping every cached value, counted and logged.
+The loop runs in a daemon thread; `stop()` ends it within one BLOCK timeout.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from ..hooks import get_hooks
 from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from ..settings import Settings
+from . import gap as gaps
 from .apply import Hotness, apply_events
 from .events import Event, Rejected, parse_entry
+from .gap import Gap
 
 log = logging.getLogger("cachewarm.invalidation")
 
@@ -175,6 +179,8 @@ class InvalidationConsumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._group_ready = False
+        self._group_seen = False
+        self._vanished = False
         self._read_own_pending = True
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -197,6 +203,12 @@ class InvalidationConsumer:
     def close(self) -> None:
         self.stop()
         self.redis.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def alive(self) -> bool:
@@ -225,6 +237,8 @@ class InvalidationConsumer:
         get_hooks().redis_error("invalidation")
         if "NOGROUP" in str(exc):
             self._group_ready = False
+            if self._group_seen:  # the stream or the group was removed: whatever it held unread is lost
+                self._vanished = True
         self._read_own_pending = True
         log.warning("invalidation consumer: redis error (%s); backing off", type(exc).__name__)
 
@@ -236,6 +250,13 @@ class InvalidationConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+        self._group_seen = True
+        if self._vanished:
+            self._vanished = False
+            info: Any = self.redis.xinfo_stream(INVALIDATION_STREAM)
+            upper = _sid(info["last-generated-id"])
+            gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
+            self.answer_gap(Gap(upper, -1, "the stream or the consumer group was removed"))
 
     def poll(self, block_ms: int | None = None) -> int:
         """One round (claim if due, own pending after an error, new entries); returns entries handled."""
@@ -250,10 +271,19 @@ class InvalidationConsumer:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL
         if self._read_own_pending:
             own = self._read("0", block_ms=None)
+            gone = [eid for eid, fields in own if not fields]  # deleted from the stream while pending
+            if gone:
+                upper = max(gone, key=_id_order)
+                gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
+                self.answer_gap(Gap(upper, len(gone), "pending entries trimmed before they were applied"))
+                self.redis.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *gone)
+                own = [(eid, fields) for eid, fields in own if fields]
+                if not own:
+                    return handled + len(gone)
             if own:
                 return handled + self.handle(own, self._deliveries(own))
             self._read_own_pending = False
-        new = self._read(">", block_ms=self.block_ms if block_ms is None else block_ms)
+        new = self._read_new(self.block_ms if block_ms is None else block_ms)
         if new:
             handled += self.handle(new, {})
         return handled
@@ -266,11 +296,72 @@ class InvalidationConsumer:
         entries: list[Any] = reply[0][1]
         return [(_sid(eid), fields or {}) for eid, fields in entries]
 
+    def _check_and_read(self) -> tuple[list[Entry], str]:
+        """New entries, read in one script with the gap check (answered first); and the stream's last id."""
+        reply: Any = gaps.check_and_read_script(
+            self.redis, [INVALIDATION_STREAM, gaps.gap_hash(self.layout)],
+            [CONSUMER_GROUP, self.name, self.batch_size, int(time.time() * 1000)])
+        upper, lost, last_id, read = reply
+        if upper:
+            self.answer_gap(Gap(_sid(upper), int(lost), "entries trimmed from the stream before the group read them"))
+        if not read:
+            return [], _sid(last_id)
+        return [(_sid(eid), _pairs(flat)) for eid, flat in read[0][1]], _sid(last_id)
+
+    def _read_new(self, block_ms: int | None) -> list[Entry]:
+        """New entries. Waiting is done with a plain XREAD (which moves nothing), never XREADGROUP BLOCK: only the
+        checking script moves the group's last-delivered id, so it cannot pass a hole unseen."""
+        entries, last_id = self._check_and_read()
+        if entries or not block_ms:
+            return entries
+        if not self.redis.xread({INVALIDATION_STREAM: last_id}, count=1, block=block_ms):
+            return []
+        return self._check_and_read()[0]
+
+    def answer_gap(self, gap: Gap) -> int:
+        """Drops every cached value (fenced), counts the gap, then marks it answered."""
+        lost = "an unknown number of" if gap.lost < 0 else str(gap.lost)
+        log.warning("invalidation gap: %s events lost (%s, up to %s); dropping every cached value", lost,
+                    gap.reason, gap.upper)
+        started = time.monotonic()
+        hb_key = gaps.gap_hash(self.layout)
+
+        def heartbeat() -> None:
+            self.redis.hset(hb_key, mapping={"pending_at": int(time.time() * 1000), "pending_by": self.name})
+
+        dropped = gaps.drop_everything(self.redis, self.layout, fence_ttl=self.settings.fence_ttl,
+                                  keyspaces=self.keyspaces, half_life=self.settings.hot_half_life,
+                                  threshold=self.settings.hot_threshold, on_hot_keys=self._hot_safe,
+                                  heartbeat=heartbeat)
+        gaps.mark_answered(self.redis, self.layout, gap.upper, dropped)
+        self.stats["gaps"] += 1
+        self.stats["gap_keys"] += dropped
+        log.warning("invalidation gap answered: %d cached values dropped in %.2f s", dropped,
+                    time.monotonic() - started)
+        return dropped
+
+    def _hot_safe(self, keys: list[str]) -> None:
+        if self.on_hot_keys is None:
+            return
+        try:
+            self.on_hot_keys(keys)
+        except Exception:
+            log.exception("invalidation consumer: hot-key refresh failed (the gap is answered)")
+
     def _claim(self) -> int:
         reply: Any = self.redis.xautoclaim(INVALIDATION_STREAM, CONSUMER_GROUP, self.name,
                                            self.settings.claim_idle_ms, start_id=self._claim_cursor,
                                            count=self.batch_size)
         self._claim_cursor = _sid(reply[0])
+        deleted = [_sid(d) for d in reply[2]] if len(reply) > 2 and reply[2] else []
+        stale = gaps.stale_pending_gap(self.redis, self.layout, self.settings.claim_idle_ms)
+        if deleted:  # pending entries trimmed before anyone applied them (Redis removed them from the PEL)
+            upper = max(deleted, key=_id_order)
+            gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
+            self.answer_gap(Gap(upper, len(deleted), "pending entries trimmed before they were applied"))
+        elif stale is not None:  # a consumer died while answering a gap
+            gaps.record_gap(self.redis, self.layout, stale, self.name, force=True)
+            self.answer_gap(Gap(stale, -1, "taken over from a consumer that did not finish answering it"))
         entries = [(_sid(eid), fields or {}) for eid, fields in reply[1]]
         if not entries:
             return 0
@@ -355,6 +446,11 @@ class InvalidationConsumer:
             self.stats["dead"] += 1
             hooks.invalidation(rejected.kind, "dead")
             log.warning("invalidation %s dead-lettered: %s", rejected.entry_id, rejected.reason)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
 
 
 def _id_order(eid: str) -> tuple[int, int]:

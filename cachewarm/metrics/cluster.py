@@ -199,4 +199,7 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
                             value=snap.invalidation_pending)
     yield GaugeMetricFamily("cachewarm_invalidation_dead_letters",
                             "Entries in the invalidation dead-letter stream.", value=snap.dead_letters)
+    yield CounterMetricFamily("cachewarm_invalidation_gaps",
+                              "Invalidation stream gaps (events trimmed unread); each dropped every cached value.",
+                              value=snap.refresh.get("invalidation_gaps", 0.0))
     yield GaugeMetricFamily("cachewarm_workers", "Workers with a live heartbeat.", value=snap.workers)
