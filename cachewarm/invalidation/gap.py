@@ -71,7 +71,7 @@ end
 """
 
 CHECK_AND_READ = _LUA_IDS + """
--- KEYS: stream, gap hash   ARGV: group, consumer, count, now_ms
+-- KEYS: stream, gap hash   ARGV: group, consumer, count, now_ms, ids to acknowledge (applied by the caller)...
 -- Returns {upper id of a newly found gap or false, lost count (-1 unknown), last-generated id, XREADGROUP reply}.
 local ok, sinfo = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if not ok then return redis.error_reply('NOGROUP no stream ' .. KEYS[1]) end
@@ -82,6 +82,7 @@ for _, gi in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if t['name'] == ARGV[1] then g = t end
 end
 if not g then return redis.error_reply('NOGROUP no group ' .. ARGV[1]) end
+if #ARGV > 4 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 5)) end
 local L = g['last-delivered-id']
 local E = g['entries-read']
 local A = s['entries-added']
