@@ -2,10 +2,10 @@
 
 A writer commits a change to the source (`POST /_control/bump/{id}`: version + 1) and publishes it, --events times
 (default 5,000) at --rate events/s (default 500), round-robin over --keys hot keys (default 200, pinned so they
-count as hot). Reader threads read the same keys all the while. A watcher polls Redis (one pipelined GET of every
-key with an event in flight, ~1 ms apart) and notes, per event, when the value is gone or newer (publish-to-deleted)
-and when a value of the published version or newer is there (publish-to-new-value). Source latency 50 ms over HTTP
-(`cachewarm.demo.source` in a child process).
+count as hot). Reader threads read the same keys all the while. A watcher in its own process logs Redis keyspace
+notifications of the value keys (and of the fence bump) with their times; per event, the first deletion after the
+publish (publish-to-deleted) and the first value of the published version or newer (publish-to-new-value).
+Source latency 50 ms over HTTP (`cachewarm.demo.source` in a child process).
 
 Systems, one after the other on a flushed database of one private redis-server and the same source:
   cachewarm   `publish_invalidation(key, version=v)`; an invalidation consumer (its own process: the workers'
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -36,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `cachewarm` importable from the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,64 +108,94 @@ def _version(raw: bytes | None, naive: bool) -> int | None:
     return envelope.decode(raw).version
 
 
-class Watcher(threading.Thread):
+class Watcher:
     """Stamps, per event, when its key's value is deleted and when a value of its version (or newer) is written.
 
-    It listens to Redis keyspace notifications (DEL and SET of the value keys) rather than polling, so that the
-    measurement costs next to no CPU on a machine the system under test shares."""
+    A child process listens to Redis keyspace notifications (DEL and SET of the value keys, the fence bump of the
+    invalidation script) and logs each with its time (time.perf_counter is CLOCK_MONOTONIC, one clock for every
+    process of the machine); the events are matched to the log at the end. In its own process, the watcher's
+    stamps do not wait for the GIL behind the bench's driver and reader threads."""
 
     def __init__(self, url: str, prefix: str, naive: bool, fence_prefix: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url)
-        self.client.config_set("notify-keyspace-events", "Kgh$")
-        self.channel = f"__keyspace@{self.client.connection_pool.connection_kwargs.get('db', 0)}__:"
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe(self.channel + prefix + "*")
-        self.skip = len(self.channel) + len(prefix)
-        self.fence_channel = (self.channel + fence_prefix) if fence_prefix else None
-        if self.fence_channel is not None:  # the invalidation script bumps the fence as it deletes
-            self.pubsub.psubscribe(self.fence_channel + "*")
         self.naive = naive
-        self.lock = threading.Lock()
-        self.open: dict[str, Rec] = {}
-        self.done = threading.Event()
+        self.records: list[Rec] = []
+        self._parent, child = multiprocessing.get_context("fork").Pipe()
+        self._proc = multiprocessing.get_context("fork").Process(
+            target=_watch, args=(child, url, prefix, naive, fence_prefix), daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+        assert self._parent.recv() == "ready"
 
     def add(self, rec: Rec) -> None:
-        with self.lock:
-            self.open[rec.key] = rec
+        self.records.append(rec)
 
-    def run(self) -> None:
-        while not (self.done.is_set() and (not self.open or time.perf_counter() > self._deadline())):
-            message = self.pubsub.get_message(timeout=0.05)
-            if message is None:
+    def finish(self) -> None:
+        """Waits until every event has its new value (or EVENT_TIMEOUT passed), then matches the log."""
+        deadline = max((r.t_pub for r in self.records), default=0.0) + EVENT_TIMEOUT
+        time.sleep(min(0.5, max(0.0, deadline - time.perf_counter())))
+        while True:
+            self._parent.send(("log", None))
+            log: list[tuple[float, str, str, int | None]] = self._parent.recv()
+            _match(self.records, log)
+            if all(r.t_new is not None for r in self.records) or time.perf_counter() > deadline:
+                break
+            time.sleep(0.25)
+        self._parent.send(("stop", None))
+        self._proc.join(10)
+
+
+def _watch(conn: Any, url: str, prefix: str, naive: bool, fence_prefix: str | None) -> None:
+    client = redis.Redis.from_url(url)
+    client.config_set("notify-keyspace-events", "Kgh$")
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    channel = f"__keyspace@{db}__:"
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(channel + prefix + "*")
+    fence_channel = (channel + fence_prefix) if fence_prefix else None
+    if fence_channel is not None:  # the invalidation script bumps the fence as it deletes
+        pubsub.psubscribe(fence_channel + "*")
+    skip = len(channel) + len(prefix)
+    log: list[tuple[float, str, str, int | None]] = []  # (time, key, del|set, version of a set)
+    conn.send("ready")
+    while True:
+        if conn.poll():
+            what, _ = conn.recv()
+            if what == "stop":
+                break
+            conn.send(log)
+            log = []
+        message = pubsub.get_message(timeout=0.05)
+        if message is None:
+            continue
+        now = time.perf_counter()
+        name = message["channel"].decode()
+        fence = fence_channel is not None and name.startswith(fence_channel)
+        key = name[len(fence_channel):] if fence and fence_channel else name[skip:]
+        if message["data"] in (b"del", b"hincrby"):
+            log.append((now, key, "del", None))
+        elif not fence and message["data"] == b"set":
+            log.append((now, key, "set", _version(client.get(name[len(channel):]), naive)))
+    pubsub.close()
+    client.close()
+
+
+def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]]) -> None:
+    """Gives each event the first deletion / new value of its key logged after it was published."""
+    by_key: dict[str, list[Rec]] = {}
+    for rec in records:
+        if rec.t_new is None:
+            by_key.setdefault(rec.key, []).append(rec)
+    for t, key, kind, version in sorted(log):
+        for rec in by_key.get(key, ()):
+            if t < rec.t_pub:
                 continue
-            now = time.perf_counter()
-            channel = message["channel"].decode()
-            fence = self.fence_channel is not None and channel.startswith(self.fence_channel)
-            key = channel[len(self.fence_channel):] if fence and self.fence_channel else channel[self.skip:]
-            with self.lock:
-                rec = self.open.get(key)
-            if rec is None:
-                continue
-            if message["data"] in (b"del", b"hincrby"):
+            if kind == "del":
                 if rec.t_del is None:
-                    rec.t_del = now
-                continue
-            if fence or message["data"] != b"set":
-                continue
-            version = _version(self.client.get(message["channel"][len(self.channel):]), self.naive)
-            if version is not None and version >= rec.version:
-                rec.t_del = rec.t_del or now
-                rec.t_new = now
-                with self.lock:
-                    if self.open.get(key) is rec:
-                        del self.open[key]
-        self.pubsub.close()
-        self.client.close()
-
-    def _deadline(self) -> float:
-        with self.lock:
-            return max((r.t_pub for r in self.open.values()), default=0.0) + EVENT_TIMEOUT
+                    rec.t_del = t
+            elif version is not None and version >= rec.version and rec.t_new is None:
+                rec.t_del = rec.t_del if rec.t_del is not None else t
+                rec.t_new = t
 
 
 def _readers(n: int, keys: list[str], read: Callable[[str], int | None], stop: threading.Event,
@@ -207,13 +239,9 @@ def _drive(source: SourceProcess, keys: list[str], events: int, rate: float, wat
             invalidate(key, version)
             if stamp_deleted:
                 rec.t_del = time.perf_counter()
-            watcher_records.append(rec)
     finally:
         http.close()
     return time.perf_counter() - started
-
-
-watcher_records: list[Rec] = []
 
 
 def run_cachewarm(server: RedisServer, source: SourceProcess, config: Path, args: argparse.Namespace) -> Run:
@@ -277,20 +305,18 @@ def _measure(client: redis.Redis, source: SourceProcess, keys: list[str], args: 
              fence_prefix: str | None = None,
              invalidate: Callable[[str, int], None]) -> Run:
     run = Run()
-    watcher_records.clear()
     watcher = Watcher(_url(client), value_key(""), naive, fence_prefix)
     watcher.start()
     stop = threading.Event()
     readers = _readers(args.readers, keys, read, stop, run.reads)
     source.reset_stats()
     run.seconds = _drive(source, keys, args.events, args.rate, watcher, invalidate, stamp_deleted=naive)
-    watcher.done.set()
-    watcher.join(EVENT_TIMEOUT + 5)
+    watcher.finish()
     stop.set()
     for t in readers:
         t.join(10)
     run.source_requests = int(source.stats()["requests"])
-    run.records = list(watcher_records)
+    run.records = watcher.records
     return run
 
 
