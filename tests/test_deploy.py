@@ -40,6 +40,7 @@ METRIC_NAMES = (
     "cachewarm_source_errors_total",
     "cachewarm_redis_errors_total",
     "cachewarm_workers",
+    "cachewarm_invalidation_gaps_total",
 )
 HISTOGRAMS = (
     "cachewarm_source_request_duration_seconds",
