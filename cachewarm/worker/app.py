@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         worker_hijack_root_logger=False,
+        # Reconnect to the broker within about a second of it coming back (kombu's default waits up to 30 s).
+        worker_consumer="cachewarm.worker.consumer:Consumer",
         beat_schedule={
             "cachewarm.scan": {
                 "task": "cachewarm.scan",
