@@ -11,6 +11,7 @@ loop or a socket cannot cross a fork).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections import Counter
@@ -27,6 +28,7 @@ from .settings import Settings
 from .worker.heartbeat import beat_forever, worker_id
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def make_http_client(settings: Settings, *, concurrency: int | None = None) -> httpx.AsyncClient:
@@ -45,6 +47,8 @@ class RefreshEngine:
         self.pid = os.getpid()
         self.worker_id = worker_id()
         self.loop = asyncio.new_event_loop()
+        self._in_flight = 0
+        self._in_flight_cond = threading.Condition()
         ready: Future[RefreshContext] = Future()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="cachewarm-refresh", daemon=True)
         self._thread.start()
@@ -69,7 +73,28 @@ class RefreshEngine:
 
     def submit(self, keys: Sequence[str], *, force: bool = False) -> Future[Counter[str]]:
         """Refreshes a batch on the engine's loop; the future gives the outcome counts."""
-        return self.run(refresh_batch(self.ctx, list(keys), force=force))
+        future = self.run(refresh_batch(self.ctx, list(keys), force=force))
+        with self._in_flight_cond:
+            self._in_flight += 1
+        future.add_done_callback(self._batch_done)
+        return future
+
+    def _batch_done(self, future: Future[Counter[str]]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("refresh batch failed", exc_info=future.exception())
+        with self._in_flight_cond:
+            self._in_flight -= 1
+            self._in_flight_cond.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted and not finished yet."""
+        return self._in_flight
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Blocks until fewer than `limit` batches are in flight (False if `timeout` passed first)."""
+        with self._in_flight_cond:
+            return self._in_flight_cond.wait_for(lambda: self._in_flight < limit, timeout)
 
     def close(self) -> None:
         if self.pid != os.getpid() or not self.loop.is_running():

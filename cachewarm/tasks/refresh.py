@@ -1,4 +1,13 @@
-"""`cachewarm.refresh`: refreshes one batch of keys on the process's refresh engine."""
+"""`cachewarm.refresh`: refreshes one batch of keys on the process's refresh engine.
+
+The task hands its batch to the engine and returns as soon as fewer than MAX_IN_FLIGHT batches are running in
+this process, so a prefork child takes its next task while the previous batch still waits for its slowest keys
+(one batch at a time left the fetch pool idle between batches). Trade-off on acks: with `task_acks_late` the
+message is acknowledged when the task returns, which can now be before its batch is done; a worker killed then
+loses that message, not its keys. Those are recovered without the broker: their claims (scan.py, claim TTL)
+lapse and the next scan enqueues them again, and a lease left by the dead worker is taken over once its heartbeat
+is gone. At most MAX_IN_FLIGHT - 1 batches per process are exposed this way; the refresh stays idempotent.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,16 @@ from ..refresh_engine import get_engine
 from ..worker.app import app, app_settings
 
 BATCH_TIMEOUT = 300.0
+# Batches a worker process keeps running at once (the task blocks while the engine already has this many).
+MAX_IN_FLIGHT = 2
 
 
 @app.task(name="cachewarm.refresh", ignore_result=True)  # type: ignore[untyped-decorator]
-def refresh(keys: list[str], force: bool = False) -> dict[str, int]:
-    """Idempotent (fenced writes, "not due" skips), so acks-late redelivery is harmless."""
-    counts = get_engine(app_settings()).submit(keys, force=force).result(BATCH_TIMEOUT)
-    return dict(counts)
+def refresh(keys: list[str], force: bool = False) -> int:
+    """Idempotent (fenced writes, "not due" skips), so acks-late redelivery is harmless. Returns the number of
+    keys handed to the engine."""
+    engine = get_engine(app_settings())
+    engine.submit(keys, force=force)
+    if not engine.wait_below(MAX_IN_FLIGHT, BATCH_TIMEOUT):
+        raise TimeoutError(f"refresh batches still running after {BATCH_TIMEOUT:g} s")
+    return len(keys)
