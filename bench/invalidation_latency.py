@@ -188,7 +188,7 @@ def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]]) ->
             by_key.setdefault(rec.key, []).append(rec)
     for t, key, kind, version in sorted(log):
         for rec in by_key.get(key, ()):
-            if t < rec.t_pub:
+            if t < rec.t_pub or t > rec.t_pub + EVENT_TIMEOUT:  # later than that: counted as no new value
                 continue
             if kind == "del":
                 if rec.t_del is None:

@@ -226,6 +226,7 @@ class InvalidationConsumer:
         self._group_seen = False
         self._vanished = False
         self._unacked: list[str] = []  # applied entries whose XACK rides on the next read
+        self._wait_from: str | None = None  # the stream's last id when the last read was not full
         self._read_own_pending = True
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -288,6 +289,7 @@ class InvalidationConsumer:
         get_hooks().redis_error("invalidation")
         if "NOGROUP" in str(exc):
             self._group_ready = False
+            self._wait_from = None
             if self._group_seen:  # the stream or the group was removed: whatever it held unread is lost
                 self._vanished = True
         self._read_own_pending = True
@@ -363,13 +365,26 @@ class InvalidationConsumer:
 
     def _read_new(self, block_ms: int | None) -> list[Entry]:
         """New entries. Waiting is done with a plain XREAD (which moves nothing), never XREADGROUP BLOCK: only the
-        checking script moves the group's last-delivered id, so it cannot pass a hole unseen."""
+        checking script moves the group's last-delivered id, so it cannot pass a hole unseen. After a read that
+        was not full, the wait comes first (with the deferred acknowledgements in the same round trip): one round
+        trip per wake-up, as with XREADGROUP BLOCK."""
+        if self._wait_from is None or not block_ms:
+            entries, last_id = self._check_and_read()
+            if entries or not block_ms:
+                self._wait_from = last_id if len(entries) < self.batch_size else None
+                return entries
+            self._wait_from = last_id
+        pipe = self.redis.pipeline(transaction=False)
+        acks = self._unacked
+        if acks:
+            pipe.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *acks)
+        pipe.xread({INVALIDATION_STREAM: self._wait_from}, count=1, block=block_ms)
+        pipe.execute()
+        del acks[:len(acks)]
+        # woken by a new entry, or the wait ended: check either way (a trim that left nothing to read is a gap too)
         entries, last_id = self._check_and_read()
-        if entries or not block_ms:
-            return entries
-        if not self.redis.xread({INVALIDATION_STREAM: last_id}, count=1, block=block_ms):
-            return []
-        return self._check_and_read()[0]
+        self._wait_from = last_id if len(entries) < self.batch_size else None
+        return entries
 
     def answer_gap(self, gap: Gap) -> int:
         """Drops every cached value (fenced), counts the gap, then marks it answered."""
