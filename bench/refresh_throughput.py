@@ -11,7 +11,8 @@ Rows, all in this one run against the same redis-server and source:
                              each task running the same refresh path for its one key
   celery: cachewarm batched  `celery -A cachewarm.worker worker -B` (prefork, --processes processes sharing the
                              concurrency, beat scanning every second): the scan claims the due keys and enqueues
-                             batches of --batch keys; measured from the first scan until every key is written
+                             batches of --batch keys, each process running up to MAX_IN_FLIGHT (tasks/refresh.py)
+                             batches at once; measured from the first scan until every key is written
 
     PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--markdown]
 """
@@ -200,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.flushall()
         per_process = max(1, args.concurrency // args.processes)
         cw_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(per_process), "CACHEWARM_SCAN_INTERVAL": "1"}
+        from cachewarm.tasks.refresh import MAX_IN_FLIGHT
         from cachewarm.worker.app import create_app
 
         cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
@@ -227,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}"], rows, notes=[
         f"transport rows: {args.transport_keys:,} keys through refresh_batch in one process, no Celery",
         f"cachewarm batched: {args.processes} prefork processes x {per_process} concurrent fetches, "
-        f"batches of {args.batch}; one task per key: threads pool of {args.concurrency}",
+        f"batches of {args.batch}, up to {MAX_IN_FLIGHT} batches in flight per process; "
+        f"one task per key: threads pool of {args.concurrency}",
     ])
     if args.markdown:
         print()

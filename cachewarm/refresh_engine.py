@@ -1,11 +1,12 @@
 """One asyncio loop per worker process, in a daemon thread, holding the clients that refreshes share.
 
 Celery's prefork pool runs tasks in synchronous child processes; a refresh task hands its batch to this loop
-(`submit`) and waits on the returned future. The loop, its httpx.AsyncClient (one connection pool for the life of
-the process, on the aiohttp transport: measured at concurrency 100 against a 50 ms source it sustains close to
-the 2,000 requests/s physical limit where httpx's default transport stalls near 130/s, encode/httpx#3215), its
-async Redis client and the worker's heartbeat are created on first use and created again in a forked child (a
-loop or a socket cannot cross a fork).
+(`submit`) and waits only while the loop already runs MAX_IN_FLIGHT batches (tasks/refresh.py, `wait_below`), so
+the child takes its next task while the previous batch still waits for its slowest keys. The loop, its
+httpx.AsyncClient (one connection pool for the life of the process, on the aiohttp transport: measured at
+concurrency 100 against a 50 ms source it sustains close to the 2,000 requests/s physical limit where httpx's
+default transport stalls near 130/s, encode/httpx#3215), its async Redis client and the worker's heartbeat are
+created on first use and created again in a forked child (a loop or a socket cannot cross a fork).
 """
 
 from __future__ import annotations
