@@ -76,12 +76,7 @@ if ok then
   redis.call('HDEL', KEYS[8], ARGV[3])
 end
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
-local waiting = tonumber(redis.call('GET', KEYS[5]) or '0')
-if waiting > 0 then
-  redis.call('DEL', KEYS[5])
-  for _ = 1, waiting do redis.call('RPUSH', KEYS[4], '0') end
-  redis.call('PEXPIRE', KEYS[4], 10000)
-end
+wake_waiters(KEYS[4], KEYS[5], '0')
 if ok then return 1 end
 return 0
 """

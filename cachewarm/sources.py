@@ -12,7 +12,8 @@ import asyncio
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -75,22 +76,38 @@ class HttpSource:
         return _with_version(value, self.version_field)
 
     def fetch_sync(self, params: Mapping[str, str], client: httpx.Client) -> Fetched:
-        try:
+        with _http_errors():
             response = client.get(self.url_for(params), timeout=self.timeout)
-        except httpx.TimeoutException:
-            raise SourceError("source timed out", kind="timeout") from None
-        except httpx.HTTPError as exc:
-            raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
         return self.parse(response)
 
     async def fetch(self, params: Mapping[str, str], client: httpx.AsyncClient) -> Fetched:
-        try:
+        with _http_errors():
             response = await client.get(self.url_for(params), timeout=self.timeout)
-        except httpx.TimeoutException:
-            raise SourceError("source timed out", kind="timeout") from None
-        except httpx.HTTPError as exc:
-            raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
         return self.parse(response)
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """httpx's transport errors as SourceErrors, translated at this boundary."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise SourceError("source timed out", kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
+
+
+@contextmanager
+def _function_errors() -> Iterator[None]:
+    """What a source function raises, as SourceErrors (its own SourceErrors pass through)."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except TimeoutError:
+        raise SourceError("source timed out", kind="timeout") from None
+    except Exception as exc:
+        raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
 
 
 class PythonSource:
@@ -104,31 +121,19 @@ class PythonSource:
         self.is_async = inspect.iscoroutinefunction(self.function)
 
     def fetch_sync(self, params: Mapping[str, str], client: object = None) -> Fetched:
-        try:
+        with _function_errors():
             if self.is_async:
                 value = asyncio.run(asyncio.wait_for(self.function(**params), self.timeout))
             else:
                 value = self.function(**params)
-        except SourceError:
-            raise
-        except TimeoutError:
-            raise SourceError("source timed out", kind="timeout") from None
-        except Exception as exc:
-            raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
         return _with_version(value, self.version_field)
 
     async def fetch(self, params: Mapping[str, str], client: object = None) -> Fetched:
-        try:
+        with _function_errors():
             if self.is_async:
                 value = await asyncio.wait_for(self.function(**params), self.timeout)
             else:
                 value = await asyncio.to_thread(self.function, **params)
-        except SourceError:
-            raise
-        except TimeoutError:
-            raise SourceError("source timed out", kind="timeout") from None
-        except Exception as exc:
-            raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
         return _with_version(value, self.version_field)
 
 

@@ -34,6 +34,14 @@ local function env_version(v)
   if not bar or bar == 30 then return nil end
   return tonumber(string.sub(v, 30, bar - 1))
 end
+local function wake_waiters(wake_key, waiters_key, mark)
+  local waiting = tonumber(redis.call('GET', waiters_key) or '0')
+  if waiting > 0 then
+    redis.call('DEL', waiters_key)
+    for _ = 1, waiting do redis.call('RPUSH', wake_key, mark) end
+    redis.call('PEXPIRE', wake_key, 10000)
+  end
+end
 local function fence_token(fence_key, first_tag, ntags)
   local token = redis.call('HGET', fence_key, 'g') or '0'
   for i = first_tag, first_tag + ntags - 1 do
@@ -91,26 +99,15 @@ if ok then
   end
 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-local waiting = tonumber(redis.call('GET', KEYS[5]) or '0')
-if waiting > 0 then
-  redis.call('DEL', KEYS[5])
-  local mark = ok and '1' or '0'
-  for _ = 1, waiting do redis.call('RPUSH', KEYS[4], mark) end
-  redis.call('PEXPIRE', KEYS[4], 10000)
-end
+wake_waiters(KEYS[4], KEYS[5], ok and '1' or '0')
 if ok then return 1 end
 return 0
 """
 
-RELEASE = """
+RELEASE = _LUA_COMMON + """
 -- KEYS: lease, wake, waiters   ARGV: token.  A loader that failed: free the lease, wake the waiters (with '0').
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
-if waiting > 0 then
-  redis.call('DEL', KEYS[3])
-  for _ = 1, waiting do redis.call('RPUSH', KEYS[2], '0') end
-  redis.call('PEXPIRE', KEYS[2], 10000)
-end
+wake_waiters(KEYS[2], KEYS[3], '0')
 return 1
 """
 
