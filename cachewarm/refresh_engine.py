@@ -133,3 +133,16 @@ def close_engine() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.close()
+
+
+def drain_engine(timeout: float) -> None:
+    """Lets this process's batches in flight finish (at most `timeout` seconds), then closes the engine.
+
+    A refresh task returns before its batch is done (tasks/refresh.py), so a pool child that exits (a warm
+    shutdown, or `--max-tasks-per-child` recycling it) must finish what it already took rather than drop it."""
+    with _lock:
+        engine = _engine if _engine is not None and _engine.pid == os.getpid() else None
+    if engine is None:
+        return
+    engine.wait_below(1, timeout)
+    close_engine()

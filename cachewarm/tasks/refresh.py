@@ -6,17 +6,24 @@ this process, so a prefork child takes its next task while the previous batch st
 message is acknowledged when the task returns, which can now be before its batch is done; a worker killed then
 loses that message, not its keys. Those are recovered without the broker: their claims (scan.py, claim TTL)
 lapse and the next scan enqueues them again, and a lease left by the dead worker is taken over once its heartbeat
-is gone. At most MAX_IN_FLIGHT - 1 batches per process are exposed this way; the refresh stays idempotent.
+is gone. At most MAX_IN_FLIGHT - 1 batches per process are exposed this way; the refresh stays idempotent. A
+process that exits on purpose (warm shutdown, `--max-tasks-per-child`) first finishes the batches it took.
 """
 
 from __future__ import annotations
 
-from ..refresh_engine import get_engine
+from typing import Any
+
+from celery import signals
+
+from ..refresh_engine import drain_engine, get_engine
 from ..worker.app import app, app_settings
 
 BATCH_TIMEOUT = 300.0
 # Batches a worker process keeps running at once (the task blocks while the engine already has this many).
 MAX_IN_FLIGHT = 2
+# How long an exiting worker process waits for the batches it already took.
+DRAIN_TIMEOUT = 30.0
 
 
 @app.task(name="cachewarm.refresh", ignore_result=True)  # type: ignore[untyped-decorator]
@@ -28,3 +35,12 @@ def refresh(keys: list[str], force: bool = False) -> int:
     if not engine.wait_below(MAX_IN_FLIGHT, BATCH_TIMEOUT):
         raise TimeoutError(f"refresh batches still running after {BATCH_TIMEOUT:g} s")
     return len(keys)
+
+
+def _drain(**_: Any) -> None:
+    drain_engine(DRAIN_TIMEOUT)
+
+
+# Pool children (exit, recycling) and the main process (which refreshes hot keys for the invalidation consumer).
+signals.worker_process_shutdown.connect(_drain, weak=False, dispatch_uid="cachewarm.refresh.drain-child")
+signals.worker_shutdown.connect(_drain, weak=False, dispatch_uid="cachewarm.refresh.drain-main")
