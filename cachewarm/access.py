@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 import weakref
 from bisect import bisect_left
 from collections import defaultdict, deque
@@ -229,6 +228,3 @@ def _flush_all() -> None:
         if rec._pid == os.getpid():
             rec.flush()
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -191,7 +191,7 @@ class _Core:
         age = max(0.0, (_now_ms() - entry.fetched_ms) / 1000)
         return Lookup(entry.value if entry.found else None, hit, age, stale)
 
-    def write_args(self, plan: _Plan, fetched: Fetched | None, value_json: str | None, *, fence: str,
+    def write_args(self, plan: _Plan, value_json: str | None, *, fence: str,
                    lease_token: str, version: int | None, ttl_ms: int | None = None,
                    bump: bool = False) -> tuple[list[str], list[Any]]:
         """Keys and arguments of store.WRITE for a value (value_json) or a remembered "no such item"."""
@@ -440,7 +440,7 @@ class Cache:
             if isinstance(exc, SourceError):
                 return self._stale_or_raise(plan, stale_raw, exc)
             raise
-        keys, args = core.write_args(plan, fetched, value_json, fence=fence, lease_token=token,
+        keys, args = core.write_args(plan, value_json, fence=fence, lease_token=token,
                                      version=fetched.version)
         try:
             store.write_script(self.redis, keys, args)
@@ -486,7 +486,7 @@ class Cache:
         Returns False when the cache already holds a newer version (nothing was written)."""
         plan, ttl_ms = self._core.tag_plan(key, ttl, tags)
         value_json = _check_value(value)
-        keys, args = self._core.write_args(plan, None, value_json, fence="*", lease_token="", version=version,
+        keys, args = self._core.write_args(plan, value_json, fence="*", lease_token="", version=version,
                                            ttl_ms=ttl_ms, bump=True)
         return bool(self._call(store.write_script, keys, args))
 
@@ -710,7 +710,7 @@ class AsyncCache:
             if isinstance(exc, SourceError):
                 return await self._stale_or_raise(plan, stale_raw, exc)
             raise
-        keys, args = core.write_args(plan, fetched, value_json, fence=fence, lease_token=token,
+        keys, args = core.write_args(plan, value_json, fence=fence, lease_token=token,
                                      version=fetched.version)
         try:
             await store.write_script.run_async(self.redis, keys, args)
@@ -752,7 +752,7 @@ class AsyncCache:
                   version: int | None = None) -> bool:
         plan, ttl_ms = self._core.tag_plan(key, ttl, tags)
         value_json = _check_value(value)
-        keys, args = self._core.write_args(plan, None, value_json, fence="*", lease_token="", version=version,
+        keys, args = self._core.write_args(plan, value_json, fence="*", lease_token="", version=version,
                                            ttl_ms=ttl_ms, bump=True)
         return bool(await self._call(store.write_script, keys, args))
 

@@ -250,7 +250,7 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
                     [fence, token, key, len(plan.tags)])
                 result.outcome = NOT_FOUND if removed else FENCED
                 return result
-            keys, args = ctx.core.write_args(plan, fetched, envelope.dumps(fetched.value), fence=fence,
+            keys, args = ctx.core.write_args(plan, envelope.dumps(fetched.value), fence=fence,
                                              lease_token=token, version=fetched.version)
             written = await ctx.pipeliner.call(store.write_script, keys, args)
             result.outcome = OK if written else FENCED

@@ -6,7 +6,6 @@ one of these unless they are given a URL.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -100,10 +99,3 @@ class RedisServer:
                  tb: TracebackType | None) -> None:
         self.cleanup()
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
