@@ -119,8 +119,10 @@ class Watcher:
     def __init__(self, url: str, prefix: str, naive: bool, fence_prefix: str | None = None) -> None:
         self.naive = naive
         self.records: list[Rec] = []
-        self._parent, child = multiprocessing.get_context("fork").Pipe()
-        self._proc = multiprocessing.get_context("fork").Process(
+        # spawn, not fork: this process already runs threads (a source, readers), whose locks a fork would copy held
+        context = multiprocessing.get_context("spawn")
+        self._parent, child = context.Pipe()
+        self._proc = context.Process(
             target=_watch, args=(child, url, prefix, naive, fence_prefix), daemon=True)
 
     def start(self) -> None:

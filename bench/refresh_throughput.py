@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_process = max(1, args.concurrency // args.processes)
         cw_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(per_process), "CACHEWARM_SCAN_INTERVAL": "1"}
         from cachewarm.tasks.refresh import MAX_IN_FLIGHT
-        from cachewarm.worker.app import create_app
+        from cachewarm.worker.celery_app import create_app
 
         cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
 

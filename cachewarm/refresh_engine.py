@@ -24,9 +24,9 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from .connections import async_client
+from .heartbeat import beat_forever, worker_id
 from .refresh import RefreshContext, refresh_batch
 from .settings import Settings
-from .worker.heartbeat import beat_forever, worker_id
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ one GET (the accounting is buffered in-process and flushed in one script call)."
 from __future__ import annotations
 
 import math
-import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,23 +131,37 @@ def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.R
     recorder.close()
 
 
-@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12+ warns on fork with threads
+FORK_CHILD = """
+import os, sys
+from cachewarm.access import AccessRecorder
+recorder = AccessRecorder(sys.argv[1], "cachewarm:", half_life=3600, interval=3600, timeout=1)
+for _ in range(5):
+    recorder.record("ks", "ks:1", 100, True, 0.1)   # starts the flush thread: the fork below happens beside it
+pid = os.fork()
+if pid == 0:  # the child: its buffer starts empty, with a thread and a connection of its own
+    code = 1
+    try:
+        recorder.record("ks", "ks:1", 100, False, 0.0)
+        code = 0 if recorder.flush() else 2
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), flush=True)
+input()
+recorder.close()
+"""
+
+
 def test_a_forked_child_does_not_send_the_parents_counts(redis_url: str, redis_client: redis.Redis) -> None:
-    recorder = AccessRecorder(redis_url, "cachewarm:", half_life=3600, interval=3600, timeout=1)
-    for _ in range(5):
-        recorder.record("ks", "ks:1", 100, True, 0.1)
-    pid = os.fork()
-    if pid == 0:  # the child: its buffer starts empty
-        code = 1
-        try:
-            recorder.record("ks", "ks:1", 100, False, 0.0)
-            code = 0 if recorder.flush() else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    # In a process of its own: pytest's process runs other tests' threads, which a fork here would copy mid-lock.
+    proc = subprocess.Popen([sys.executable, "-c", FORK_CHILD, redis_url], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.readline().strip() == "0"
     assert stats(redis_client) == {"miss:ks": 1}
-    assert recorder.flush()
+    proc.stdin.write("\n")
+    proc.stdin.close()
+    assert proc.wait(20) == 0
+    proc.stdout.close()
     counted = stats(redis_client)
     assert counted["hit:ks"] == 5 and counted["miss:ks"] == 1
-    recorder.close()

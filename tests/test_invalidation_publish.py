@@ -159,33 +159,6 @@ def test_hot_refresher_coalesces_repeats() -> None:
     assert refresher.failed == 1
 
 
-def test_worker_bootstep_runs_the_consumer(
-        redis_url: str, write_config: Callable[[str], Path], make_cache: Callable[..., Cache],
-        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    import celery
-
-    from cachewarm.worker import invalidation_step
-
-    config = write_config(CONFIG)
-    monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
-    monkeypatch.setenv("CACHEWARM_CONFIG", str(config))
-    app = celery.Celery("t", set_as_current=False)
-    invalidation_step.install(app)
-    assert invalidation_step.InvalidationConsumerStep in app.steps["worker"]
-    cache = make_cache(config)
-    cache.set("product:5", {"p": 1})
-    step = invalidation_step.InvalidationConsumerStep(None)
-    step.start(None)
-    try:
-        publish_invalidation("product:5", redis=redis_client)
-        deadline = time.monotonic() + 20
-        while cache.exists("product:5") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not cache.exists("product:5")
-    finally:
-        step.stop(None)
-
-
 def test_idle_consumers_without_pending_entries_are_pruned(
         redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     from cachewarm.invalidation import consumer as consumer_module

@@ -151,7 +151,7 @@ def refreshes_total(worker: Worker) -> float:
 
 
 def test_prefork_children_sum_to_the_refreshes_done(worker: Worker) -> None:
-    from cachewarm.worker.app import create_app
+    from cachewarm.worker.celery_app import create_app
 
     settings = Settings.load(redis_url=worker.url, config=worker.config)
     app = create_app(settings)

@@ -12,13 +12,13 @@ import click
 import redis
 
 from ..connections import async_client, sync_client
+from ..heartbeat import worker_id
 from ..hotkeys import pin
 from ..keys import KeyLayout
 from ..keyspaces import check_key
 from ..refresh import RefreshContext, refresh_batch
 from ..refresh_engine import make_http_client
 from ..settings import Settings
-from ..worker.heartbeat import worker_id
 from .options import load_settings
 
 BATCH = 200

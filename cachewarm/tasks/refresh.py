@@ -17,7 +17,7 @@ from typing import Any
 from celery import signals
 
 from ..refresh_engine import drain_engine, get_engine
-from ..worker.app import app, app_settings
+from ..worker.celery_app import app, app_settings
 
 BATCH_TIMEOUT = 300.0
 # Batches a worker process keeps running at once (the task blocks while the engine already has this many).
@@ -41,6 +41,5 @@ def _drain(**_: Any) -> None:
     drain_engine(DRAIN_TIMEOUT)
 
 
-# Pool children (exit, recycling) and the main process (which refreshes hot keys for the invalidation consumer).
+# Pool children, at exit or recycling (the main process runs no engine: hot keys are the sidecar's).
 signals.worker_process_shutdown.connect(_drain, weak=False, dispatch_uid="cachewarm.refresh.drain-child")
-signals.worker_shutdown.connect(_drain, weak=False, dispatch_uid="cachewarm.refresh.drain-main")

@@ -8,7 +8,7 @@ import redis
 
 from ..connections import sync_client
 from ..scan import scan as scan_keyspaces
-from ..worker.app import app, app_settings
+from ..worker.celery_app import app, app_settings
 from .refresh import refresh
 
 # Refresh batches allowed to wait in the broker queue: enough to keep every worker busy for a scan period or

@@ -4,7 +4,9 @@
   node), the per-process metrics created and the Prometheus hooks installed, so that children inherit both;
 - each pool child (``worker_process_init``): makes sure the hooks are installed; on exit
   (``worker_process_shutdown``) it is marked dead, its counters staying in the sum;
-- main process, once the pool runs (``worker_ready``): the ``/metrics`` endpoint, stopped at ``worker_shutdown``.
+- the ``/metrics`` endpoint runs in the node's sidecar process (sidecar.py), not here: the main process forks
+  children all its life and must hold no thread of cachewarm's;
+- main process, at ``worker_shutdown``: the directory made by ``enable()`` is removed.
 
 Nothing here imports prometheus_client at module level: the app imports this module, and a process that only
 sends tasks or runs beat must not have prometheus_client's mode fixed by it.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import celery
 from celery import signals
@@ -23,12 +25,8 @@ from ..errors import ConfigError
 from ..metrics import multiprocess
 from ..settings import Settings
 
-if TYPE_CHECKING:
-    from ..metrics.server import MetricsServer
-
 log = logging.getLogger(__name__)
 
-_server: MetricsServer | None = None
 _settings: Settings | None = None
 
 
@@ -64,30 +62,13 @@ def on_child_shutdown(pid: int | None = None, **_: Any) -> None:
     multiprocess.mark_dead(pid or os.getpid())
 
 
-def on_worker_ready(**_: Any) -> None:
-    global _server
-    settings = _load_settings()
-    if settings is None or _server is not None:
-        return
-    if not multiprocess.enabled():  # started without celeryd_init (an embedded worker): single-process mode
-        _install_hooks()
-    from ..metrics.server import start_metrics_server
-
-    _server = start_metrics_server(settings)
-
-
 def on_worker_shutdown(**_: Any) -> None:
-    global _server
-    if _server is not None:
-        _server.close()
-        _server = None
     multiprocess.cleanup()
 
 
 def install(app: celery.Celery) -> None:
-    """Connect the worker signals that set up metrics; called once by cachewarm.worker.app."""
+    """Connect the worker signals that set up metrics; called once by cachewarm.worker.celery_app."""
     signals.celeryd_init.connect(on_worker_init, weak=False, dispatch_uid="cachewarm.metrics.init")
     signals.worker_process_init.connect(on_child_init, weak=False, dispatch_uid="cachewarm.metrics.child")
     signals.worker_process_shutdown.connect(on_child_shutdown, weak=False, dispatch_uid="cachewarm.metrics.exit")
-    signals.worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="cachewarm.metrics.ready")
     signals.worker_shutdown.connect(on_worker_shutdown, weak=False, dispatch_uid="cachewarm.metrics.shutdown")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from ..settings import Settings
-from ..worker import invalidation_step, metrics_step
+from . import metrics_step, sidecar_step
 
 # Tasks are short (a batch of refreshes takes well under a second at the default sizes); an unacked message of
 # a worker that died is handed out again after this many seconds. Claims (scan.py) recover sooner than that.
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
-invalidation_step.install(app)
+sidecar_step.install(app)
 metrics_step.install(app)
 
 

@@ -14,7 +14,7 @@ import socket
 import redis
 import redis.asyncio
 
-from ..keys import KeyLayout
+from .keys import KeyLayout
 
 TTL_MS = 3000
 INTERVAL = 1.0

@@ -1,0 +1,123 @@
+"""The worker node's sidecar process: its invalidation consumer and its ``/metrics`` endpoint.
+
+Celery's main process forks: the embedded beat (``-B``) and the pool's children at start, and a new child
+whenever one exits (``--max-tasks-per-child``, a crash). A fork copies every lock of the parent, held ones too, but
+only the thread that forked: a lock some other thread held at that moment (an import lock, a connection pool's, a
+logging handler's) stays held in the child forever, and the child blocks on it the first time it needs it. That is
+how a `worker -B` used to start with a dead beat about one time in five: the consumer's thread was importing a
+codec as the beat forked. So the main process runs no thread of cachewarm's; the services that need threads run
+here, in a process of their own that is started with fork + exec (`subprocess`, nothing inherited but the
+environment) and never forks itself. Its refresh engine (for the hot keys the consumer names) is its own too.
+
+Started and stopped by `sidecar_step.SidecarStep`; it also exits within about a second when its worker is gone
+(a kill -9 of the main process), leaving its unacknowledged entries pending for another consumer to claim.
+Run by hand for a look: ``python -m cachewarm.worker.sidecar --parent PID``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Self
+
+from .. import refresh_engine
+from ..errors import ConfigError
+from ..invalidation.consumer import HotRefresher, InvalidationConsumer
+from ..metrics import multiprocess
+from ..settings import Settings
+
+log = logging.getLogger("cachewarm.sidecar")
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/cachewarm-sidecar] %(message)s"
+PARENT_CHECK_INTERVAL = 1.0
+# How long the engine may take at exit to finish the hot-key refreshes it started.
+DRAIN_TIMEOUT = 20.0
+CONSUMER_ENV = "CACHEWARM_INVALIDATION_CONSUMER"
+
+
+def consumer_enabled() -> bool:
+    """`CACHEWARM_INVALIDATION_CONSUMER=0` turns the consumer off for a node (one that should only refresh)."""
+    return os.environ.get(CONSUMER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class Sidecar:
+    """The node's threads: the invalidation consumer (handing hot keys to this process's refresh engine) and the
+    metrics endpoint (summing every process of the node through the multiprocess directory)."""
+
+    def __init__(self, settings: Settings, *, consume: bool = True, serve_metrics: bool = True) -> None:
+        self.settings = settings
+        self.consume = consume
+        self.serve_metrics = serve_metrics
+        self.consumer: InvalidationConsumer | None = None
+        self.refresher: HotRefresher | None = None
+        self._server: object | None = None
+
+    def start(self) -> Self:
+        keyspaces = self.settings.keyspaces  # a ConfigError here stops the sidecar before anything runs
+        if self.serve_metrics:
+            from ..metrics.process import register_process_metrics
+            from ..metrics.server import start_metrics_server
+
+            register_process_metrics(None, keyspaces=keyspaces.names())
+            self._server = start_metrics_server(self.settings)
+        if self.consume:
+            self.refresher = HotRefresher.for_engine(self.settings)
+            self.consumer = InvalidationConsumer(self.settings, keyspaces=keyspaces, on_hot_keys=self.refresher)
+            self.consumer.start()
+            log.info("cachewarm invalidation consumer %s started", self.consumer.name)
+        else:
+            log.info("cachewarm invalidation consumer disabled (%s=0)", CONSUMER_ENV)
+        return self
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        if self.refresher is not None:
+            self.refresher.close()
+            self.refresher = None
+        refresh_engine.drain_engine(DRAIN_TIMEOUT)
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # type: ignore[attr-defined]
+        multiprocess.mark_dead(os.getpid())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cachewarm.worker.sidecar", description=__doc__.split("\n")[0])
+    parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone (0: never)")
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per request
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        sidecar = Sidecar(Settings.load(), consume=consumer_enabled(), serve_metrics=not args.no_metrics).start()
+    except ConfigError as exc:
+        log.error("cachewarm sidecar not started: %s", exc)
+        return 2
+    try:
+        while not stop.wait(PARENT_CHECK_INTERVAL):
+            if args.parent and os.getppid() != args.parent:
+                log.warning("cachewarm sidecar: worker %d is gone; exiting", args.parent)
+                break
+    finally:
+        sidecar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""A worker forks its beat and its pool children: none of them may inherit a lock held by one of cachewarm's threads.
+
+Issue: with the invalidation consumer running as a thread of the worker's main process, `worker -B` started with a
+dead beat about one time in five (the beat child blocked forever on an import lock the consumer's thread held at
+the fork). These tests start real workers many times and require every start to scan, and every pool child to run
+a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+from cachewarm.demo.redis_server import RedisServer
+from cachewarm.demo.source import SourceServer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-c", "from cachewarm.cli import main; main()"]
+CELERY = [sys.executable, "-m", "celery"]
+PARALLEL = 3  # workers started at once (each on its own pair of Redis databases)
+START_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[SourceServer]:
+    src = SourceServer(latency=0.0).start()
+    yield src
+    src.stop()
+
+
+def _env(tmp: Path, server: RedisServer, source: SourceServer, slot: int) -> dict[str, str]:
+    config = tmp / "cachewarm.toml"
+    config.write_text(textwrap.dedent(f"""
+        [keyspaces.product]
+        pattern = "product:{{id}}"
+        source = "{source.url}/products/{{id}}"
+        ttl = 30
+        refresh_ahead = 5
+    """))
+    return {**os.environ, "CACHEWARM_REDIS_URL": server.url(2 * slot), "CACHEWARM_BROKER_URL": server.url(2 * slot + 1),
+            "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": "0.25", "CACHEWARM_METRICS_PORT": "0",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(20)
+    if proc.poll() is None or _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_and_wait_for_scans(cmd: list[str], tmp: Path, env: dict[str, str]) -> str | None:
+    """Starts `cmd` (a worker with embedded beat) and waits until beat sent two scans and the worker ran one.
+    None when it did; else the reason and the log's tail."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    log_path = tmp / "worker.log"
+    client = redis.Redis.from_url(env["CACHEWARM_BROKER_URL"])
+    client.flushdb()
+    redis.Redis.from_url(env["CACHEWARM_REDIS_URL"]).flushdb()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            text = log_path.read_text(errors="replace")
+            sent = text.count("Sending due task cachewarm.scan")
+            ran = len(re.findall(r"Task cachewarm\.scan\[[^\]]+\] succeeded", text))
+            if sent >= 2 and ran >= 1:
+                return None
+            if proc.poll() is not None:
+                return f"exited with {proc.returncode}:\n{text[-3000:]}"
+            time.sleep(0.1)
+        return f"no scans within {START_TIMEOUT:g} s (sent {sent}, ran {ran}):\n{text[-3000:]}"
+    finally:
+        _stop(proc)
+        client.close()
+
+
+def _run_starts(commands: list[list[str]], tmp_path: Path, server: RedisServer,
+                source: SourceServer) -> list[str]:
+    def one(i: int) -> str | None:
+        tmp = tmp_path / f"start-{i}"
+        tmp.mkdir()
+        env = _env(tmp, server, source, slot=i % PARALLEL)
+        cmd = [c.replace("{schedule}", str(tmp / "beat-schedule")) for c in commands[i]]
+        reason = _start_and_wait_for_scans(cmd, tmp, env)
+        return None if reason is None else f"start {i} ({' '.join(commands[i][2:5])}): {reason}"
+
+    failures: list[str] = []
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for first in range(0, len(commands), PARALLEL):
+            # Each wave uses every slot once: no two running workers share a Redis database.
+            wave = range(first, min(first + PARALLEL, len(commands)))
+            failures += [r for r in pool.map(one, wave) if r is not None]
+    return failures
+
+
+def test_worker_with_embedded_beat_scans_on_every_start(tmp_path: Path, server: RedisServer,
+                                                         source: SourceServer) -> None:
+    worker = [*CELERY, "-A", "cachewarm.worker", "worker", "-B", "-s", "{schedule}", "--loglevel", "INFO",
+              "--concurrency", "2", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    failures = _run_starts([worker] * 30, tmp_path, server, source)
+    assert not failures, f"{len(failures)} of 30 starts never scanned:\n" + "\n\n".join(failures[:3])
+
+
+def test_cachewarm_run_scans_on_every_start(tmp_path: Path, server: RedisServer, source: SourceServer) -> None:
+    run = [*CLI, "run", "--concurrency", "2", "--loglevel", "INFO", "--grace", "15"]
+    failures = _run_starts([run] * 12, tmp_path, server, source)
+    assert not failures, f"{len(failures)} of 12 starts never scanned:\n" + "\n\n".join(failures[:3])
+
+
+def test_every_prefork_child_runs_a_task_after_start(tmp_path: Path, server: RedisServer,
+                                                     source: SourceServer) -> None:
+    """Each start: -B and 3 pool children; a burst of probe tasks (each refreshes a key through the child's
+    engine, then lingers) must be run by every child, which a child that inherited a held lock never does."""
+    from tests.support.probe_app import PIDS_KEY
+
+    children = 3
+    failures: list[str] = []
+    for i in range(6):
+        tmp = tmp_path / f"start-{i}"
+        tmp.mkdir()
+        env = _env(tmp, server, source, slot=0)
+        cache = redis.Redis.from_url(env["CACHEWARM_REDIS_URL"])
+        broker = redis.Redis.from_url(env["CACHEWARM_BROKER_URL"])
+        cache.flushdb()
+        broker.flushdb()
+        log_path = tmp / "worker.log"
+        cmd = [*CELERY, "-A", "tests.support.probe_app", "worker", "-B", "-s", str(tmp / "beat-schedule"),
+               "--loglevel", "INFO", "--concurrency", str(children), "--without-gossip", "--without-mingle",
+               "--without-heartbeat"]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            sender = _probe_sender(env)
+            for n in range(children * 4):
+                sender.send_task("cachewarm.test.probe", args=[f"product:{i}-{n}", 0.3])
+            deadline = time.monotonic() + START_TIMEOUT
+            while cache.scard(PIDS_KEY) < children and time.monotonic() < deadline:
+                time.sleep(0.1)
+            seen = cache.scard(PIDS_KEY)
+            if seen < children:
+                failures.append(f"start {i}: {seen} of {children} children ran a probe:\n"
+                                f"{log_path.read_text(errors='replace')[-3000:]}")
+            sender.close()
+        finally:
+            _stop(proc)
+            cache.close()
+            broker.close()
+    assert not failures, f"{len(failures)} of 6 starts had a child that never ran a task:\n" + "\n\n".join(failures[:2])
+
+
+def test_the_worker_main_process_runs_no_thread(tmp_path: Path, server: RedisServer, source: SourceServer) -> None:
+    """The property behind the two tests above, checked directly: after start, scans, refreshes, invalidations of hot
+    keys and a metrics scrape, the worker's main process (the one that forks beat and every pool child, for as long
+    as it lives) has exactly one thread, and never warned that it forked with one of cachewarm's running."""
+    from cachewarm import Cache, Settings, publish_invalidation
+    from cachewarm.demo.redis_server import free_port
+
+    env = _env(tmp_path, server, source, slot=0)
+    port = free_port()
+    env.update(CACHEWARM_METRICS_PORT=str(port), CACHEWARM_HOT_THRESHOLD="0.5")
+    for url in (env["CACHEWARM_REDIS_URL"], env["CACHEWARM_BROKER_URL"]):
+        redis.Redis.from_url(url).flushdb()
+    log_path = tmp_path / "worker.log"
+    cmd = [*CELERY, "-A", "cachewarm.worker", "worker", "-B", "-s", str(tmp_path / "beat-schedule"), "--loglevel",
+           "INFO", "--concurrency", "2", "--max-tasks-per-child", "3", "--without-gossip", "--without-mingle",
+           "--without-heartbeat"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    cache = Cache(settings=Settings.load(redis_url=env["CACHEWARM_REDIS_URL"], config=env["CACHEWARM_CONFIG"],
+                                         hot_threshold=0.5))
+    client = redis.Redis.from_url(env["CACHEWARM_REDIS_URL"])
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        tasks = 0
+        while time.monotonic() < deadline and tasks < 20:  # the children are recycled every 3 tasks
+            for i in range(5):
+                cache.get(f"product:{i}")
+            publish_invalidation(f"product:{int(time.monotonic() * 10) % 5}", redis=client)
+            text = log_path.read_text(errors="replace")
+            tasks = len(re.findall(r"Task cachewarm\.\w+\[[^\]]+\] succeeded", text))
+            time.sleep(0.1)
+        assert tasks >= 20 and "ForkPoolWorker-8" in text, log_path.read_text(errors="replace")[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert b"cachewarm_invalidations_total" in response.read()
+        threads = sorted(Path(f"/proc/{proc.pid}/task").iterdir())
+        names = [(t / "comm").read_text().strip() for t in threads]
+        assert len(threads) == 1, f"the worker's main process runs {len(threads)} threads: {names}"
+        assert "forking with thread" not in log_path.read_text(errors="replace")
+    finally:
+        cache.close()
+        client.close()
+        _stop(proc)
+
+
+def _probe_sender(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from celery import Celery
+
+    return Celery("probe-sender", broker=env["CACHEWARM_BROKER_URL"], set_as_current=False,
+                  config_source={"task_serializer": "json", "accept_content": ["json"]})
