@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import textwrap
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +11,13 @@ import redis
 
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
+from cachewarm.demo.source import SourceServer
+from tests.support import keyspaces
+from tests.support.recording import RecordingState
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "source(latency=0.0, items=..., recording=False): the `source` fixture's setup")
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +44,23 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
-    """Writes a keyspace TOML file and returns its path."""
+    """Writes a keyspace TOML file (tmp_path/cachewarm.toml) and returns its path."""
+    return functools.partial(keyspaces.write_config, tmp_path)
 
-    def write(text: str) -> Path:
-        path = tmp_path / "cachewarm.toml"
-        path.write_text(textwrap.dedent(text))
-        return path
 
-    return write
+@pytest.fixture
+def source(request: pytest.FixtureRequest) -> Iterator[SourceServer]:
+    """The demo product API in this process. `@pytest.mark.source(latency=..., items=..., recording=True)` on the
+    test or its module sets it up; without it: no latency."""
+    marker = request.node.get_closest_marker("source")
+    options = dict(marker.kwargs) if marker else {}
+    recording = options.pop("recording", False)
+    options.setdefault("latency", 0.0)
+    server = SourceServer(**options)
+    if recording:
+        server.state = RecordingState(items=server.state.items, latency=options["latency"])
+    with server:
+        yield server
 
 
 @pytest.fixture

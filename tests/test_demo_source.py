@@ -9,13 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cachewarm.demo.source import SourceProcess, SourceServer, SourceState
+from cachewarm.demo.source import SourceServer, SourceState
+from cachewarm.demo.source_process import SourceProcess
 
-
-@pytest.fixture
-def source() -> Iterator[SourceServer]:
-    with SourceServer(latency=0.0, items=1000) as server:
-        yield server
+pytestmark = pytest.mark.source(latency=0.0, items=1000)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.hooks import Hooks, get_hooks, set_hooks
 from tests import sources_fixture
+from tests.support.waiting import wait_until
 
 KEYSPACES = """
 [keyspaces.item]
@@ -63,14 +64,6 @@ def cached_in_redis(server: RedisServer, key: str) -> bool:
         client.close()
 
 
-def wait_until(condition: Callable[[], bool], *, attempts: int = 400) -> None:
-    for _ in range(attempts):
-        if condition():
-            return
-        time.sleep(0.025)
-    raise AssertionError("condition never became true")
-
-
 def test_get_falls_back_to_the_source_and_recovers(server: RedisServer, settings: Settings,
                                                    hooks: CountingHooks) -> None:
     with Cache(settings=settings) as cache:
@@ -88,7 +81,8 @@ def test_get_falls_back_to_the_source_and_recovers(server: RedisServer, settings
             cache.get("item:3")
             return cached_in_redis(server, "item:3")
 
-        wait_until(back)  # no reset, no new client: the read path found Redis again by itself
+        # no reset, no new client: the read path finds Redis again by itself
+        wait_until(back, 10, "a read to be cached in the restarted Redis", interval=0.025)
         assert cache.lookup("item:3").hit
 
 
@@ -104,7 +98,7 @@ def test_get_survives_a_hung_redis(server: RedisServer, settings: Settings, hook
             assert "read" in hooks.redis_errors
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
-        wait_until(lambda: cache.lookup("item:1").hit)
+        wait_until(lambda: cache.lookup("item:1").hit, 10, "a hit once Redis answers again", interval=0.025)
 
 
 def test_reads_during_an_outage_are_counted_as_misses(settings: Settings, server: RedisServer,
@@ -117,7 +111,7 @@ def test_reads_during_an_outage_are_counted_as_misses(settings: Settings, server
         assert hooks.redis_errors
         cache.get("item:9")
         server.start()
-        wait_until(cache.flush_stats)
+        wait_until(cache.flush_stats, 10, "the counts to flush to the restarted Redis", interval=0.025)
         client = redis.Redis.from_url(server.url(0))
         assert client.hget("cachewarm:stats", "miss:item") == b"1"  # the read after the failed flush
         assert client.hget("cachewarm:stats", "hit:item") is None

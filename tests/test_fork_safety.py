@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ import redis
 
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
+from tests.support.keyspaces import write_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,22 +43,14 @@ def server() -> Iterator[RedisServer]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def source() -> Iterator[SourceServer]:
-    src = SourceServer(latency=0.0).start()
-    yield src
-    src.stop()
-
-
 def _env(tmp: Path, server: RedisServer, source: SourceServer, slot: int) -> dict[str, str]:
-    config = tmp / "cachewarm.toml"
-    config.write_text(textwrap.dedent(f"""
+    config = write_config(tmp, f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
         ttl = 30
         refresh_ahead = 5
-    """))
+    """)
     return {**os.environ, "CACHEWARM_REDIS_URL": server.url(2 * slot), "CACHEWARM_BROKER_URL": server.url(2 * slot + 1),
             "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": "0.25", "CACHEWARM_METRICS_PORT": "0",
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -91,18 +84,20 @@ def _start_and_wait_for_scans(cmd: list[str], tmp: Path, env: dict[str, str]) ->
     redis.Redis.from_url(env["CACHEWARM_REDIS_URL"]).flushdb()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def scans() -> tuple[int, int] | None:
+        text = log_path.read_text(errors="replace")
+        sent = text.count("Sending due task cachewarm.scan")
+        ran = len(re.findall(r"Task cachewarm\.scan\[[^\]]+\] succeeded", text))
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{text[-3000:]}"
+        return None if sent < 2 or ran < 1 else (sent, ran)
+
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            text = log_path.read_text(errors="replace")
-            sent = text.count("Sending due task cachewarm.scan")
-            ran = len(re.findall(r"Task cachewarm\.scan\[[^\]]+\] succeeded", text))
-            if sent >= 2 and ran >= 1:
-                return None
-            if proc.poll() is not None:
-                return f"exited with {proc.returncode}:\n{text[-3000:]}"
-            time.sleep(0.1)
-        return f"no scans within {START_TIMEOUT:g} s (sent {sent}, ran {ran}):\n{text[-3000:]}"
+        wait_until(scans, START_TIMEOUT, "two scans sent by beat and one run by the worker",
+                   details=lambda: log_path.read_text(errors="replace")[-3000:], interval=0.1)
+        return None
+    except AssertionError as failure:  # one reason among the starts'
+        return str(failure)
     finally:
         _stop(proc)
         client.close()
@@ -168,12 +163,11 @@ def test_every_prefork_child_runs_a_task_after_start(tmp_path: Path, server: Red
             sender = _probe_sender(env)
             for n in range(children * 4):
                 sender.send_task("cachewarm.test.probe", args=[f"product:{i}-{n}", 0.3])
-            deadline = time.monotonic() + START_TIMEOUT
-            while cache.scard(PIDS_KEY) < children and time.monotonic() < deadline:
-                time.sleep(0.1)
-            seen = cache.scard(PIDS_KEY)
-            if seen < children:
-                failures.append(f"start {i}: {seen} of {children} children ran a probe:\n"
+            try:
+                wait_until(lambda: cache.scard(PIDS_KEY) >= children, START_TIMEOUT,  # noqa: B023 - polled here
+                           f"each of the {children} children to run a probe", interval=0.1)
+            except AssertionError:
+                failures.append(f"start {i}: {cache.scard(PIDS_KEY)} of {children} children ran a probe:\n"
                                 f"{log_path.read_text(errors='replace')[-3000:]}")
             sender.close()
         finally:
@@ -206,16 +200,17 @@ def test_the_worker_main_process_runs_no_thread(tmp_path: Path, server: RedisSer
                                          hot_threshold=0.5))
     client = redis.Redis.from_url(env["CACHEWARM_REDIS_URL"])
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        tasks = 0
-        while time.monotonic() < deadline and tasks < 20:  # the children are recycled every 3 tasks
+        def twenty_tasks_run() -> bool:
             for i in range(5):
                 cache.get(f"product:{i}")
             publish_invalidation(f"product:{int(time.monotonic() * 10) % 5}", redis=client)
             text = log_path.read_text(errors="replace")
-            tasks = len(re.findall(r"Task cachewarm\.\w+\[[^\]]+\] succeeded", text))
-            time.sleep(0.1)
-        assert tasks >= 20 and "ForkPoolWorker-8" in text, log_path.read_text(errors="replace")[-3000:]
+            return len(re.findall(r"Task cachewarm\.\w+\[[^\]]+\] succeeded", text)) >= 20
+
+        # the children are recycled every 3 tasks
+        wait_until(twenty_tasks_run, START_TIMEOUT, "20 tasks run by the pool children",
+                   details=lambda: log_path.read_text(errors="replace")[-3000:], interval=0.1)
+        assert "ForkPoolWorker-8" in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-3000:]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             assert b"cachewarm_invalidations_total" in response.read()
         threads = sorted(Path(f"/proc/{proc.pid}/task").iterdir())

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import redis
 from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
+from tests.support.waiting import wait_until
 
 N = 60
 
@@ -35,14 +35,6 @@ DOOMED = textwrap.dedent("""
         c.poll()
 """)
 
-
-def _wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_entries_of_a_killed_consumer_are_claimed_and_applied(
@@ -69,8 +61,9 @@ def test_entries_of_a_killed_consumer_are_claimed_and_applied(
     settings = Settings.load(redis_url=redis_url, config=config, claim_idle_ms=200)
     survivor = InvalidationConsumer(settings, name="survivor", block_ms=100).start()
     try:
-        drained = _wait_until(lambda: redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)["pending"] == 0)
-        assert drained, redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)
+        wait_until(lambda: redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)["pending"] == 0, 30,
+                   "the survivor to claim and apply every pending entry", interval=0.02,
+                   details=lambda: str(redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)))
         assert survivor.alive
     finally:
         survivor.close()

@@ -4,7 +4,6 @@ it has been delivered more than max_deliveries times, then dead-lettered too."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event, Rejected, parse_entry
 from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
+from tests.support.waiting import wait_until
 
 POISON: list[tuple[dict[Any, Any], str]] = [
     ({"ts": "1700000000000"}, "missing field"),
@@ -33,14 +33,6 @@ POISON: list[tuple[dict[Any, Any], str]] = [
     ({"tag": "t", "version": "3"}, "key events only"),
 ]
 
-
-def _wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 @pytest.mark.parametrize(("fields", "reason"), POISON)
@@ -80,14 +72,15 @@ def test_poison_goes_to_the_dead_stream_and_good_entries_keep_flowing(
 
     consumer = InvalidationConsumer(settings, name="c1", block_ms=100).start()
     try:
-        assert _wait_until(lambda: redis_client.xlen(DEAD_LETTER_STREAM) == len(poison_ids)
-                           and redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)["pending"] == 0)
+        wait_until(lambda: redis_client.xlen(DEAD_LETTER_STREAM) == len(poison_ids)
+                   and redis_client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)["pending"] == 0, 30,
+                   "every poison entry dead-lettered and nothing pending", interval=0.02)
         # good entries published after the poison are still applied
         assert [key for key in good if cache.exists(key)] == []
         assert consumer.alive
         cache.set("good:after", {"i": 1}, ttl=300)
         publish_invalidation("good:after", redis=redis_client)
-        assert _wait_until(lambda: not cache.exists("good:after"))
+        wait_until(lambda: not cache.exists("good:after"), 30, "the invalidation after the poison", interval=0.02)
     finally:
         consumer.close()
 

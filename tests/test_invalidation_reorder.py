@@ -9,7 +9,6 @@ that stores whatever arrives last (no version floor) ends with an older version 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from tests.support.waiting import wait_until
 
 KEYS = 25
 COMMITS = 8
@@ -125,12 +125,11 @@ def test_through_the_stream_ends_equal_to_the_source(
                 cache.set(key, _row(id, version), version=version)
             else:
                 publish_invalidation(key, version=version, redis=redis_client)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def drained() -> bool:
             group = redis_client.xinfo_groups(INVALIDATION_STREAM)[0]
-            if group["pending"] == 0 and group["lag"] == 0:
-                break
-            time.sleep(0.02)
+            return bool(group["pending"] == 0 and group["lag"] == 0)
+
+        wait_until(drained, 30, "the consumer to read and acknowledge every event", interval=0.02)
         assert consumer.alive
     finally:
         consumer.close()

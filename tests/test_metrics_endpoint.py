@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer, free_port
+from tests.support.keyspaces import write_config
+from tests.support.waiting import wait_until
 from tests.test_deploy import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,20 +76,9 @@ class Worker:
         return out
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{tail}")
+def tail(log: Path) -> Callable[[], str]:
+    """The end of a process's log, for a failure message."""
+    return lambda: log.read_text(errors="replace")[-3000:] if log.exists() else ""
 
 
 @contextlib.contextmanager
@@ -98,8 +89,7 @@ def running(command: list[str]) -> Iterator[Worker]:
     tmp = Path(tempfile.mkdtemp(prefix="cachewarm-metrics-test-"))
     with RedisServer(extra_args=acl) as server:
         url = f"redis://app:{PASSWORD}@127.0.0.1:{server.port}/0"
-        config = tmp / "cachewarm.toml"
-        config.write_text(textwrap.dedent(CONFIG))
+        config = write_config(tmp, CONFIG)
         port = free_port()
         env = {**os.environ, "CACHEWARM_REDIS_URL": url, "CACHEWARM_BROKER_URL": url[:-1] + "1",
                "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": str(port),
@@ -116,7 +106,7 @@ def running(command: list[str]) -> Iterator[Worker]:
                     raise AssertionError(f"exited {process.returncode}: {log.read_text(errors='replace')[-3000:]}")
                 return handle.scrape()
 
-            wait_for(answers, 30, "the metrics endpoint", log)
+            wait_until(answers, 30, "the metrics endpoint", details=tail(log), interval=0.2, ignore=(OSError,))
             yield handle
         finally:
             process.send_signal(signal.SIGTERM)
@@ -164,7 +154,8 @@ def test_prefork_children_sum_to_the_refreshes_done(worker: Worker) -> None:
     finally:
         app.close()
 
-    wait_for(lambda: refreshes_total(worker) - before >= expected, 40, f"{expected} refreshes", worker.log)
+    wait_until(lambda: refreshes_total(worker) - before >= expected, 40, f"{expected} refreshes",
+               details=tail(worker.log), interval=0.2, ignore=(OSError,))
     time.sleep(0.5)  # nothing is counted twice
     assert refreshes_total(worker) - before == expected
     samples = worker.samples()
@@ -241,7 +232,8 @@ def prometheus(run_node: Worker, tmp_path: Path) -> Iterator[str]:
 def test_prometheus_scrapes_hits_and_the_hit_ratio(run_node: Worker, prometheus: str) -> None:
     settings = Settings.load(redis_url=run_node.url, config=run_node.config)
     reads = lambda: scalar(prometheus, 'max(cachewarm_cache_hits_total{keyspace="product"})')  # noqa: E731
-    before = wait_for(lambda: (reads(),) if reads() is not None else None, 30, "a first scrape")[0]
+    before = wait_until(lambda: (reads(),) if reads() is not None else None, 30, "a first scrape", interval=0.2,
+                        ignore=(OSError,))[0]
     misses_before = scalar(prometheus, 'max(cachewarm_cache_misses_total{keyspace="product"})') or 0.0
 
     with Cache(settings=settings) as cache:
@@ -249,7 +241,7 @@ def test_prometheus_scrapes_hits_and_the_hit_ratio(run_node: Worker, prometheus:
             cache.get(key)  # 2 misses, then 4 hits
         assert cache.flush_stats()
 
-    wait_for(lambda: reads() == before + 4, 30, "the hits in Prometheus")
+    wait_until(lambda: reads() == before + 4, 30, "the hits in Prometheus", interval=0.2, ignore=(OSError,))
     assert scalar(prometheus, 'max(cachewarm_cache_misses_total{keyspace="product"})') == misses_before + 2
     up = scalar(prometheus, 'up{job="cachewarm"}')
     assert up == 1
@@ -260,7 +252,9 @@ def test_prometheus_scrapes_hits_and_the_hit_ratio(run_node: Worker, prometheus:
         value = scalar(prometheus, 'cachewarm:hit_ratio:rate5m{keyspace="product"}')
         return value if value is not None and 0 < value <= 1 else None
 
-    assert wait_for(hit_ratio, 15, "the hit ratio rule") == pytest.approx(4 / 6, rel=1e-6)
+    ratio = wait_until(hit_ratio, 15, "the hit ratio rule", interval=0.2, ignore=(OSError,))
+    assert ratio == pytest.approx(4 / 6, rel=1e-6)
+
     ratio_total = scalar(prometheus, 'max by (keyspace) (cachewarm_cache_hits_total) / (max by (keyspace) '
                                      '(cachewarm_cache_hits_total) + max by (keyspace) (cachewarm_cache_misses_total))')
     assert ratio_total == pytest.approx((before + 4) / (before + 4 + misses_before + 2))

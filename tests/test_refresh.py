@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,19 +19,12 @@ from cachewarm.refresh import RefreshContext, refresh_batch, stats
 from cachewarm.refresh_engine import make_http_client
 
 L = KeyLayout()
-
-
-@pytest.fixture(scope="module")
-def source() -> Iterator[SourceServer]:
-    with SourceServer(latency=0.01) as server:
-        yield server
+pytestmark = pytest.mark.source(latency=0.01)
 
 
 @pytest.fixture
 def settings(source: SourceServer, write_config: Callable[[str], Path],
              make_settings: Callable[..., Settings]) -> Settings:
-    source.configure(latency=0.01, status_override=None, error_rate=0)
-    source.reset_stats()
     config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"

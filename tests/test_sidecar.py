@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ import redis
 from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
 from cachewarm.worker import sidecar_step
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """
@@ -27,14 +27,6 @@ pattern = "product:{id}"
 source = "python:tests.sources_fixture:counted"
 ttl = 60
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

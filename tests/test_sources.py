@@ -24,6 +24,9 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.keyspaces import load_keyspaces
 from cachewarm.sources import HttpSource
 from tests import sources_fixture
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.source(latency=0.0, items=1000)
 
 PYTHON_KEYSPACES = """
 [keyspaces.price]
@@ -57,11 +60,6 @@ source = "{base}/products/{{id}}"
 ttl = 60
 {lines}"""
 
-
-@pytest.fixture
-def source() -> Iterator[SourceServer]:
-    with SourceServer(latency=0.0, items=1000) as server:
-        yield server
 
 
 class Recorder:
@@ -127,10 +125,8 @@ def test_negative_entry_expires(make_cache: Callable[..., Cache], write_config: 
     cache = make_cache(write_config(http_keyspace(source.url, negative_ttl=0.05)))
     assert cache.get("product:5000") is None
     source.set_item(5000, {"name": "new"})
-    deadline_reads = 0
-    while cache.get("product:5000") is None:  # the remembered 404 expires by itself
-        deadline_reads += 1
-        assert deadline_reads < 1000
+    # the remembered 404 (50 ms) expires by itself
+    wait_until(lambda: cache.get("product:5000") is not None, 1.0, "the remembered 404 to expire", interval=0.005)
     assert cache.get("product:5000")["name"] == "new"
 
 

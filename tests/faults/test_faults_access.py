@@ -78,8 +78,8 @@ DENIED_COMMANDS: list[tuple[Any, ...]] = [
 
 
 def test_app_user_cannot_flush_configure_or_write_outside_the_prefix_and_cache_still_works(
-        acl_server: RedisServer, keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file("""
+        acl_server: RedisServer, write_config: Callable[[str], Path]) -> None:
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"
@@ -117,8 +117,8 @@ def test_app_user_cannot_flush_configure_or_write_outside_the_prefix_and_cache_s
 
 
 def test_worker_user_consumes_invalidations_and_broker_user_carries_celery_messages(
-        acl_server: RedisServer, keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file("""
+        acl_server: RedisServer, write_config: Callable[[str], Path]) -> None:
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"
@@ -184,10 +184,10 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[RedisServer, in
 
 def test_rediss_urls_with_a_self_signed_certificate_are_accepted(
         tls_server: tuple[RedisServer, int], certificate: tuple[Path, Path],
-        keyspace_file: Callable[[str], Path]) -> None:
+        write_config: Callable[[str], Path]) -> None:
     _server, tls_port = tls_server
     cert, _key = certificate
-    config = keyspace_file("""
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"

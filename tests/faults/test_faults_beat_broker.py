@@ -20,18 +20,13 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
-from tests.faults._support import (
-    Processes,
-    RecordingState,
-    close_pairs,
-    cluster_env,
-    recording_source,
-    requests_between,
-    wait_until,
-)
+from tests.faults._support import close_pairs, requests_between
 from tests.support.fault_proxy import FaultProxy
+from tests.support.processes import Processes, cluster_env
+from tests.support.recording import RecordingState, recorded
+from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120), pytest.mark.source(latency=0.01, recording=True)]
 
 KEYS = [f"product:{i}" for i in range(20)]
 TTL, AHEAD, SCAN = 3.0, 1.5, 0.25
@@ -71,9 +66,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, keyspace_file: Callable[[str], Path]) -> Iterator[Cluster]:
-    source, state = recording_source(latency=0.01)
-    config = keyspace_file(f"""
+def cluster(tmp_path: Path, write_config: Callable[[str], Path], source: SourceServer) -> Iterator[Cluster]:
+    state = recorded(source)
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -92,7 +87,6 @@ def cluster(tmp_path: Path, keyspace_file: Callable[[str], Path]) -> Iterator[Cl
             yield Cluster(cache_server, proxy, source, state, procs, settings)
         finally:
             procs.stop()
-            source.stop()
 
 
 def test_two_beats_refresh_no_key_twice_in_a_period(cluster: Cluster) -> None:
@@ -100,7 +94,7 @@ def test_two_beats_refresh_no_key_twice_in_a_period(cluster: Cluster) -> None:
     procs.worker(concurrency=2)
     procs.beat(log="beat1.log")
     procs.beat(log="beat2.log")
-    wait_until(cluster.scanned, 40, procs.logs)
+    wait_until(cluster.scanned, 40, "a first scan", details=procs.logs)
     cluster.warm()
     time.sleep(2 * PERIOD)
     start = time.monotonic()
@@ -119,9 +113,10 @@ def test_two_beats_refresh_no_key_twice_in_a_period(cluster: Cluster) -> None:
 def test_broker_down_then_back_worker_and_beat_resume(cluster: Cluster) -> None:
     procs = cluster.procs
     worker, beat = procs.worker(concurrency=2), procs.beat()
-    wait_until(cluster.scanned, 40, procs.logs)
+    wait_until(cluster.scanned, 40, "a first scan", details=procs.logs)
     cluster.warm()
-    wait_until(lambda: all(len(cluster.state.times[k.split(":")[1]]) >= 2 for k in KEYS), 20, procs.logs)
+    wait_until(lambda: all(len(cluster.state.times[k.split(":")[1]]) >= 2 for k in KEYS), 20,
+               "every key read twice by the source", details=procs.logs)
 
     cluster.broker_proxy.set_mode("reset")
     down = 8.0  # shortened from the issue's 10 s
@@ -133,8 +128,8 @@ def test_broker_down_then_back_worker_and_beat_resume(cluster: Cluster) -> None:
     def refreshed_after_back() -> bool:
         return all(any(t >= back for t in cluster.state.times[k.split(":")[1]]) for k in KEYS)
 
-    wait_until(refreshed_after_back, 60, procs.logs, interval=0.05)
-    wait_until(lambda: cluster.fresh() == len(KEYS), 30, procs.logs, interval=0.05)
+    wait_until(refreshed_after_back, 60, "every key refreshed after the broker came back", details=procs.logs)
+    wait_until(lambda: cluster.fresh() == len(KEYS), 30, "every key fresh", details=procs.logs)
     fresh = time.monotonic() - back
     after = [min(t for t in cluster.state.times[k.split(":")[1]] if t >= back) - back for k in KEYS]
     print(f"\nbroker down {down:.0f} s: first refresh {min(after):.2f} s after it came back, every due key "

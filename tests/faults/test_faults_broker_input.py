@@ -16,7 +16,8 @@ from celery import Celery
 
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.keys import KeyLayout
-from tests.faults._support import Processes, cluster_env, wait_until
+from tests.support.processes import Processes, cluster_env
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
@@ -38,8 +39,8 @@ def server() -> Iterator[RedisServer]:
 
 
 def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, tmp_path: Path,
-                                                          keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file("""
+                                                          write_config: Callable[[str], Path]) -> None:
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"
@@ -54,14 +55,15 @@ def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, t
     sender = Celery("attacker", broker=server.url(1))
     try:
         worker = procs.worker()
-        wait_until(lambda: "ready" in procs.log("worker.log"), 30, procs.logs)
+        wait_until(lambda: "ready" in procs.log("worker.log"), 30, "the worker to be ready", details=procs.logs)
         # By hand, as an attacker would: pickle for a real task name, and a name nobody registered.
         sender.send_task("cachewarm.scan", args=[Payload(marker)], serializer="pickle")
         sender.send_task("cachewarm.refresh", kwargs={"keys": Payload(marker)}, serializer="pickle")
         sender.send_task("cachewarm.no_such_task", args=["x"], serializer="json")
-        wait_until(lambda: broker.llen("celery") == 0, 20, lambda: "queue not drained\n" + procs.logs())
+        wait_until(lambda: broker.llen("celery") == 0, 20, "the queue to drain", details=procs.logs)
         log = procs.log("worker.log")
-        wait_until(lambda: "no_such_task" in procs.log("worker.log"), 10, procs.logs)
+        wait_until(lambda: "no_such_task" in procs.log("worker.log"), 10, "the unknown task in the log",
+                   details=procs.logs)
         time.sleep(1.0)
         log = procs.log("worker.log")
         assert not marker.exists(), "a pickle payload was executed"
@@ -72,7 +74,8 @@ def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, t
         # The worker still works: a legitimate scan goes through.
         assert worker.poll() is None
         sender.send_task("cachewarm.scan", serializer="json")
-        wait_until(lambda: cache_db.exists(KeyLayout().refresh_stats) == 1, 20, procs.logs)
+        wait_until(lambda: cache_db.exists(KeyLayout().refresh_stats) == 1, 20, "a legitimate scan",
+                   details=procs.logs)
         assert not marker.exists()
     finally:
         procs.stop()

@@ -20,8 +20,11 @@ import redis
 
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
+from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
-from tests.faults._support import Processes, cluster_env, recording_source, wait_until
+from tests.support.processes import Processes, cluster_env
+from tests.support.recording import recorded
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -31,10 +34,11 @@ BROWNOUT = 10.0
 L = KeyLayout()
 
 
+@pytest.mark.source(latency=0.01, recording=True)
 def test_brownout_serves_stale_and_keeps_refreshes_inside_the_budget(
-        tmp_path: Path, keyspace_file: Callable[[str], Path]) -> None:
-    source, state = recording_source(latency=0.01)
-    config = keyspace_file(f"""
+        tmp_path: Path, write_config: Callable[[str], Path], source: SourceServer) -> None:
+    state = recorded(source)
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -76,7 +80,8 @@ def test_brownout_serves_stale_and_keeps_refreshes_inside_the_budget(
         try:
             procs.worker(concurrency=2)
             procs.beat()
-            wait_until(lambda: client.hexists(L.refresh_stats, "hot_keys:product"), 40, procs.logs)
+            wait_until(lambda: client.hexists(L.refresh_stats, "hot_keys:product"), 40, "a first scan",
+                       details=procs.logs)
             for thread in threads:
                 thread.start()
             time.sleep(2 * TTL)  # steady state: the worker keeps every key fresh
@@ -85,7 +90,9 @@ def test_brownout_serves_stale_and_keeps_refreshes_inside_the_budget(
             time.sleep(BROWNOUT)
             end = time.monotonic()
             source.configure(error_rate=0.0, slow_rate=0.0)
-            recovered = wait_until(all_fresh, 30, procs.logs, interval=0.05)
+            recovering = time.monotonic()
+            wait_until(all_fresh, 30, "every key fresh after the brownout", details=procs.logs)
+            recovered = time.monotonic() - recovering
         finally:
             stop.set()
             for thread in threads:
@@ -93,7 +100,6 @@ def test_brownout_serves_stale_and_keeps_refreshes_inside_the_budget(
             cache.close()
             procs.stop()
             client.close()
-            source.stop()
 
         def rate(origin: str) -> float:
             return sum(1 for t in state.origins[origin] if start <= t < end) / (end - start)

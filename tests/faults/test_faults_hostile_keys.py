@@ -33,6 +33,7 @@ from cachewarm.metrics.cluster import ClusterCollector
 from cachewarm.metrics.process import ProcessMetrics, PrometheusHooks
 from tests.faults import _support
 from tests.faults._support import InFlightTransport
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -97,14 +98,13 @@ def refused_by_source(key: Any) -> bool:
 
 
 def test_hostile_keys_get_clear_errors_and_never_escape_the_templates(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    with SourceServer(latency=0.0) as source:
-        _run(redis_url, redis_client, keyspace_file, source)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path], source: SourceServer) -> None:
+    _run(redis_url, redis_client, write_config, source)
 
 
-def _run(redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path],
+def _run(redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path],
          source: SourceServer) -> None:
-    config = keyspace_file(f"""
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -229,9 +229,7 @@ def _run(redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str
         redis_client.xadd(INVALIDATION_STREAM, fields_)  # type: ignore[arg-type]
     consumer = InvalidationConsumer(settings, block_ms=50)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and consumer.poll(block_ms=50):
-            pass
+        wait_until(lambda: not consumer.poll(block_ms=50), 60, "the consumer to read the stream to its end")
     finally:
         consumer.close()
     info: Any = redis_client.xinfo_groups(INVALIDATION_STREAM)

@@ -20,9 +20,12 @@ import redis
 
 from cachewarm import Cache, Settings, envelope
 from cachewarm.demo.redis_server import RedisServer
+from cachewarm.demo.source import SourceServer
 from cachewarm.invalidation.publish import event_fields, publish_events
 from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
-from tests.faults._support import Processes, cluster_env, recording_source, wait_until
+from tests.support.processes import Processes, cluster_env
+from tests.support.recording import recorded
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -31,10 +34,11 @@ ROUNDS = 10
 L = KeyLayout()
 
 
-def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
-                                                                 keyspace_file: Callable[[str], Path]) -> None:
-    source, state = recording_source(latency=0.05)
-    config = keyspace_file(f"""
+@pytest.mark.source(latency=0.05, recording=True)
+def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path, write_config: Callable[[str], Path],
+                                                                 source: SourceServer) -> None:
+    state = recorded(source)
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -54,13 +58,15 @@ def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
         try:
             first = procs.worker(log="worker1.log", concurrency=2)
             procs.beat()
-            wait_until(lambda: "ready" in procs.log("worker1.log"), 30, procs.logs)
+            wait_until(lambda: "ready" in procs.log("worker1.log"), 30, "the first worker to be ready",
+                       details=procs.logs)
             with Cache(settings=settings) as cache:
                 for _ in range(3):
                     for key in keys:
                         cache.get(key)
                 cache.flush_stats()
-            wait_until(lambda: client.exists(INVALIDATION_STREAM) == 1, 20, procs.logs)  # the group exists
+            wait_until(lambda: client.exists(INVALIDATION_STREAM) == 1, 20, "the invalidation group",
+                       details=procs.logs)
 
             latest: dict[str, int] = {}
 
@@ -104,7 +110,8 @@ def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
                                    "source_in_flight": in_flight}
                 restarted = time.monotonic()
                 worker = procs.worker(log=f"worker{n}.log", concurrency=2)
-                wait_until(drained, 60, procs.logs, interval=0.1)
+                wait_until(drained, 60, f"the group to drain after the kill during {what}", details=procs.logs,
+                           interval=0.1)
                 recovery = time.monotonic() - restarted
                 # No stale write: a cached value is never older than the latest published version.
                 for _ in range(10):
@@ -124,4 +131,3 @@ def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
         finally:
             procs.stop()
             client.close()
-            source.stop()

@@ -21,7 +21,8 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.invalidation.publish import event_fields, publish_events
 from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
-from tests.faults._support import Processes, cluster_env, wait_until
+from tests.support.processes import Processes, cluster_env
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -30,8 +31,8 @@ L = KeyLayout()
 
 
 def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
-                                                        keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file(f"""
+                                                        write_config: Callable[[str], Path]) -> None:
+    config = write_config(f"""
         [keyspaces.item]
         pattern = "item:{{id}}"
         source = "python:tests.faults._support:item_source"
@@ -80,7 +81,8 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
         try:
             procs.worker(concurrency=2)
             procs.beat()
-            wait_until(lambda: client.hexists(L.refresh_stats, "hot_keys:item"), 40, procs.logs)
+            wait_until(lambda: client.hexists(L.refresh_stats, "hot_keys:item"), 40, "a first scan",
+                       details=procs.logs)
             started = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -92,7 +94,8 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
             cache.flush_stats()
             groups: Any = client.xinfo_groups(INVALIDATION_STREAM)
             wait_until(lambda: all(g["pending"] == 0 and g["lag"] == 0
-                                   for g in client.xinfo_groups(INVALIDATION_STREAM)), 30, procs.logs)
+                                   for g in client.xinfo_groups(INVALIDATION_STREAM)), 30,
+                       "the invalidation group to drain", details=procs.logs)
             tracked = client.zcard(L.hot("item"))
             memory = client.memory_usage(L.hot("item")) or 0
             stats = client.hgetall(L.refresh_stats)

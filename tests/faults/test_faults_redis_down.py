@@ -24,7 +24,7 @@ from cachewarm.demo.source import SourceServer
 from tests.faults._support import InFlightTransport, percentile
 from tests.support.fault_proxy import FaultProxy
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(90), pytest.mark.source(latency=0.05)]
 
 READERS = 6
 KEYS = 200
@@ -46,9 +46,9 @@ def proxied_redis() -> Iterator[tuple[RedisServer, FaultProxy]]:
 
 def test_readers_fall_back_to_the_source_while_redis_is_slow_then_down(
         proxied_redis: tuple[RedisServer, FaultProxy], source: SourceServer,
-        keyspace_file: Callable[[str], Path]) -> None:
+        write_config: Callable[[str], Path]) -> None:
     _server, proxy = proxied_redis
-    config = keyspace_file(f"""
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -118,10 +118,10 @@ def test_readers_fall_back_to_the_source_while_redis_is_slow_then_down(
 
 
 async def test_async_readers_fall_back_too(proxied_redis: tuple[RedisServer, FaultProxy], source: SourceServer,
-                                           keyspace_file: Callable[[str], Path]) -> None:
+                                           write_config: Callable[[str], Path]) -> None:
     """The same faults, shorter, for AsyncCache: 20 reader tasks on one event loop."""
     _server, proxy = proxied_redis
-    config = keyspace_file(f"""
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"

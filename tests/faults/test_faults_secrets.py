@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from cachewarm.demo.redis_server import RedisServer, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -50,8 +51,8 @@ def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> tupl
 
 
 def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_path: Path,
-                                              keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file("""
+                                              write_config: Callable[[str], Path]) -> None:
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"
@@ -91,18 +92,17 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
     with log_path.open("w") as log:
         proc = subprocess.Popen([*CLI, "run", "-c", "1", "-l", "DEBUG"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    metrics = ""
+    def run_log() -> str:
+        return log_path.read_text(errors="replace")[-3000:]
+
+    def scraped() -> str | None:
+        assert proc.poll() is None, f"`cachewarm run` exited with {proc.returncode}:\n{run_log()}"
+        response = httpx.get(f"http://127.0.0.1:{env['CACHEWARM_METRICS_PORT']}/metrics", timeout=2)
+        return response.text if response.status_code == 200 and "cachewarm_workers" in response.text else None
+
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{env['CACHEWARM_METRICS_PORT']}/metrics", timeout=2)
-                if response.status_code == 200 and "cachewarm_workers" in response.text:
-                    metrics = response.text
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        metrics = wait_until(scraped, 40, "the metrics of `cachewarm run`", details=run_log, interval=0.3,
+                             ignore=(httpx.HTTPError,))
         code, out = _run(["warm", "item:3"], good)
         outputs["warm while running"] = out
         time.sleep(2)
@@ -147,8 +147,8 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
 
 
 def test_warm_with_a_wrong_password_fails_in_one_line(locked_server: RedisServer, tmp_path: Path,
-                                                      keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file("""
+                                                      write_config: Callable[[str], Path]) -> None:
+    config = write_config("""
         [keyspaces.item]
         pattern = "item:{id}"
         source = "python:tests.faults._support:item_source"

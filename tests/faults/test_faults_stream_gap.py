@@ -18,14 +18,15 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import publish_invalidation
 from cachewarm.keys import INVALIDATION_STREAM
+from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(60), pytest.mark.source(latency=0.05)]
 
 
 def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
         redis_url: str, redis_client: redis.Redis, source: SourceServer,
-        keyspace_file: Callable[[str], Path]) -> None:
-    config = keyspace_file(f"""
+        write_config: Callable[[str], Path]) -> None:
+    config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
         source = "{source.url}/products/{{id}}"
@@ -48,9 +49,7 @@ def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
         first: Any = redis_client.xinfo_stream(INVALIDATION_STREAM)["first-entry"][0]
         assert groups[0]["last-delivered-id"] < first  # the gap the consumer must notice
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and consumer.poll(block_ms=10):
-                pass
+            _drain(consumer)
         finally:
             consumer.close()
         served = {k: cache.get(k)["version"] for k in keys[:10]}
@@ -59,8 +58,8 @@ def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
 
 # ---- what is and is not a gap ----------------------------------------------------------------------------------
 
-def _settings(redis_url: str, keyspace_file: Callable[[str], Path], **overrides: Any) -> Settings:
-    config = keyspace_file("""
+def _settings(redis_url: str, write_config: Callable[[str], Path], **overrides: Any) -> Settings:
+    config = write_config("""
         [keyspaces.product]
         pattern = "product:{id}"
         source = "http://127.0.0.1:9/products/{id}"
@@ -70,9 +69,7 @@ def _settings(redis_url: str, keyspace_file: Callable[[str], Path], **overrides:
 
 
 def _drain(consumer: InvalidationConsumer) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and consumer.poll(block_ms=10):
-        pass
+    wait_until(lambda: not consumer.poll(block_ms=10), 10, "the consumer to read the stream to its end")
 
 
 def _gaps(client: redis.Redis) -> int:
@@ -80,8 +77,8 @@ def _gaps(client: redis.Redis) -> int:
 
 
 def test_no_gap_for_a_new_group_an_untrimmed_stream_or_trimmed_entries_already_read(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         cache.set("product:99", {"id": 99})
         for i in range(5):  # published before any worker ever ran: the group, created now, reads them all
@@ -99,8 +96,8 @@ def test_no_gap_for_a_new_group_an_untrimmed_stream_or_trimmed_entries_already_r
 
 
 def test_a_group_created_after_the_stream_was_trimmed_answers_the_gap(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config)
     with Cache(settings=settings) as cache:
         cache.set("product:99", {"id": 99}, tags=["products"])
         for i in range(3):
@@ -115,8 +112,8 @@ def test_a_group_created_after_the_stream_was_trimmed_answers_the_gap(
 
 
 def test_a_stream_trimmed_empty_is_a_gap_answered_once(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         _drain(consumer)
         cache.set("product:99", {"id": 99})
@@ -135,8 +132,8 @@ def test_a_stream_trimmed_empty_is_a_gap_answered_once(
 
 @pytest.mark.parametrize("who", ["same consumer re-reading its pending", "another consumer claiming"])
 def test_entries_trimmed_while_pending_are_a_gap(
-        who: str, redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file, claim_idle_ms=1)
+        who: str, redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config, claim_idle_ms=1)
     with Cache(settings=settings) as cache:
         with InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
             _drain(consumer)
@@ -155,8 +152,8 @@ def test_entries_trimmed_while_pending_are_a_gap(
 
 
 def test_a_gap_left_half_answered_by_a_killed_consumer_is_taken_over(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file, claim_idle_ms=50)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config, claim_idle_ms=50)
     with Cache(settings=settings) as cache:
         cache.set("product:99", {"id": 99})
         with InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
@@ -179,8 +176,8 @@ def test_a_gap_left_half_answered_by_a_killed_consumer_is_taken_over(
 
 
 def test_a_stream_removed_under_a_running_consumer_is_a_gap(
-        redis_url: str, redis_client: redis.Redis, keyspace_file: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, keyspace_file)
+        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
+    settings = _settings(redis_url, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         publish_invalidation("product:1", redis=redis_client)
         _drain(consumer)
@@ -188,8 +185,6 @@ def test_a_stream_removed_under_a_running_consumer_is_a_gap(
         publish_invalidation("product:2", redis=redis_client)
         redis_client.delete(INVALIDATION_STREAM)  # with the group and whatever it had not read
         consumer.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not consumer.stats["gaps"]:
-            time.sleep(0.02)
+        wait_until(lambda: consumer.stats["gaps"], 10, "the consumer to notice the gap", interval=0.02)
         assert consumer.stats["gaps"] == 1
         assert not cache.exists("product:99")
