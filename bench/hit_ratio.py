@@ -52,7 +52,7 @@ from bench.common import (
 )
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.demo.source import SourceProcess
+from cachewarm.demo.source_process import SourceProcess
 
 # The systems, in the order they run; `--systems` picks a subset by name. The first one is the baseline of the
 # "src/base" ratio column.

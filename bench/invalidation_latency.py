@@ -48,7 +48,7 @@ import redis
 from bench.common import format_ms, latency_stats, print_table
 from cachewarm import Cache, Settings, envelope, publish_invalidation
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.demo.source import SourceProcess
+from cachewarm.demo.source_process import SourceProcess
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 
 SOURCE_LATENCY = 0.05
@@ -66,14 +66,16 @@ CONSUMER = """
 import signal, sys, threading
 sys.setswitchinterval(float(sys.argv[1]))
 from cachewarm import Settings
-from cachewarm.invalidation.consumer import HotRefresher, InvalidationConsumer
+from cachewarm.invalidation.consumer import InvalidationConsumer
+from cachewarm.invalidation.hot_refresh import HotRefresher
+from cachewarm.worker.sidecar import engine_refresher
 settings = Settings.load()
 refresher = None
 if sys.argv[2] == "engine":
-    refresher = HotRefresher.for_engine(settings)
+    refresher = engine_refresher(settings)
 elif sys.argv[2] == "cache":
     from cachewarm import Cache
-    refresher = HotRefresher.for_cache(Cache(settings=settings))
+    refresher = HotRefresher.threaded(Cache(settings=settings).lookup)
 consumer = InvalidationConsumer(settings, on_hot_keys=refresher).start()
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -39,7 +39,7 @@ from celery import Celery
 from bench.common import print_table
 from cachewarm.connections import async_client
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.demo.source import SourceProcess
+from cachewarm.demo.source_process import SourceProcess
 from cachewarm.keys import KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh import stats as refresh_stats

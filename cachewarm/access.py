@@ -27,6 +27,7 @@ import redis
 from . import store
 from .connections import sync_client
 from .keys import KeyLayout
+from .popularity import half_life_ms
 
 AGE_BUCKETS: tuple[float, ...] = store.AGE_BUCKETS
 REBASE_HALF_LIVES = 200
@@ -81,7 +82,7 @@ class AccessRecorder:
                  timeout: float) -> None:
         self.redis_url = redis_url
         self.layout = KeyLayout(prefix)
-        self.half_life_ms = max(1, int(half_life * 1000))
+        self.half_life_ms = half_life_ms(half_life)
         self.interval = interval
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -95,7 +96,8 @@ class AccessRecorder:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.flush_errors = 0
-        _refs.add(self)  # reset in a forked child (see _after_fork_all), flushed at exit
+        self._users = 0  # clients holding it through recorder_for
+        _track(self)  # reset in a forked child (see _after_fork_all), flushed at exit
 
     # ---- called on every read ----
     def record(self, keyspace: str, key: str, max_tracked: int, hit: bool, age_s: float) -> None:
@@ -139,7 +141,7 @@ class AccessRecorder:
     # ---- flushing ----
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or self._stop.is_set():  # running, or closed: counts stay buffered
                 return
             self._thread = threading.Thread(target=self._run, name="cachewarm-access-flush", daemon=True)
             self._thread.start()
@@ -186,13 +188,25 @@ class AccessRecorder:
         return True
 
     def close(self) -> None:
+        """Stops the flush thread (and waits for it), sends what is left, closes the connection."""
         self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(self.timeout, 1.0) + 1.0)  # at most one flush in progress
         self.flush()
-        if self._client is not None:
-            self._client.close()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
 
-_recorders: dict[tuple[str, str, int, float, float, float], AccessRecorder] = {}
+_Ident = tuple[str, str, int, float, float, float]
+_recorders: dict[_Ident, AccessRecorder] = {}
 _recorders_lock = threading.Lock()
 
 
@@ -201,17 +215,45 @@ def recorder_for(redis_url: str, prefix: str, *, half_life: float, interval: flo
     """The process's recorder for this Redis, prefix and timing (clients share it, so counts flush together).
 
     The timing is part of the identity: a client asking for another flush interval or half-life gets its own
-    recorder rather than silently inheriting the first client's."""
+    recorder rather than silently inheriting the first client's. Each call must be matched by one
+    `release_recorder` (a client's close): the last release closes the recorder."""
     ident = (redis_url, prefix, os.getpid(), half_life, interval, timeout)
     with _recorders_lock:
         rec = _recorders.get(ident)
         if rec is None:
             rec = _recorders[ident] = AccessRecorder(redis_url, prefix, half_life=half_life, interval=interval,
                                                      timeout=timeout)
+        rec._users += 1
         return rec
 
 
+def release_recorder(rec: AccessRecorder) -> None:
+    """One user of a shared recorder is done with it; the last one closes it (thread stopped, counts sent)."""
+    with _recorders_lock:
+        rec._users -= 1
+        if rec._users > 0:
+            return
+        for ident, held in list(_recorders.items()):
+            if held is rec:
+                del _recorders[ident]
+    rec.close()
+
+
 _refs: weakref.WeakSet[AccessRecorder] = weakref.WeakSet()
+_process_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def _track(rec: AccessRecorder) -> None:
+    """Remembers a recorder for the fork and exit handlers, installing those with the process's first recorder
+    (not at import: importing cachewarm registers nothing)."""
+    global _process_hooks_installed
+    with _hooks_lock:
+        _refs.add(rec)
+        if not _process_hooks_installed:
+            _process_hooks_installed = True
+            os.register_at_fork(after_in_child=_after_fork_all)
+            atexit.register(_flush_all)
 
 
 def _after_fork_all() -> None:
@@ -219,10 +261,6 @@ def _after_fork_all() -> None:
         rec._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_all)
-
-
-@atexit.register
 def _flush_all() -> None:
     for rec in list(_refs):
         if rec._pid == os.getpid():

@@ -7,6 +7,8 @@ timeout exceeds the wait. Errors are translated at this boundary by the callers;
 
 from __future__ import annotations
 
+import threading
+
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
@@ -40,3 +42,18 @@ def async_client(url: str, *, timeout: float, max_connections: int | None = None
         )
     except ValueError as exc:
         raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
+
+
+_shared: dict[tuple[str, float], redis.Redis] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(url: str, *, timeout: float) -> redis.Redis:
+    """The process's client for this URL and timeout, made on first use and kept: for callers that own no client
+    but call often (a writer publishing after every commit, the beat's scan), so they reuse one pool.
+    redis-py's pool notices a fork and starts afresh in the child."""
+    with _shared_lock:
+        client = _shared.get((url, timeout))
+        if client is None:
+            client = _shared[(url, timeout)] = sync_client(url, timeout=timeout)
+        return client

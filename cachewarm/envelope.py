@@ -19,6 +19,7 @@ from .errors import ValueNotSerializable
 VALUE = b"v"
 NOT_FOUND = b"n"
 _HEADER = 28  # 13 + 1 + 13 + 1
+TIMES = 27  # bytes of the header that hold both times: GETRANGE key 0 26 reads them without the value
 
 
 def dumps(value: Any) -> str:
@@ -44,6 +45,16 @@ class Entry:
     expires_ms: int
     fetched_ms: int
     version: int | None
+
+
+def expires_ms(raw: bytes) -> int:
+    """When the value stops being fresh (ms); `raw` is an envelope or at least its first `TIMES` bytes."""
+    return int(raw[:13])
+
+
+def fetched_ms(raw: bytes) -> int:
+    """When the value was fetched from the source (ms); `raw` as for `expires_ms`."""
+    return int(raw[14:27])
 
 
 def value_and_fetched(raw: bytes) -> tuple[Any, int]:

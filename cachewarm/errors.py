@@ -12,6 +12,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class CachewarmError(Exception):
     """Base of every error cachewarm raises on purpose."""
@@ -50,3 +56,15 @@ class ValueNotSerializable(CachewarmError, TypeError):
 
 class CacheUnavailable(CachewarmError):
     """Redis could not be reached for an operation that has no fallback."""
+
+
+def one_line(exc: ValidationError, name: Callable[[str], str], *, count_more: bool = False) -> str:
+    """A pydantic validation error as the one line a ConfigError carries: ``NAME: message``, for the first error.
+
+    `name` turns the error's dotted location (``""`` for the model itself) into the name the user wrote: an
+    environment variable, a TOML field. With `count_more`, how many other errors there were is added."""
+    errors = exc.errors()
+    err = errors[0]
+    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if count_more and len(errors) > 1 else ""
+    return f"{name('.'.join(str(part) for part in err['loc']))}: {message}{more}"

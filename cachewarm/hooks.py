@@ -10,9 +10,6 @@ from __future__ import annotations
 class Hooks:
     """Called by clients and workers on the paths that are not the plain hit."""
 
-    def read(self, keyspace: str, hit: bool) -> None:
-        """A read finished (per-process counter; the cluster-wide one is kept in Redis by the read script)."""
-
     def redis_error(self, operation: str) -> None:
         """A Redis call failed and the caller fell back."""
 
@@ -24,10 +21,10 @@ class Hooks:
 
     # ---- worker side ----
     def refresh(self, keyspace: str, outcome: str) -> None:
-        """A refresh of one key ended: ok, not_found, fenced, skipped, error (or another SourceError kind)."""
+        """A refresh of one key ended; outcome is a `RefreshOutcome` value (outcomes.py)."""
 
     def invalidation(self, kind: str, outcome: str) -> None:
-        """An invalidation event was handled: kind key|tag, outcome applied|stale|dead."""
+        """An invalidation event was handled: kind key|tag, outcome an `InvalidationOutcome` value."""
 
     def invalidation_lag(self, seconds: float) -> None:
         """Seconds from an event's publish time (its `ts` field) to its application."""

@@ -23,6 +23,8 @@ Layout (``P`` is the prefix, ``K`` a cache key such as ``product:42``, ``S`` a k
     P rate:S         hash     the keyspace's shared token bucket for source requests
     P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog)
     P stats:history  zset     snapshots of the read counters (member JSON, score ms), for hit ratios since a time
+    P stats:history:lock  string  elects the one process that adds this interval's snapshot (SET NX PX)
+    P invalidation:gap    hash    the invalidation stream's gap record: found, pending and answered (gap.py)
     P seen:S         hash     K -> its hot:S score at its last refresh (unchanged at the next one: nobody read
                               it in between, the refresh was wasted); fields dropped with cold members
     P workers:<id>   string   a worker's heartbeat, with a TTL
@@ -94,6 +96,12 @@ class KeyLayout:
 
     def stats_history(self) -> str:
         return self.prefix + "stats:history"
+
+    def stats_history_lock(self) -> str:
+        return self.prefix + "stats:history:lock"
+
+    def invalidation_gap(self) -> str:
+        return self.prefix + "invalidation:gap"
 
     def seen(self, keyspace: str) -> str:
         return f"{self.prefix}seen:{keyspace}"

@@ -6,6 +6,7 @@ and names their parameters, which fill the source URL and the tag templates.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -16,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, InvalidKey, UnknownKeyspace
+from .errors import ConfigError, InvalidKey, UnknownKeyspace, one_line
 from .keys import MAX_KEY_LENGTH
+from .sources import build_source
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -183,12 +185,10 @@ class KeyspaceRegistry:
             try:
                 config = KeyspaceConfig.model_validate(dict(table))
             except ValidationError as exc:
-                raise ConfigError(_one_line(where, exc)) from None
+                raise ConfigError(one_line(exc, functools.partial(_field_name, where))) from None
             keyspaces.append(Keyspace(name, config, _compile(config.pattern), config.tags))
         registry = cls(keyspaces)
         # Sources are built once here so that an unreachable import path is a configuration error.
-        from .sources import build_source
-
         for ks in registry:
             try:
                 build_source(ks)
@@ -197,14 +197,8 @@ class KeyspaceRegistry:
         return registry
 
 
-def _one_line(where: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    name = f"{where}.{loc}" if loc else where
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown field"
-    return f"{name}: {message}"
+def _field_name(table: str, loc: str) -> str:
+    return f"{table}.{loc}" if loc else table
 
 
 def load_keyspaces(path: Path | str, *, required: bool = False) -> KeyspaceRegistry:

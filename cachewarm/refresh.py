@@ -39,6 +39,7 @@ from .errors import SourceError
 from .hooks import get_hooks
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
+from .outcomes import RefreshOutcome
 from .settings import Settings
 from .sources import Fetched
 
@@ -86,9 +87,10 @@ remove_script = store.LuaScript(REMOVE)
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
 
-# Outcomes of one key's refresh (the hooks' `outcome` label and the refresh:stats counter names).
-OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = "ok", "not_found", "fenced", "skipped", "busy", "error", \
-    "unknown"
+# Outcomes of one key's refresh (the hooks' `outcome` label; `stat_name` spells them in refresh:stats).
+OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = (
+    RefreshOutcome.OK, RefreshOutcome.NOT_FOUND, RefreshOutcome.FENCED, RefreshOutcome.SKIPPED, RefreshOutcome.BUSY,
+    RefreshOutcome.ERROR, RefreshOutcome.UNKNOWN)
 
 
 class Pipeliner:
@@ -178,7 +180,7 @@ class RefreshContext:
 class KeyResult:
     key: str
     keyspace: str
-    outcome: str
+    outcome: RefreshOutcome
     late: bool = False
     wasted: bool = False
     stale: bool = False
@@ -192,8 +194,7 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     stats: Counter[str] = Counter()
     for res in results:
         counts[res.outcome] += 1
-        label = {OK: "refreshed", BUSY: SKIPPED, FAILED: "failed"}.get(res.outcome, res.outcome)
-        stats[f"{label}:{res.keyspace}"] += 1
+        stats[f"{res.outcome.stat_name}:{res.keyspace}"] += 1
         for flag in ("late", "wasted", "stale"):
             if getattr(res, flag):
                 stats[f"{flag}:{res.keyspace}"] += 1

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .keyspaces import KeyspaceRegistry
+from .errors import ConfigError, one_line
+from .keyspaces import KeyspaceRegistry, load_keyspaces
 
 
 def mask_url(url: str) -> str:
@@ -72,6 +68,8 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(30_000, gt=0, description="pending entries idle this long are claimed (XAUTOCLAIM)")
     max_deliveries: int = Field(5, gt=0, description="an entry delivered more often goes to the dead stream")
 
+    _keyspaces: KeyspaceRegistry | None = PrivateAttr(None)
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_shape(cls, value: str) -> str:
@@ -94,23 +92,23 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:
-        """Settings from the environment, with every error turned into one ConfigError line."""
+        """Settings from the environment, with every error turned into one ConfigError line. Cheap: reads the
+        environment only (the keyspaces file is read by `load_keyspaces`)."""
         try:
             return cls(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc, prefix="CACHEWARM_")) from None
+            raise ConfigError(one_line(exc, lambda where: "CACHEWARM_" + (where or "settings").upper(),
+                                       count_more=True)) from None
 
-    @cached_property
+    def load_keyspaces(self) -> KeyspaceRegistry:
+        """The keyspaces of the file `config` names. The first call reads it: parses the TOML and imports the
+        modules of ``python:`` sources (a ConfigError when anything is wrong); later calls return that registry.
+        Processes call it at start-up, so that a wrong file stops them before they serve."""
+        if self._keyspaces is None:
+            self._keyspaces = load_keyspaces(self.config)
+        return self._keyspaces
+
+    @property
     def keyspaces(self) -> KeyspaceRegistry:
-        from .keyspaces import load_keyspaces
-
-        return load_keyspaces(self.config)
-
-
-def _one_line(exc: ValidationError, *, prefix: str = "") -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"]) or "settings"
-    name = f"{prefix}{where.upper()}" if prefix else where
-    message = err["msg"].removeprefix("Value error, ")
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{name}: {message}{more}"
+        """`load_keyspaces()`, as an attribute: the first access reads the file (see there)."""
+        return self.load_keyspaces()

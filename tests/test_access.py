@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from cachewarm import AsyncCache, Cache, Settings
-from cachewarm.access import AccessRecorder
+from cachewarm.access import AccessRecorder, recorder_for, release_recorder
 from tests import sources_fixture
 
 KEYSPACES = """
@@ -165,3 +165,55 @@ def test_a_forked_child_does_not_send_the_parents_counts(redis_url: str, redis_c
     proc.stdout.close()
     counted = stats(redis_client)
     assert counted["hit:ks"] == 5 and counted["miss:ks"] == 1
+
+
+def test_close_stops_the_thread_and_closes_the_connection(redis_url: str, redis_client: redis.Redis) -> None:
+    connections = len(redis_client.client_list())
+    recorder = AccessRecorder(redis_url, "cachewarm:", half_life=3600, interval=0.01, timeout=1)
+    recorder.record("ks", "ks:1", 100, True, 0.1)  # starts the flush thread
+    assert recorder.running
+    thread = recorder._thread
+    assert thread is not None
+    deadline = time.monotonic() + 5
+    while stats(redis_client).get("hit:ks") != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(redis_client.client_list()) == connections + 1
+    recorder.record("ks", "ks:1", 100, False, 0.0)
+    recorder.close()
+    assert not recorder.running and not thread.is_alive()
+    assert len(redis_client.client_list()) == connections
+    assert stats(redis_client)["miss:ks"] == 1  # what was left is sent by close()
+    recorder.record("ks", "ks:1", 100, True, 0.1)  # a read after close starts nothing
+    assert not recorder.running
+
+
+def test_a_shared_recorder_is_closed_by_its_last_user(redis_url: str) -> None:
+    timing = {"half_life": 3600.0, "interval": 0.01, "timeout": 1.0}
+    first = recorder_for(redis_url, "cachewarm:", **timing)
+    second = recorder_for(redis_url, "cachewarm:", **timing)
+    assert first is second
+    first.record("ks", "ks:1", 100, True, 0.1)
+    release_recorder(first)
+    assert first.running  # the other user still reads through it
+    release_recorder(second)
+    assert not first.running
+    third = recorder_for(redis_url, "cachewarm:", **timing)
+    assert third is not first  # a closed recorder is never handed out again
+    release_recorder(third)
+
+
+IMPORT_REGISTERS = """
+import atexit, os
+registered = []
+real_at_fork, real_atexit = os.register_at_fork, atexit.register
+os.register_at_fork = lambda **kw: (registered.extend(kw.values()), real_at_fork(**kw))[1]
+atexit.register = lambda f, *a, **kw: (registered.append(f), real_atexit(f, *a, **kw))[1]
+import cachewarm, cachewarm.access, cachewarm.invalidation.consumer, cachewarm.metrics.server, cachewarm.cli.status
+names = (f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', f)}" for f in registered)
+print(sorted(name for name in names if name.startswith("cachewarm")))
+"""
+
+
+def test_importing_cachewarm_registers_nothing() -> None:
+    out = subprocess.run([sys.executable, "-c", IMPORT_REGISTERS], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

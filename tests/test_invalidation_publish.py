@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from cachewarm import Cache, InvalidKey, Settings, publish_invalidation
 from cachewarm.cli import cli
 from cachewarm.invalidation.apply import Hotness, apply_events, hot_keys
-from cachewarm.invalidation.consumer import HotRefresher, InvalidationConsumer
+from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event, parse_entry
+from cachewarm.invalidation.hot_refresh import HotRefresher
 from cachewarm.keys import INVALIDATION_STREAM
 
 

@@ -34,6 +34,7 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        # The one place a configuration error becomes one line and exit status 2, whichever command raised it.
         try:
             return super().invoke(ctx)
         except ConfigError as exc:

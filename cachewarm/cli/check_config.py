@@ -12,6 +12,6 @@ from .options import load_settings
 def check_config() -> None:
     """Validate the environment and the keyspace file."""
     settings = load_settings(require_config=True)
-    names = settings.keyspaces.names()
+    names = settings.load_keyspaces().names()
     click.echo(f"ok: {len(names)} keyspace(s) ({', '.join(names)}) in {settings.config}; "
                f"cache {mask_url(settings.redis_url)}, broker {mask_url(settings.broker_url)}")

@@ -26,7 +26,7 @@ import redis
 
 from ..client import Cache
 from ..demo.redis_server import RedisServer, free_port
-from ..demo.source import SourceProcess
+from ..demo.source_process import SourceProcess
 from ..keys import KeyLayout
 from ..settings import Settings
 

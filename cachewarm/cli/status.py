@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 import click
 import redis
 
+from .. import envelope
 from ..connections import sync_client
 from ..keys import KeyLayout
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
+from ..popularity import decayed_reads
 from ..settings import Settings, mask_url
 from .options import load_settings
 
@@ -65,18 +67,19 @@ def top_keys(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[str], n
     ranked: list[tuple[str, str, float]] = []
     for i, name in enumerate(keyspaces):
         members, epoch = results[2 * i], results[2 * i + 1]
-        scale = 2.0 ** ((now_ms - float(epoch)) / 1000 / half_life) if epoch is not None else 1.0
-        ranked += [(name, member.decode(), score / scale) for member, score in members]
+        epoch_ms = float(epoch) if epoch is not None else None
+        ranked += [(name, member.decode(), decayed_reads(score, now_ms, epoch_ms, half_life))
+                   for member, score in members]
     pipe = client.pipeline(transaction=False)
     for _, key, _ in ranked:
-        pipe.getrange(layout.value(key), 0, 26)  # <expires_ms:13>|<fetched_ms:13>
+        pipe.getrange(layout.value(key), 0, envelope.TIMES - 1)
     headers = pipe.execute()
     out: dict[str, list[HotKey]] = {name: [] for name in keyspaces}
     for (name, key, reads), header in zip(ranked, headers, strict=True):
         ttl = age = None
-        if header and len(header) == 27:
-            ttl = (int(header[:13]) - now_ms) / 1000
-            age = (now_ms - int(header[14:27])) / 1000
+        if header and len(header) == envelope.TIMES:
+            ttl = (envelope.expires_ms(header) - now_ms) / 1000
+            age = (now_ms - envelope.fetched_ms(header)) / 1000
         out[name].append(HotKey(key, reads, ttl, age))
     return out
 
@@ -84,7 +87,7 @@ def top_keys(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[str], n
 def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
     """The status as a JSON-ready dict; raises redis.RedisError."""
     layout = KeyLayout(settings.key_prefix)
-    names = settings.keyspaces.names()
+    names = settings.load_keyspaces().names()
     client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 2.0))
     try:
         snap = read_snapshot(client, layout, names, hot_half_life=settings.hot_half_life,

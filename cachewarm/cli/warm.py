@@ -16,6 +16,7 @@ from ..heartbeat import worker_id
 from ..hotkeys import pin
 from ..keys import KeyLayout
 from ..keyspaces import check_key
+from ..outcomes import RefreshOutcome
 from ..refresh import RefreshContext, refresh_batch
 from ..refresh_engine import make_http_client
 from ..settings import Settings
@@ -40,7 +41,7 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
     by_space: defaultdict[str, list[str]] = defaultdict(list)
     for key in wanted:
         try:
-            found = settings.keyspaces.find(check_key(key))
+            found = settings.load_keyspaces().find(check_key(key))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="KEY") from None
         if found is None:
@@ -54,7 +55,7 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
         raise SystemExit(1) from None
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
     click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
-    if counts.get("error") or counts.get("unknown"):
+    if counts.get(RefreshOutcome.ERROR) or counts.get(RefreshOutcome.UNKNOWN):
         raise SystemExit(1)
 
 

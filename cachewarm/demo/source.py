@@ -15,7 +15,7 @@ switched on at runtime, so the cache can be shown (and tested) against a source 
 Only reads are counted in the stats: they are the load the cache puts on the source.
 
 Run it with `python -m cachewarm.demo.source --port 8000 --latency 0.05`, in-process with `SourceServer`, or
-in a child process with `SourceProcess` (what the benchmarks use, so the source does not share their GIL).
+in a child process with `source_process.SourceProcess` (what the benchmarks use: no GIL shared with them).
 """
 
 from __future__ import annotations
@@ -24,38 +24,29 @@ import argparse
 import asyncio
 import heapq
 import json
-import os
 import random
-import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import httpx
 from aiohttp import web
 
-__all__ = ["SourceProcess", "SourceServer", "SourceSettings", "SourceState", "build_app", "main"]
+__all__ = ["SourceServer", "SourceSettings", "SourceState", "build_app", "main"]
 
 T = TypeVar("T")
 Json = dict[str, Any]
 
 TOP_PATHS = 1000
-# Distinct paths counted before further new ones are lumped together, so a scan of unknown ids cannot grow
-# the stats without bound.
+# Distinct paths counted before new ones are lumped together: a scan of unknown ids cannot grow the stats.
 MAX_TRACKED_PATHS = 200_000
 OTHER_PATHS = "(other)"
 GARBAGE_BODY = b"<html><body>502 Bad Gateway: upstream sent garbage</body></html>"
-SETTING_NAMES = (
-    "latency", "error_rate", "slow_rate", "slow_latency", "garbage_rate", "status_override", "seed",
-)
+SETTING_NAMES = ("latency", "error_rate", "slow_rate", "slow_latency", "garbage_rate", "status_override", "seed")
 RATE_NAMES = ("error_rate", "slow_rate", "garbage_rate")
 
 
@@ -369,120 +360,6 @@ class SourceServer:
         async def go() -> bool:
             return self.state.delete(str(item_id))
         return self._call(go())
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-
-class SourceProcess:
-    """The source in a child process (`python -m cachewarm.demo.source`), driven over HTTP."""
-
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.05,
-                 items: int = 100_000) -> None:
-        self.host = host
-        self.port = port
-        self.latency = latency
-        self.items = items
-        self.process: subprocess.Popen[bytes] | None = None
-        self._client: httpx.Client | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 15.0) -> Self:
-        if self.process is not None:
-            return self
-        env = dict(os.environ)
-        # The child must import this very package even when it is not installed (a checkout on sys.path).
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        args = [sys.executable, "-m", "cachewarm.demo.source", "--host", self.host, "--port", str(self.port),
-                "--latency", str(self.latency), "--items", str(self.items)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, start_new_session=True)
-        try:
-            line = self._read_ready_line(timeout)
-            self.port = int(line.rsplit(":", 1)[1])
-        except BaseException:
-            self.stop()
-            raise
-        self._client = httpx.Client(base_url=self.url, timeout=10.0)
-        return self
-
-    def _read_ready_line(self, timeout: float) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        data = b""
-        while b"\n" not in data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RuntimeError(f"the source did not report ready within {timeout}s")
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if readable:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    code = self.process.wait(5)
-                    raise RuntimeError(f"the source exited with status {code} before it was ready")
-                data += chunk
-        line = data.split(b"\n", 1)[0].decode().strip()
-        if not line.startswith("listening on http://"):
-            raise RuntimeError(f"unexpected first line from the source: {line!r}")
-        return line
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def _request(self, method: str, path: str, json_body: Json | None = None) -> Any:
-        if self._client is None:
-            raise RuntimeError("the source is not running")
-        response = self._client.request(method, path, json=json_body)
-        if response.status_code == 404:
-            raise KeyError(path)
-        if response.status_code == 400:
-            raise ValueError(response.json().get("error", response.text))
-        response.raise_for_status()
-        return response.json()
-
-    def stats(self) -> Json:
-        result: Json = self._request("GET", "/_stats")
-        return result
-
-    def reset_stats(self) -> None:
-        self._request("POST", "/_stats/reset")
-
-    def configure(self, **settings: Any) -> Json:
-        result: Json = self._request("POST", "/_control", settings)
-        return result
-
-    def bump(self, item_id: int | str) -> Json:
-        result: Json = self._request("POST", f"/_control/bump/{item_id}")
-        return result
-
-    def set_item(self, item_id: int | str, body: Json) -> Json:
-        result: Json = self._request("PUT", f"/_control/item/{item_id}", body)
-        return result
-
-    def delete_item(self, item_id: int | str) -> bool:
-        return bool(self._request("DELETE", f"/_control/item/{item_id}")["deleted"])
 
     def __enter__(self) -> Self:
         return self.start()

@@ -22,6 +22,8 @@ import redis
 from .. import store
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
+from ..outcomes import InvalidationOutcome
+from ..popularity import decay_scale
 from .events import Event
 
 TAG_BATCH = 500
@@ -43,7 +45,7 @@ tag_drain_keys_script = store.LuaScript(TAG_DRAIN_KEYS)
 class Applied:
     """What applying a batch did: per event outcome (applied, stale or error) and the keys it invalidated."""
 
-    outcomes: dict[str, str] = field(default_factory=dict)     # entry id -> applied | stale | error
+    outcomes: dict[str, InvalidationOutcome] = field(default_factory=dict)  # entry id -> applied|stale|error
     errors: dict[str, str] = field(default_factory=dict)       # entry id -> the Redis error, for the log
     keys: list[str] = field(default_factory=list)              # invalidated keys, each once, in order
     hot: list[str] = field(default_factory=list)               # those of them that are hot (with `hotness`)
@@ -95,12 +97,12 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
         replies_of_event = [next(replies)] if event.kind == "key" else [next(replies), next(replies)]
         failed = next((r for r in replies_of_event if isinstance(r, Exception)), None)
         if failed is not None:
-            result.outcomes[event.entry_id] = "error"
+            result.outcomes[event.entry_id] = InvalidationOutcome.ERROR
             result.errors[event.entry_id] = f"{type(failed).__name__}: {failed}"
             continue
         if event.kind == "key":
             applied = int(replies_of_event[0][0]) == 1
-            result.outcomes[event.entry_id] = "applied" if applied else "stale"
+            result.outcomes[event.entry_id] = InvalidationOutcome.APPLIED if applied else InvalidationOutcome.STALE
             if applied:
                 seen.setdefault(event.target)
             continue
@@ -113,10 +115,10 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                 if len(more) < TAG_BATCH:
                     break
         except redis.exceptions.ResponseError as exc:
-            result.outcomes[event.entry_id] = "error"
+            result.outcomes[event.entry_id] = InvalidationOutcome.ERROR
             result.errors[event.entry_id] = f"{type(exc).__name__}: {exc}"
             continue
-        result.outcomes[event.entry_id] = "applied"
+        result.outcomes[event.entry_id] = InvalidationOutcome.APPLIED
         for member in members:
             seen.setdefault(member.decode("utf-8", "surrogateescape"))
     result.keys = list(seen)
@@ -161,13 +163,12 @@ def _queue_hot(pipe: redis.client.Pipeline, by_space: dict[str, list[str]], layo
 
 def _hot_of(by_space: dict[str, list[str]], replies: Sequence[Any], hotness: Hotness) -> list[str]:
     now_ms = time.time() * 1000
-    half_ms = max(1.0, hotness.half_life * 1000)
     hot: list[str] = []
     for i, keys in enumerate(by_space.values()):
         epoch_raw, scores, pinned = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
         if any(isinstance(r, Exception) for r in (epoch_raw, scores, pinned)):
             continue
-        scale = 2 ** ((now_ms - float(epoch_raw)) / half_ms) if epoch_raw is not None else None
+        scale = decay_scale(now_ms, float(epoch_raw), hotness.half_life) if epoch_raw is not None else None
         for key, score, pin in zip(keys, scores, pinned, strict=True):
             if pin or (score is not None and scale is not None and score / scale > hotness.threshold):
                 hot.append(key)

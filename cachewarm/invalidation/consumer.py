@@ -1,7 +1,7 @@
 """The invalidation consumer: one per worker process, all in one consumer group, at-least-once.
 
 Each round: claim entries another consumer left pending longer than ``claim_idle_ms`` (XAUTOCLAIM; a killed worker
-never acknowledged them), read new entries (XREADGROUP BLOCK), then for each entry:
+never acknowledged them), read new entries, then for each entry:
 
 - cannot be parsed, or delivered more than ``max_deliveries`` times: copied to ``cachewarm:invalidations:dead``
   with a ``reason`` and acknowledged, in one MULTI;
@@ -9,10 +9,12 @@ never acknowledged them), read new entries (XREADGROUP BLOCK), then for each ent
   retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again).
 
 Keys named by the applied events that are hot are handed to ``on_hot_keys`` (each once per batch) so they are
-refreshed straight away. Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own pending
-entries first. Every read of new entries checks, atomically, that no entry was trimmed from the stream before
-the group read it (gap.py); a gap is answered by dropping every cached value, counted and logged.
-The loop runs in a daemon thread; `stop()` ends it within one BLOCK timeout.
+refreshed straight away; the consumer is given that callable (a `hot_refresh.HotRefresher` in the workers) and
+knows nothing of what refreshes. Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own
+pending entries first. New entries are never read with XREADGROUP BLOCK: the consumer waits with a plain XREAD
+BLOCK (which moves nothing) and reads with gap.py's script, which checks, atomically, that no entry was trimmed
+from the stream before the group read it; a gap is answered by dropping every cached value, counted and logged.
+The loop runs in a daemon thread; `stop()` ends it within one wait (``block_ms``).
 """
 
 from __future__ import annotations
@@ -24,16 +26,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Self
 
 import redis
 
-from ..client import Cache
 from ..connections import sync_client
 from ..hooks import get_hooks
 from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from ..keyspaces import KeyspaceRegistry
+from ..outcomes import InvalidationOutcome
 from ..settings import Settings
 from . import gap as gaps
 from .apply import Hotness, apply_events
@@ -61,105 +62,6 @@ def _sid(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-class HotRefresher:
-    """Starts refreshes of hot keys at once, a batch at a time; repeats coalesce.
-
-    While a key's refresh runs, any number of new requests for it become one more refresh after it: the running
-    one may have fetched before the newest change and been fenced. `start(keys)` begins refreshing a batch and
-    returns a future that ends when the batch is done: the workers' refresh engine (`for_engine`), or reads through
-    a Cache (`for_cache`), whose lease makes readers wait for the load instead of stampeding the source."""
-
-    def __init__(self, start: Callable[[list[str]], Future[Any]], *,
-                 close: Callable[[], None] | None = None) -> None:
-        self._start = start
-        self._close = close
-        self._lock = threading.Lock()
-        self._again: dict[str, bool] = {}  # key -> another refresh wanted after the running one
-        self.started = 0
-        self.failed = 0
-
-    @classmethod
-    def for_cache(cls, cache: Cache, *, workers: int = 32) -> HotRefresher:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
-
-        def start(keys: list[str]) -> Future[Any]:
-            return _gather([pool.submit(cache.lookup, key) for key in keys])
-
-        return cls(start, close=lambda: pool.shutdown(wait=True, cancel_futures=True))
-
-    @classmethod
-    def for_engine(cls, settings: Settings) -> HotRefresher:
-        from ..refresh_engine import get_engine
-
-        # Each consumer batch's hot keys are their own refresh batch, started at once. (Coalescing the keys handed
-        # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.)
-        return cls(lambda keys: get_engine(settings).submit(keys, force=True))
-
-    def __call__(self, keys: list[str]) -> None:
-        launch: list[str] = []
-        with self._lock:
-            for key in keys:
-                if key in self._again:
-                    self._again[key] = True
-                else:
-                    self._again[key] = False
-                    launch.append(key)
-        if launch:
-            self._launch(launch)
-
-    def _launch(self, keys: list[str]) -> None:
-        self.started += len(keys)
-        try:
-            future = self._start(keys)
-        except Exception as exc:
-            self._done(keys, exc)
-            return
-        future.add_done_callback(lambda f: self._done(keys, f.exception()))
-
-    def _done(self, keys: list[str], error: BaseException | None) -> None:
-        if error is not None:  # a failed refresh leaves a miss: the next reader loads
-            self.failed += len(keys)
-            log.debug("hot refresh of %d key(s) failed: %s", len(keys), error)
-        again: list[str] = []
-        with self._lock:
-            for key in keys:
-                if self._again.get(key):
-                    self._again[key] = False
-                    again.append(key)
-                else:
-                    self._again.pop(key, None)
-        if again:
-            self._launch(again)
-
-    def close(self) -> None:
-        if self._close is not None:
-            self._close()
-
-
-def _gather(futures: list[Future[Any]]) -> Future[None]:
-    """A future that ends when all of `futures` have (with the first error, if any)."""
-    combined: Future[None] = Future()
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(f: Future[Any]) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            errors = [x.exception() for x in futures if x.exception() is not None]
-            if errors:
-                combined.set_exception(errors[0])  # type: ignore[arg-type]
-            else:
-                combined.set_result(None)
-
-    if not futures:
-        combined.set_result(None)
-    for f in futures:
-        f.add_done_callback(one_done)
-    return combined
-
-
 class InvalidationConsumer:
     """Consumes the invalidation stream in the `cachewarm-workers` group until stopped."""
 
@@ -167,7 +69,7 @@ class InvalidationConsumer:
                  name: str | None = None, on_hot_keys: HotKeysCallback | None = None, batch_size: int = 256,
                  block_ms: int = 500, claim_interval: float | None = None) -> None:
         self.settings = settings or Settings.load()
-        self.keyspaces = keyspaces if keyspaces is not None else self.settings.keyspaces
+        self.keyspaces = keyspaces if keyspaces is not None else self.settings.load_keyspaces()
         self.layout = KeyLayout(self.settings.key_prefix)
         self.name = name or consumer_name()
         self.on_hot_keys = on_hot_keys
@@ -440,17 +342,18 @@ class InvalidationConsumer:
                 self.on_hot_keys(applied.hot)
             except Exception:
                 log.exception("invalidation consumer: hot-key refresh failed (the invalidation is applied)")
-        done = [e.entry_id for e in events if applied.outcomes.get(e.entry_id) in ("applied", "stale")]
+        outcomes = {e.entry_id: applied.outcomes.get(e.entry_id, InvalidationOutcome.ERROR) for e in events}
+        done = [eid for eid, outcome in outcomes.items() if outcome.done]
         if done and defer_ack:
             self._unacked.extend(done)
         elif done:
             self.redis.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *done)
         now_ms = time.time() * 1000
         for event in events:
-            outcome = applied.outcomes.get(event.entry_id, "error")
+            outcome = outcomes[event.entry_id]
             self.stats[outcome] += 1
             hooks.invalidation(event.kind, outcome)
-            if outcome == "error":
+            if outcome == InvalidationOutcome.ERROR:
                 log.warning("invalidation %s (%s %r) failed, left pending: %s", event.entry_id, event.kind,
                             event.target[:200], applied.errors.get(event.entry_id))
             elif event.ts_ms is not None and now_ms >= event.ts_ms:
@@ -472,8 +375,8 @@ class InvalidationConsumer:
             pipe.xack(INVALIDATION_STREAM, CONSUMER_GROUP, eid)
         pipe.execute()
         for _, rejected in dead:
-            self.stats["dead"] += 1
-            hooks.invalidation(rejected.kind, "dead")
+            self.stats[InvalidationOutcome.DEAD] += 1
+            hooks.invalidation(rejected.kind, InvalidationOutcome.DEAD)
             log.warning("invalidation %s dead-lettered: %s", rejected.entry_id, rejected.reason)
 
 

@@ -1,8 +1,8 @@
 """Turning a stream entry into an invalidation event, or into the reason it cannot be one.
 
-The wire format (CONTRACT.md): exactly one of ``key`` / ``tag``; optionally ``version`` (a non-negative integer,
-key events only) and ``ts`` (publish time, Unix ms). Everything is checked here, before anything is applied, so
-that a malformed entry is dead-lettered with a reason instead of half-applied.
+The wire format (docs/INVALIDATION.md, "Wire format"): exactly one of ``key`` / ``tag``; optionally ``version``
+(a non-negative integer, key events only) and ``ts`` (publish time, Unix ms). Everything is checked here, before
+anything is applied, so that a malformed entry is dead-lettered with a reason instead of half-applied.
 
 Unknown fields are dead-lettered, not ignored: a misspelt ``verison`` silently ignored would drop the version
 guard, and a field a newer writer adds may change what the event means. An operator sees the reason in

@@ -35,6 +35,7 @@ import redis
 from .. import store
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
+from ..settings import Settings
 from .apply import hot_keys
 
 log = logging.getLogger("cachewarm.invalidation")
@@ -174,7 +175,7 @@ drop_script = store.LuaScript(DROP)
 
 
 def gap_hash(layout: KeyLayout) -> str:
-    return layout.prefix + "invalidation:gap"
+    return layout.invalidation_gap()
 
 
 def _glob_escape(text: str) -> str:
@@ -192,7 +193,9 @@ class Gap:
 
 
 def drop_everything(client: redis.Redis, layout: KeyLayout, *, fence_ttl: int,
-                    keyspaces: KeyspaceRegistry | None = None, half_life: float = 60.0, threshold: float = 1.0,
+                    keyspaces: KeyspaceRegistry | None = None,
+                    half_life: float = Settings.model_fields["hot_half_life"].default,
+                    threshold: float = Settings.model_fields["hot_threshold"].default,
                     on_hot_keys: Callable[[list[str]], None] | None = None,
                     heartbeat: Callable[[], None] | None = None) -> int:
     """Fences and deletes every cached value, fences every load in flight, bumps every tag generation (SCAN in

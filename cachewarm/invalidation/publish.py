@@ -1,4 +1,5 @@
-"""What a writer calls after committing: one XADD to the invalidation stream (wire format in CONTRACT.md).
+"""What a writer calls after committing: one XADD to the invalidation stream (wire format in
+docs/INVALIDATION.md).
 
 Any language can do the same with ``XADD cachewarm:invalidations MAXLEN ~ 1000000 * key product:42 version 7
 ts 1700000000000``. The stream is trimmed approximately to ``stream_maxlen`` entries so it cannot grow without
@@ -7,31 +8,22 @@ bound when no worker runs.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Sequence
 
 import redis as redis_py
 
-from ..connections import sync_client
+from ..connections import shared_client
 from ..errors import CacheUnavailable
 from ..keys import INVALIDATION_STREAM
 from ..keyspaces import check_key
 from ..settings import Settings
 from .events import MAX_VERSION
 
-_clients: dict[str, redis_py.Redis] = {}
-_clients_lock = threading.Lock()
-
 
 def _default_client(settings: Settings) -> redis_py.Redis:
     """One client per Redis URL per process, so a writer publishing after every commit reuses its connection."""
-    with _clients_lock:
-        client = _clients.get(settings.redis_url)
-        if client is None:
-            client = _clients[settings.redis_url] = sync_client(settings.redis_url,
-                                                                timeout=max(settings.redis_timeout, 1.0))
-        return client
+    return shared_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0))
 
 
 def event_fields(key: str | None = None, *, tag: str | None = None, version: int | None = None,

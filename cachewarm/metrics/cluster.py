@@ -23,10 +23,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..access import AGE_BUCKETS
+from ..connections import sync_client
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
+from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, DEFAULT_PREFIX, INVALIDATION_STREAM, KeyLayout
+from ..popularity import decay_scale
 from ..settings import Settings
 
+_DEFAULTS = Settings.model_fields
 MAX_SCAN_CALLS = 20
 SCAN_COUNT = 1000
 
@@ -105,9 +108,8 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[st
         elif epoch is None or isinstance(epoch, Exception):
             snap.hot_keys[name] = 0
         else:
-            # Scores are decayed counts scaled by 2^((now - epoch)/half_life): hot means above threshold, scaled.
-            scale = 2.0 ** ((snap.now_ms - _num(epoch)) / 1000 / hot_half_life)
-            missing.append((name, hot_threshold * scale))
+            # Scores are decayed counts scaled by decay_scale: hot means above the threshold, scaled alike.
+            missing.append((name, hot_threshold * decay_scale(snap.now_ms, _num(epoch), hot_half_life)))
     if missing:
         pipe = client.pipeline(transaction=False)
         for name, low in missing:
@@ -135,8 +137,9 @@ def count_workers(client: redis.Redis, layout: KeyLayout) -> tuple[int, bool]:
 class ClusterCollector(Collector):
     """Exports the cluster-wide figures of one Redis and prefix, read at each scrape."""
 
-    def __init__(self, client: redis.Redis, keyspaces: Iterable[str], *, prefix: str = "cachewarm:",
-                 hot_half_life: float = 60.0, hot_threshold: float = 1.0) -> None:
+    def __init__(self, client: redis.Redis, keyspaces: Iterable[str], *, prefix: str = DEFAULT_PREFIX,
+                 hot_half_life: float = _DEFAULTS["hot_half_life"].default,
+                 hot_threshold: float = _DEFAULTS["hot_threshold"].default) -> None:
         self.client = client
         self.layout = KeyLayout(prefix)
         self.keyspaces = list(keyspaces)
@@ -145,10 +148,8 @@ class ClusterCollector(Collector):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterCollector:
-        from ..connections import sync_client
-
         client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0))
-        return cls(client, settings.keyspaces.names(), prefix=settings.key_prefix,
+        return cls(client, settings.load_keyspaces().names(), prefix=settings.key_prefix,
                    hot_half_life=settings.hot_half_life, hot_threshold=settings.hot_threshold)
 
     def collect(self) -> Iterator[Any]:

@@ -34,7 +34,7 @@ class Snapshot:
 def record(client: redis.Redis, layout: KeyLayout, stats: Mapping[str, float], keyspaces: Sequence[str],
            now_ms: int) -> bool:
     """Adds a snapshot of `stats` (the decoded ``stats`` hash) unless another was added in this interval."""
-    lock = layout.stats_history() + ":lock"
+    lock = layout.stats_history_lock()
     if not client.set(lock, str(now_ms), nx=True, px=int(INTERVAL * 1000) - 500):
         return False
     member = json.dumps({"t": now_ms,

@@ -46,7 +46,7 @@ def mark_dead(pid: int) -> None:
     """A child exited: its live gauges go, its counters stay in the sum."""
     path = os.environ.get(ENV)
     if path:
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # here, not at the top: see the module's docstring
 
         multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 

@@ -16,16 +16,19 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from ..hooks import Hooks, set_hooks
+from ..outcomes import COUNTED_REFRESH_OUTCOMES, InvalidationOutcome, RefreshOutcome
 
 SOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Label values known in advance; series for them exist (at 0) from the start, so rate() sees the first event.
-REFRESH_OUTCOMES = ("ok", "not_found", "fenced", "skipped", "busy", "error")
-SOURCE_OK_OUTCOMES = frozenset({"ok", "not_found"})
+REFRESH_OUTCOMES: tuple[str, ...] = COUNTED_REFRESH_OUTCOMES
+SOURCE_OK_OUTCOMES = frozenset({RefreshOutcome.OK, RefreshOutcome.NOT_FOUND})
 SOURCE_ERROR_KINDS = ("timeout", "connect", "http_5xx", "http_status", "bad_response", "exception", "error")
 INVALIDATION_KINDS = ("key", "tag")
-INVALIDATION_OUTCOMES = ("applied", "stale", "dead")
+# (ERROR is left out: a failed application is retried, and its series appears when one happens.)
+INVALIDATION_OUTCOMES: tuple[str, ...] = (InvalidationOutcome.APPLIED, InvalidationOutcome.STALE,
+                                          InvalidationOutcome.DEAD)
 REDIS_OPERATIONS = ("read", "scrape")
 
 

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..connections import sync_client
 from ..keys import KeyLayout
@@ -21,6 +22,7 @@ from ..settings import Settings
 from .cluster import ClusterCollector
 from .history import HistoryRecorder
 from .multiprocess import ENV
+from .process import register_process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +34,11 @@ def build_registry(settings: Settings) -> CollectorRegistry:
     registry.register(ClusterCollector.from_settings(settings))
     path = os.environ.get(ENV)
     if path:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
         MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     else:
-        from .process import register_process_metrics
-
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: the endpoint exports exactly cachewarm's metric names
         # Single process (e.g. `cachewarm run` with a solo pool): export this process's own metrics.
-        metrics = register_process_metrics(None, keyspaces=settings.keyspaces.names())
+        metrics = register_process_metrics(None, keyspaces=settings.load_keyspaces().names())
         for metric in (metrics.refreshes, metrics.source_duration, metrics.source_errors, metrics.invalidations,
                        metrics.invalidation_lag, metrics.redis_errors):
             registry.register(metric)
@@ -80,5 +78,5 @@ def start_metrics_server(settings: Settings, *, registry: CollectorRegistry | No
         return None
     log.info("cachewarm metrics at http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
     history = HistoryRecorder(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0)),
-                              KeyLayout(settings.key_prefix), settings.keyspaces.names()).start()
+                              KeyLayout(settings.key_prefix), settings.load_keyspaces().names()).start()
     return MetricsServer(httpd, thread, history)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import redis
 
-from ..connections import sync_client
+from ..connections import shared_client
 from ..scan import scan as scan_keyspaces
 from ..worker.celery_app import app, app_settings
 from .refresh import refresh
@@ -16,16 +14,9 @@ from .refresh import refresh
 MAX_QUEUED_BATCHES = 20
 REFRESH_QUEUE = "celery"
 
-_clients: dict[str, redis.Redis] = {}
-_lock = threading.Lock()
-
 
 def _redis(url: str) -> redis.Redis:
-    with _lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = sync_client(url, timeout=5.0)
-        return client
+    return shared_client(url, timeout=5.0)
 
 
 def queued_batches(broker_url: str) -> int:

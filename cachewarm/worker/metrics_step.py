@@ -35,7 +35,7 @@ def _load_settings() -> Settings | None:
     if _settings is None:
         try:
             _settings = Settings.load()
-            _ = _settings.keyspaces
+            _settings.load_keyspaces()
         except ConfigError as exc:
             log.error("cachewarm metrics disabled: %s", exc)
             return None
@@ -44,9 +44,10 @@ def _load_settings() -> Settings | None:
 
 def _install_hooks() -> None:
     settings = _load_settings()
+    # Imported here: it imports prometheus_client, which must not be imported before multiprocess.enable().
     from ..metrics.process import register_process_metrics
 
-    register_process_metrics(None, keyspaces=settings.keyspaces.names() if settings else ())
+    register_process_metrics(None, keyspaces=settings.load_keyspaces().names() if settings else ())
 
 
 def on_worker_init(**_: Any) -> None:

@@ -27,7 +27,8 @@ from typing import Self
 
 from .. import refresh_engine
 from ..errors import ConfigError
-from ..invalidation.consumer import HotRefresher, InvalidationConsumer
+from ..invalidation.consumer import InvalidationConsumer
+from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..settings import Settings
 
@@ -45,6 +46,13 @@ def consumer_enabled() -> bool:
     return os.environ.get(CONSUMER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def engine_refresher(settings: Settings) -> HotRefresher:
+    """Hot keys refreshed by this process's refresh engine."""
+    # Each consumer batch's hot keys are their own refresh batch, started at once. (Coalescing the keys handed
+    # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.)
+    return HotRefresher(lambda keys: refresh_engine.get_engine(settings).submit(keys, force=True))
+
+
 class Sidecar:
     """The node's threads: the invalidation consumer (handing hot keys to this process's refresh engine) and the
     metrics endpoint (summing every process of the node through the multiprocess directory)."""
@@ -58,15 +66,16 @@ class Sidecar:
         self._server: object | None = None
 
     def start(self) -> Self:
-        keyspaces = self.settings.keyspaces  # a ConfigError here stops the sidecar before anything runs
+        keyspaces = self.settings.load_keyspaces()  # a ConfigError here stops the sidecar before anything runs
         if self.serve_metrics:
+            # Imported only when serving: prometheus_client fixes its process mode when first imported.
             from ..metrics.process import register_process_metrics
             from ..metrics.server import start_metrics_server
 
             register_process_metrics(None, keyspaces=keyspaces.names())
             self._server = start_metrics_server(self.settings)
         if self.consume:
-            self.refresher = HotRefresher.for_engine(self.settings)
+            self.refresher = engine_refresher(self.settings)
             self.consumer = InvalidationConsumer(self.settings, keyspaces=keyspaces, on_hot_keys=self.refresher)
             self.consumer.start()
             log.info("cachewarm invalidation consumer %s started", self.consumer.name)

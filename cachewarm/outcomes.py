@@ -1,0 +1,47 @@
+"""How a refresh or an invalidation ended: the one spelling shared by refresh, invalidation, metrics and the CLI.
+
+The values are the ``outcome`` label of ``cachewarm_refreshes_total`` and ``cachewarm_invalidations_total``
+(a public contract: dashboards select on them). The refresh counters kept in Redis (``refresh:stats``) spell three
+of them differently, for history's sake; `RefreshOutcome.stat_name` is that mapping, written once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RefreshOutcome(StrEnum):
+    """How one key's refresh ended."""
+
+    OK = "ok"                # fetched and written
+    NOT_FOUND = "not_found"  # the source said "no such item": the value was removed
+    FENCED = "fenced"        # an invalidation came while fetching: nothing written
+    SKIPPED = "skipped"      # not due (any more) when the lease was asked for
+    BUSY = "busy"            # another loader held the key's lease
+    ERROR = "error"          # the source or Redis failed
+    UNKNOWN = "unknown"      # the key matches no keyspace (never counted in metrics)
+
+    @property
+    def stat_name(self) -> str:
+        """The field prefix in ``refresh:stats`` (``refreshed:S``, ``failed:S``, ``skipped:S`` for busy too)."""
+        return _STAT_NAMES.get(self, self.value)
+
+
+_STAT_NAMES = {RefreshOutcome.OK: "refreshed", RefreshOutcome.BUSY: "skipped", RefreshOutcome.ERROR: "failed"}
+
+# The outcomes a metric series is created for in advance (UNKNOWN has no keyspace label to count under).
+COUNTED_REFRESH_OUTCOMES: tuple[RefreshOutcome, ...] = tuple(o for o in RefreshOutcome if o != RefreshOutcome.UNKNOWN)
+
+
+class InvalidationOutcome(StrEnum):
+    """How one invalidation event was handled."""
+
+    APPLIED = "applied"  # the generation was bumped (and the value dropped)
+    STALE = "stale"      # the event's version was not newer than one already seen: nothing to do
+    DEAD = "dead"        # unparseable or delivered too often: copied to the dead-letter stream
+    ERROR = "error"      # Redis failed while applying it: left pending, retried
+
+    @property
+    def done(self) -> bool:
+        """Whether the entry may be acknowledged."""
+        return self in (InvalidationOutcome.APPLIED, InvalidationOutcome.STALE)
