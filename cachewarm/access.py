@@ -3,7 +3,7 @@
 A hit must cost what a bare GET costs, and every `redis.call` inside Lua costs microseconds of Redis's single
 thread, so reads are not counted inside the read itself. Each read appends one tuple to an in-process deque (an
 atomic append: no lock and no dict work on the request path); a daemon thread folds them into counters and sends
-them every `stats_flush_interval` seconds in one EVALSHA (FLUSH below), the same idea as Caffeine's buffered read
+them every `stats_flush_interval` seconds in one EVALSHA (lua/flush.lua), the same idea as Caffeine's buffered read
 recording. Counts reach Redis at most one interval late; a process killed with -9
 loses at most one interval of them. Reads of one key within an interval become one weighted ZINCRBY.
 
@@ -24,51 +24,13 @@ from collections import defaultdict, deque
 
 import redis
 
-from . import store
+from . import script_calls, scripts, store
 from .connections import sync_client
 from .keys import KeyLayout
 from .popularity import half_life_ms
 
 AGE_BUCKETS: tuple[float, ...] = store.AGE_BUCKETS
 REBASE_HALF_LIVES = 200
-
-FLUSH = """
--- KEYS: stats   ARGV: prefix, half_life_ms, ncounters, (field, delta)*, nspaces, (keyspace, max_tracked, nkeys,
---       (key, reads)*)*
-local now_t = redis.call('TIME')
-local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
-local prefix, half = ARGV[1], tonumber(ARGV[2])
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local nspaces = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nspaces do
-  local ks, limit, nkeys = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  i = i + 3
-  local hot, epoch_key = prefix .. 'hot:' .. ks, prefix .. 'hot:' .. ks .. ':epoch'
-  local epoch = tonumber(redis.call('GET', epoch_key))
-  if not epoch then
-    epoch = now
-    redis.call('SET', epoch_key, now)
-  elseif (now - epoch) / half > """ + str(REBASE_HALF_LIVES) + """ then
-    local shift = math.floor((now - epoch) / half)
-    redis.call('ZUNIONSTORE', hot, 1, hot, 'WEIGHTS', math.pow(2, -shift))
-    epoch = epoch + shift * half
-    redis.call('SET', epoch_key, epoch)
-  end
-  local weight = math.pow(2, (now - epoch) / half)
-  for _ = 1, nkeys do
-    redis.call('ZINCRBY', hot, weight * tonumber(ARGV[i + 1]), ARGV[i])
-    i = i + 2
-  end
-  local over = redis.call('ZCARD', hot) - limit
-  if over > 0 then redis.call('ZPOPMIN', hot, over) end
-end
-return 1
-"""
-flush_script = store.LuaScript(FLUSH)
 
 
 class AccessRecorder:
@@ -170,18 +132,12 @@ class AccessRecorder:
             limits = dict(self._limits)
         if not counters and not reads:
             return True
-        args: list[object] = [self.layout.prefix, self.half_life_ms, len(counters)]
-        for field, delta in counters.items():
-            args += [field, int(delta) if float(delta).is_integer() else repr(delta)]
-        args.append(len(reads))
-        for keyspace, per_key in reads.items():
-            args += [keyspace, limits.get(keyspace, 100_000), len(per_key)]
-            for key, n in per_key.items():
-                args += [key, n]
+        call = script_calls.flush(self.layout, half_life_ms=self.half_life_ms, rebase_half_lives=REBASE_HALF_LIVES,
+                                  counters=counters, reads=reads, limits=limits)
         try:
             if self._client is None:
                 self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0))
-            flush_script(self._client, [self.layout.stats], args)
+            scripts.run(self._client, call)
         except redis.RedisError:
             self.flush_errors += 1
             return False

@@ -2,8 +2,8 @@
 
 A hit is one GET; its accounting (hit/miss, served age, popularity) is buffered and flushed in batches (access.py).
 A miss goes through an in-process single flight (one loader per key per process), then the cluster-wide lease
-(store.ACQUIRE): one process loads from the source and writes with the fence token it took with the lease
-(store.WRITE); the others block on a wake-up list rather than poll. When Redis fails, readers go straight to the
+(lua/acquire.lua): one process loads from the source and writes with the fence token it took with the lease
+(lua/write.lua); the others block on a wake-up list rather than poll. When Redis fails, readers go straight to the
 source (still one load per key per process) and skip Redis for `redis_backoff` seconds, then try it again.
 """
 
@@ -25,17 +25,20 @@ import httpx
 import redis
 import redis.asyncio
 
-from . import envelope, store
+from . import envelope, script_calls, scripts
 from .access import recorder_for
 from .connections import async_client, sync_client
 from .errors import CacheUnavailable, ConfigError, InvalidKey, SourceError, UnknownKeyspace
 from .hooks import get_hooks
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry, check_key
+from .script_calls import AcquireStatus, WriteStatus
 from .settings import Settings
 from .sources import Fetched, Source, build_source
 
 T = TypeVar("T")
+R = TypeVar("R")
+TAG_BATCH = 500  # members invalidated per TAG_DRAIN call
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +66,13 @@ class _Plan:
     source: Source | None
     params: Mapping[str, str]
 
-    def lock_keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.value(self.key), layout.lease(self.key), layout.waiters(self.key), layout.fence(self.key),
-                *(layout.tag_gen(t) for t in self.tags)]
 
-    def write_keys(self, layout: KeyLayout) -> list[str]:
-        return [layout.value(self.key), layout.fence(self.key), layout.lease(self.key), layout.wake(self.key),
-                layout.waiters(self.key), *(layout.tag_gen(t) for t in self.tags),
-                *(layout.tag(t) for t in self.tags)]
+
+def _raise_first(results: list[Any]) -> None:
+    """Raises the first error of a pipeline's results (scripts.execute returns them in place)."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def _escape_glob(text: str) -> str:
@@ -191,10 +193,10 @@ class _Core:
         age = max(0.0, (_now_ms() - entry.fetched_ms) / 1000)
         return Lookup(entry.value if entry.found else None, hit, age, stale)
 
-    def write_args(self, plan: _Plan, value_json: str | None, *, fence: str,
+    def write_call(self, plan: _Plan, value_json: str | None, *, fence: str,
                    lease_token: str, version: int | None, ttl_ms: int | None = None,
-                   bump: bool = False) -> tuple[list[str], list[Any]]:
-        """Keys and arguments of store.WRITE for a value (value_json) or a remembered "no such item"."""
+                   bump: bool = False) -> scripts.Call[script_calls.WriteStatus]:
+        """The WRITE of a value (value_json) or of a remembered "no such item"."""
         now = _now_ms()
         if value_json is None:
             ttl = plan.negative_ms
@@ -203,9 +205,27 @@ class _Core:
             ttl = ttl_ms if ttl_ms is not None else plan.ttl_ms
             px = ttl + plan.stale_ms
         raw = envelope.encode(value_json, fetched_ms=now, ttl_ms=ttl, version=version)
-        args = [fence, raw, max(px, 1), lease_token, "" if version is None else version, len(plan.tags),
-                plan.key, self.settings.fence_ttl, "1" if bump else "0"]
-        return plan.write_keys(self.layout), args
+        return script_calls.write(self.layout, key=plan.key, tags=plan.tags, envelope=raw, px=px, fence=fence,
+                                  lease_token=lease_token, version=version, fence_ttl=self.settings.fence_ttl,
+                                  bump=bump)
+
+    def acquire_call(self, plan: _Plan, token: str) -> scripts.Call[script_calls.Acquired]:
+        return script_calls.acquire(self.layout, key=plan.key, tags=plan.tags, token=token,
+                                    lease_ms=self.settings.lease_ms)
+
+    def invalidate_call(self, key: str) -> scripts.Call[script_calls.Invalidated]:
+        return script_calls.invalidate_key(self.layout, key=key, version=None, fence_ttl=self.settings.fence_ttl)
+
+    def invalidate_calls(self, names: list[bytes], skip: int) -> list[scripts.Call[script_calls.Invalidated]]:
+        """The invalidation of each SCANned value name (the cache key is the name past `skip` characters)."""
+        return [self.invalidate_call(name.decode("utf-8", "surrogateescape")[skip:]) for name in names]
+
+    def tag_bump_call(self, tag: str) -> scripts.Call[script_calls.TagBatch]:
+        return script_calls.tag_bump(self.layout, tag=tag, fence_ttl=self.settings.fence_ttl, batch=TAG_BATCH)
+
+    def tag_drain_call(self, tag: str, members: list[bytes]) -> scripts.Call[script_calls.TagBatch]:
+        return script_calls.tag_drain(self.layout, tag=tag, members=members, fence_ttl=self.settings.fence_ttl,
+                                      batch=TAG_BATCH)
 
     def tag_plan(self, key: str, ttl: float | None, tags: Iterable[str]) -> tuple[_Plan, int]:
         """The plan for a writer's `set`: the keyspace's, or a bare one when the key has none."""
@@ -403,21 +423,19 @@ class Cache:
         deadline = time.monotonic() + core.settings.wait_timeout
         while not core.breaker.open:
             try:
-                result = store.acquire_script(self.redis, plan.lock_keys(core.layout),
-                                              (token, core.settings.lease_ms, len(plan.tags)))
+                result = scripts.run(self.redis, core.acquire_call(plan, token))
             except redis.RedisError:
                 core.breaker.trip("acquire")
                 break
-            status, raw = result[0], result[1] or None
-            stale_raw = raw or stale_raw
-            if status == 1:
-                return core.from_raw(result[1], hit=False)
-            if status == 0:
-                return self._load_and_write(plan, fetch, token, result[2].decode(), stale_raw)
+            stale_raw = result.value or stale_raw
+            if result.status is AcquireStatus.FRESH and result.value is not None:
+                return core.from_raw(result.value, hit=False)
+            if result.status is AcquireStatus.LOAD:
+                return self._load_and_write(plan, fetch, token, result.fence, stale_raw)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break  # the loader is too slow: load ourselves, without writing
-            wait = min(remaining, max(int(result[2]), 10) / 1000 + 0.05)
+            wait = min(remaining, max(result.lease_pttl_ms, 10) / 1000 + 0.05)
             try:
                 self._blocking.blpop([core.layout.wake(plan.key)], timeout=wait)
             except redis.RedisError:
@@ -433,17 +451,15 @@ class Cache:
             value_json = envelope.dumps(fetched.value) if fetched.found else None
         except BaseException as exc:
             try:
-                store.release_script(self.redis, [core.layout.lease(plan.key), core.layout.wake(plan.key),
-                                                  core.layout.waiters(plan.key)], [token])
+                scripts.run(self.redis, script_calls.release(core.layout, key=plan.key, lease_token=token))
             except redis.RedisError:
                 core.breaker.trip("release")
             if isinstance(exc, SourceError):
                 return self._stale_or_raise(plan, stale_raw, exc)
             raise
-        keys, args = core.write_args(plan, value_json, fence=fence, lease_token=token,
-                                     version=fetched.version)
+        write = core.write_call(plan, value_json, fence=fence, lease_token=token, version=fetched.version)
         try:
-            store.write_script(self.redis, keys, args)
+            scripts.run(self.redis, write)
         except redis.RedisError:
             core.breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
@@ -486,16 +502,14 @@ class Cache:
         Returns False when the cache already holds a newer version (nothing was written)."""
         plan, ttl_ms = self._core.tag_plan(key, ttl, tags)
         value_json = _check_value(value)
-        keys, args = self._core.write_args(plan, value_json, fence="*", lease_token="", version=version,
-                                           ttl_ms=ttl_ms, bump=True)
-        return bool(self._call(store.write_script, keys, args))
+        write = self._core.write_call(plan, value_json, fence="*", lease_token="", version=version, ttl_ms=ttl_ms,
+                                      bump=True)
+        return self._call(write) is WriteStatus.WRITTEN
 
     def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
         check_key(key)
-        result = self._call(store.invalidate_key_script,
-                            [self.layout.value(key), self.layout.fence(key)], ["", self.settings.fence_ttl])
-        return bool(result[1])
+        return self._call(self._core.invalidate_call(key)).deleted
 
     def exists(self, key: str) -> bool:
         """True when a fresh value (or a remembered "no such item") is cached."""
@@ -510,39 +524,27 @@ class Cache:
         count = 0
         try:
             for batch in _batched(self.redis.scan_iter(match=match, count=1000), 500):
-                try:
-                    self._invalidate_raw(batch, skip)
-                except redis.exceptions.NoScriptError:
-                    # A failed pipeline is reset (its commands are gone): load the scripts, send the batch again.
-                    store.ensure_loaded(self.redis)
-                    self._invalidate_raw(batch, skip)
+                self._invalidate_raw(batch, skip)
                 count += len(batch)
         except redis.RedisError as exc:
             raise CacheUnavailable(f"redis failed during clear: {type(exc).__name__}") from None
         return count
 
     def _invalidate_raw(self, batch: list[bytes], skip: int) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for raw_key in batch:
-            key = raw_key.decode("utf-8", "surrogateescape")[skip:]
-            store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
-                                              ["", self.settings.fence_ttl])
-        pipe.execute()
+        _raise_first(scripts.execute(self.redis, self._core.invalidate_calls(batch, skip)))
 
     def invalidate_tag(self, tag: str) -> int:
         """Invalidates every key carrying tag; loads in flight of such keys are fenced. Returns keys dropped."""
         check_key(tag)
-        self._call(store.tag_bump_script, [self.layout.tag_gen(tag)], [self.settings.fence_ttl])
+        step = self._call(self._core.tag_bump_call(tag))
         total = 0
-        while True:
-            n = int(self._call(store.tag_drain_script, [self.layout.tag(tag)],
-                               [self.layout.value_prefix, self.layout.fence_prefix, self.settings.fence_ttl, 500]))
-            total += n
-            if n < 500:
-                return total
+        while step.members:
+            step = self._call(self._core.tag_drain_call(tag, step.members))
+            total += step.dropped
+        return total
 
-    def _call(self, script: store.LuaScript, keys: list[str], args: list[Any]) -> Any:
-        return self._call_plain(lambda: script(self.redis, keys, args))
+    def _call(self, call: scripts.Call[R]) -> R:
+        return self._call_plain(lambda: scripts.run(self.redis, call))
 
     def _call_plain(self, fn: Callable[[], T]) -> T:
         try:
@@ -672,21 +674,19 @@ class AsyncCache:
         deadline = time.monotonic() + core.settings.wait_timeout
         while not core.breaker.open:
             try:
-                result = await store.acquire_script.run_async(
-                    self.redis, plan.lock_keys(core.layout), (token, core.settings.lease_ms, len(plan.tags)))
+                result = await scripts.arun(self.redis, core.acquire_call(plan, token))
             except redis.RedisError:
                 core.breaker.trip("acquire")
                 break
-            status, raw = result[0], result[1] or None
-            stale_raw = raw or stale_raw
-            if status == 1:
-                return core.from_raw(result[1], hit=False)
-            if status == 0:
-                return await self._load_and_write(plan, fetch, token, result[2].decode(), stale_raw)
+            stale_raw = result.value or stale_raw
+            if result.status is AcquireStatus.FRESH and result.value is not None:
+                return core.from_raw(result.value, hit=False)
+            if result.status is AcquireStatus.LOAD:
+                return await self._load_and_write(plan, fetch, token, result.fence, stale_raw)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wait = min(remaining, max(int(result[2]), 10) / 1000 + 0.05)
+            wait = min(remaining, max(result.lease_pttl_ms, 10) / 1000 + 0.05)
             try:
                 await self._blocking.blpop([core.layout.wake(plan.key)], timeout=wait)
             except redis.RedisError:
@@ -702,18 +702,15 @@ class AsyncCache:
             value_json = envelope.dumps(fetched.value) if fetched.found else None
         except BaseException as exc:
             try:
-                await store.release_script.run_async(
-                    self.redis, [core.layout.lease(plan.key), core.layout.wake(plan.key),
-                                 core.layout.waiters(plan.key)], [token])
+                await scripts.arun(self.redis, script_calls.release(core.layout, key=plan.key, lease_token=token))
             except redis.RedisError:
                 core.breaker.trip("release")
             if isinstance(exc, SourceError):
                 return await self._stale_or_raise(plan, stale_raw, exc)
             raise
-        keys, args = core.write_args(plan, value_json, fence=fence, lease_token=token,
-                                     version=fetched.version)
+        write = core.write_call(plan, value_json, fence=fence, lease_token=token, version=fetched.version)
         try:
-            await store.write_script.run_async(self.redis, keys, args)
+            await scripts.arun(self.redis, write)
         except redis.RedisError:
             core.breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
@@ -752,15 +749,13 @@ class AsyncCache:
                   version: int | None = None) -> bool:
         plan, ttl_ms = self._core.tag_plan(key, ttl, tags)
         value_json = _check_value(value)
-        keys, args = self._core.write_args(plan, value_json, fence="*", lease_token="", version=version,
-                                           ttl_ms=ttl_ms, bump=True)
-        return bool(await self._call(store.write_script, keys, args))
+        write = self._core.write_call(plan, value_json, fence="*", lease_token="", version=version, ttl_ms=ttl_ms,
+                                      bump=True)
+        return await self._call(write) is WriteStatus.WRITTEN
 
     async def delete(self, key: str) -> bool:
         check_key(key)
-        result = await self._call(store.invalidate_key_script,
-                                  [self.layout.value(key), self.layout.fence(key)], ["", self.settings.fence_ttl])
-        return bool(result[1])
+        return (await self._call(self._core.invalidate_call(key))).deleted
 
     async def exists(self, key: str) -> bool:
         check_key(key)
@@ -788,37 +783,21 @@ class AsyncCache:
         return count
 
     async def _invalidate_raw(self, batch: list[bytes], skip: int) -> int:
-        for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            for raw_key in batch:
-                key = raw_key.decode("utf-8", "surrogateescape")[skip:]
-                store.invalidate_key_script.queue(pipe, [self.layout.value(key), self.layout.fence(key)],
-                                                  ["", self.settings.fence_ttl])
-            try:
-                await pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                # A failed pipeline is reset (its commands are gone): load the scripts, send the batch again.
-                if attempt:
-                    raise
-                await store.ensure_loaded_async(self.redis)
+        _raise_first(await scripts.aexecute(self.redis, self._core.invalidate_calls(batch, skip)))
         return len(batch)
 
     async def invalidate_tag(self, tag: str) -> int:
         check_key(tag)
-        await self._call(store.tag_bump_script, [self.layout.tag_gen(tag)], [self.settings.fence_ttl])
+        step = await self._call(self._core.tag_bump_call(tag))
         total = 0
-        while True:
-            n = int(await self._call(
-                store.tag_drain_script, [self.layout.tag(tag)],
-                [self.layout.value_prefix, self.layout.fence_prefix, self.settings.fence_ttl, 500]))
-            total += n
-            if n < 500:
-                return total
+        while step.members:
+            step = await self._call(self._core.tag_drain_call(tag, step.members))
+            total += step.dropped
+        return total
 
-    async def _call(self, script: store.LuaScript, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, call: scripts.Call[R]) -> R:
         try:
-            return await script.run_async(self.redis, keys, args)
+            return await scripts.arun(self.redis, call)
         except redis.RedisError as exc:
             raise CacheUnavailable(f"redis is unavailable: {type(exc).__name__}") from None
 

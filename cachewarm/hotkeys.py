@@ -10,62 +10,24 @@ a key nobody reads any more leaves the zset instead of waiting for max_tracked e
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import redis
 
-from . import store
+from . import script_calls, scripts
 from .keys import KeyLayout
+from .popularity import half_life_ms
+from .script_calls import HotSet
 
 # Members whose decayed count falls below threshold / COLD_FACTOR are removed by the scan.
 COLD_FACTOR = 16.0
 
-HOTSET = """
--- KEYS: hot, epoch, pin, seen   ARGV: threshold, half_life_ms, cold_factor
--- Returns {now_ms, hot members..., '', pinned members...}; removes cold members (and their seen fields).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = tonumber(redis.call('GET', KEYS[2]) or '')
-local out = {tostring(now)}
-if epoch then
-  local scale = math.pow(2, (now - epoch) / tonumber(ARGV[2]))
-  local bound = tonumber(ARGV[1]) * scale
-  local cold = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (bound / tonumber(ARGV[3])), 'LIMIT', 0, 1000)
-  if #cold > 0 then
-    redis.call('ZREM', KEYS[1], unpack(cold))
-    redis.call('HDEL', KEYS[4], unpack(cold))
-  end
-  for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], bound, '+inf')) do out[#out + 1] = k end
-end
-out[#out + 1] = ''
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = k end
-return out
-"""
-hotset_script = store.LuaScript(HOTSET)
-
-
-@dataclass(frozen=True, slots=True)
-class HotSet:
-    """One keyspace's keys worth keeping warm, read at `now_ms` (Redis's clock)."""
-
-    now_ms: int
-    hot: list[str]
-    pinned: list[str]
-
-    def keys(self) -> list[str]:
-        """Hot and pinned keys, each once, hot first."""
-        return list(dict.fromkeys([*self.hot, *self.pinned]))
 
 
 def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold: float,
             half_life: float) -> HotSet:
     """The keyspace's hot keys (decayed reads >= threshold) and pinned keys; drops cold members on the way."""
-    raw = hotset_script(client, [layout.hot(keyspace), layout.hot_epoch(keyspace), layout.pinned(keyspace),
-                                 layout.seen(keyspace)],
-                        [repr(threshold), max(1, int(half_life * 1000)), repr(COLD_FACTOR)])
-    items = [item.decode() for item in raw]
-    split = items.index("", 1)
-    return HotSet(int(items[0]), items[1:split], items[split + 1:])
+    return scripts.run(client, script_calls.hotset(layout, keyspace=keyspace, threshold=threshold,
+                                                   half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR))
 
 
 def pin(client: redis.Redis, layout: KeyLayout, keyspace: str, keys: Iterable[str]) -> int:

@@ -1,11 +1,11 @@
 """The refresh path: reload a batch of keys from their sources and write them back, fenced.
 
-For each key, in one script (LEASE below): skip it when it is no longer due (another refresh or a reader got
+For each key, in one script (lua/lease.lua): skip it when it is no longer due (another refresh or a reader got
 there first), take its lease ``l:K`` (SET NX; a lease whose worker's heartbeat is gone is taken over), and take
 the fence token the write will be checked against. Then, under the keyspace's concurrency limit (a semaphore per
 worker process) and rate budget (a token bucket shared by every worker, ratelimit.py), fetch with retries
-(exponential backoff, full jitter) for SourceError, and write with store.WRITE, which stores only if no
-invalidation of the key or its tags happened since the token was taken. A 404 removes the key (REMOVE, fenced
+(exponential backoff, full jitter) for SourceError, and write with lua/write.lua, which stores only if no
+invalidation of the key or its tags happened since the token was taken. A 404 removes the key (lua/remove.lua, fenced
 too, and drops it from the hot and pinned sets). When the source keeps failing the old value stays: it lives
 max_stale past its TTL and readers are served it (counted ``stale:S``).
 
@@ -27,62 +27,24 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
 import redis.asyncio
 
-from . import envelope, ratelimit, store
+from . import envelope, ratelimit, script_calls, scripts
 from .client import _Core, _Plan
 from .errors import SourceError
 from .hooks import get_hooks
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
 from .outcomes import RefreshOutcome
+from .script_calls import LeaseStatus, RemoveStatus, WriteStatus
 from .settings import Settings
 from .sources import Fetched
 
-LEASE = store._LUA_COMMON + """
--- KEYS: value, lease, fence, seen, hot, tag gens...   ARGV: token, px, ntags, ahead_ms ('' = due anyway), key,
---       workers prefix
--- Returns {2} not due, {3} someone else holds the lease, {1, fence token, late, wasted, had_value}.
-local now = now_ms()
-local head = redis.call('GETRANGE', KEYS[1], 0, 12)
-local expires = tonumber(head)
-if ARGV[4] ~= '' and expires and expires - now >= tonumber(ARGV[4]) then return {2} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local owner = string.match(redis.call('GET', KEYS[2]) or '', '^w=([^|]+)|')
-  if not owner or redis.call('EXISTS', ARGV[6] .. owner) == 1 then return {3} end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
-local late = 0
-if not expires or expires <= now then late = 1 end
-local score = redis.call('ZSCORE', KEYS[5], ARGV[5]) or ''
-local prev = redis.call('HGET', KEYS[4], ARGV[5])
-local wasted = 0
-if prev and prev == score then wasted = 1 end
-redis.call('HSET', KEYS[4], ARGV[5], score)
-return {1, fence_token(KEYS[3], 6, tonumber(ARGV[3])), late, wasted, expires and 1 or 0}
-"""
-
-REMOVE = store._LUA_COMMON + """
--- KEYS: value, fence, lease, wake, waiters, hot, pin, seen, tag gens...   ARGV: fence token, lease token, key, ntags
--- The source said 404: the key is gone (unless an invalidation came first, which already removed it).
-local ok = fence_token(KEYS[2], 9, tonumber(ARGV[4])) == ARGV[1]
-if ok then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[6], ARGV[3])
-  redis.call('SREM', KEYS[7], ARGV[3])
-  redis.call('HDEL', KEYS[8], ARGV[3])
-end
-if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
-wake_waiters(KEYS[4], KEYS[5], '0')
-if ok then return 1 end
-return 0
-"""
-lease_script = store.LuaScript(LEASE)
-remove_script = store.LuaScript(REMOVE)
+R = TypeVar("R")
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
@@ -102,12 +64,12 @@ class Pipeliner:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
-        self._pending: list[tuple[store.LuaScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[scripts.Call[Any], asyncio.Future[Any]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    async def call(self, script: store.LuaScript, keys: list[Any], args: list[Any]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
+    async def call(self, call: scripts.Call[R]) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
         return await future
@@ -117,36 +79,21 @@ class Pipeliner:
         batch, self._pending = self._pending, []
         self._flushing = None
         try:
-            results = await self._execute(batch)
+            results = await scripts.aexecute(self.client, [call for call, _ in batch])
         except BaseException as exc:
-            for *_, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _execute(self, batch: list[tuple[store.LuaScript, list[Any], list[Any], asyncio.Future[Any]]]
-                       ) -> list[Any]:
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                script.queue(pipe, keys, args)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-            missing = {id(b[0]): b[0] for b, r in zip(batch, results, strict=True)
-                       if isinstance(r, redis.exceptions.NoScriptError)}
-            if not missing or attempt:
-                return results
-            for script in missing.values():        # after a Redis restart or SCRIPT FLUSH
-                await self.client.script_load(script.source)
-        raise AssertionError("unreachable")
 
 
 @dataclass
@@ -220,18 +167,12 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
     try:
         async with ctx.semaphore(plan.label):
             token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
-            leased = await ctx.pipeliner.call(
-                lease_script,
-                [layout.value(key), layout.lease(key), layout.fence(key), layout.seen(plan.label),
-                 layout.hot(plan.label), *(layout.tag_gen(t) for t in plan.tags)],
-                [token, ctx.settings.lease_ms, len(plan.tags), "" if force else int(cfg.refresh_ahead * 1000), key,
-                 layout.worker("")])
-            if int(leased[0]) != 1:
-                result.outcome = SKIPPED if int(leased[0]) == 2 else BUSY
+            leased = await _lease(ctx, plan, token, None if force else int(cfg.refresh_ahead * 1000))
+            if leased.status is not LeaseStatus.TAKEN:
+                result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
                 return result
-            fence = leased[1].decode()
-            result.late, result.wasted = bool(int(leased[2])), bool(int(leased[3]))
-            had_value = bool(int(leased[4]))
+            fence, had_value = leased.fence, leased.had_value
+            result.late, result.wasted = leased.late, leased.wasted
             try:
                 fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
             except SourceError:
@@ -243,18 +184,13 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
                 await _release(ctx, key, token)
                 raise
             if not fetched.found:
-                removed = await ctx.pipeliner.call(
-                    remove_script,
-                    [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key),
-                     layout.hot(plan.label), layout.pinned(plan.label), layout.seen(plan.label),
-                     *(layout.tag_gen(t) for t in plan.tags)],
-                    [fence, token, key, len(plan.tags)])
-                result.outcome = NOT_FOUND if removed else FENCED
+                removed = await ctx.pipeliner.call(script_calls.remove(
+                    layout, key=key, keyspace=plan.label, tags=plan.tags, fence=fence, lease_token=token))
+                result.outcome = NOT_FOUND if removed is RemoveStatus.REMOVED else FENCED
                 return result
-            keys, args = ctx.core.write_args(plan, envelope.dumps(fetched.value), fence=fence,
-                                             lease_token=token, version=fetched.version)
-            written = await ctx.pipeliner.call(store.write_script, keys, args)
-            result.outcome = OK if written else FENCED
+            written = await ctx.pipeliner.call(ctx.core.write_call(
+                plan, envelope.dumps(fetched.value), fence=fence, lease_token=token, version=fetched.version))
+            result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
             return result
     except redis.RedisError:
         get_hooks().redis_error("refresh")
@@ -264,10 +200,20 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
         get_hooks().refresh(result.keyspace, result.outcome)
 
 
+async def _lease(ctx: RefreshContext, plan: _Plan, token: str, ahead_ms: int | None) -> script_calls.Leased:
+    """LEASE; a lease held by a worker is asked about once more with that worker's heartbeat key in KEYS (taken
+    over when the heartbeat is gone): a second round trip, only for keys another worker holds."""
+    def call(suspect: str | None) -> scripts.Call[script_calls.Leased]:
+        return script_calls.lease(ctx.layout, key=plan.key, keyspace=plan.label, tags=plan.tags, token=token,
+                                  lease_ms=ctx.settings.lease_ms, ahead_ms=ahead_ms, suspect=suspect)
+    leased = await ctx.pipeliner.call(call(None))
+    if leased.status is LeaseStatus.HELD and leased.owner is not None:
+        leased = await ctx.pipeliner.call(call(leased.owner))
+    return leased
+
+
 async def _release(ctx: RefreshContext, key: str, token: str) -> None:
-    layout = ctx.layout
-    await ctx.pipeliner.call(store.release_script, [layout.lease(key), layout.wake(key), layout.waiters(key)],
-                             [token])
+    await ctx.pipeliner.call(script_calls.release(ctx.layout, key=key, lease_token=token))
 
 
 async def _fetch(ctx: RefreshContext, plan: _Plan, rate: float) -> Fetched:

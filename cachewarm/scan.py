@@ -22,46 +22,14 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import store
+from . import script_calls, scripts
 from .hotkeys import hot_set
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
 from .settings import Settings
 
-UNLOCK = """
--- KEYS: lock   ARGV: token
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# The due test and the claims run inside Redis, a chunk of keys per call: a round trip per few thousand keys
-# instead of a pipelined command per key (which cost the worker ~40 us of Python per key).
-DUE = """
--- ARGV: value prefix, ahead_ms, keys...   Returns {now, (key, refresh_at)*} for the due keys (0: missing).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ahead = tonumber(ARGV[2])
-local out = {now}
-for i = 3, #ARGV do
-  local head = redis.call('GETRANGE', ARGV[1] .. ARGV[i], 0, 12)
-  if head == '' then
-    out[#out + 1] = ARGV[i]; out[#out + 1] = 0
-  else
-    local at = tonumber(head) - ahead
-    if at <= now then out[#out + 1] = ARGV[i]; out[#out + 1] = at end
-  end
-end
-return out
-"""
-CLAIM = """
--- ARGV: claim prefix, claim_ms, keys...   Returns the keys whose claim this call took.
-local out = {}
-for i = 3, #ARGV do
-  if redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'PX', ARGV[2]) then out[#out + 1] = ARGV[i] end
-end
-return out
-"""
-due_script = store.LuaScript(DUE)
-claim_script = store.LuaScript(CLAIM)
+# The due test and the claims run inside Redis, a chunk of keys per call (lua/due.lua, lua/claim.lua): a round
+# trip per few thousand keys instead of a pipelined command per key (which cost the worker ~40 us of Python per key).
 _CHUNK = 5000
 
 
@@ -127,7 +95,7 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
             client.hset(layout.refresh_stats, mapping=gauges)  # type: ignore[arg-type]
         return result
     finally:
-        client.eval(UNLOCK, 1, layout.scan_lock, token)
+        scripts.run(client, script_calls.unlock(lock_key=layout.scan_lock, token=token))
 
 
 def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, keyspace: str,
@@ -137,19 +105,18 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []
     for chunk in _chunks(candidates, _CHUNK):
-        found = due_script(client, [], [layout.value_prefix, ahead_ms, *chunk])
-        now = int(found[0])
-        for i in range(1, len(found), 2):
-            refresh_at = int(found[i + 1])
-            due.append((refresh_at, found[i].decode()))
+        found = scripts.run(client, script_calls.due(layout, keys=chunk, ahead_ms=ahead_ms))
+        due += found.due
+        for refresh_at, _ in found.due:
             if refresh_at:
-                figures.backlog_seconds = max(figures.backlog_seconds, (now - refresh_at) / 1000)
+                figures.backlog_seconds = max(figures.backlog_seconds, (found.now_ms - refresh_at) / 1000)
     figures.due = len(due)
     due.sort()                                   # missing keys, then the most overdue, first
     wanted = [key for _, key in due][:room] if room is not None else [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
     for chunk in _chunks(wanted, _CHUNK):
-        claimed += [key.decode() for key in claim_script(client, [], [layout.claim_prefix, ttl, *chunk])]
+        took: list[str] = scripts.run(client, script_calls.claim(layout, keys=chunk, claim_ms=ttl))
+        claimed += took
     figures.claimed = len(claimed)
     return figures, claimed

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope, store
+from cachewarm import Cache, Settings, envelope, script_calls, scripts
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.events import Event
 from cachewarm.keys import KeyLayout
@@ -71,16 +71,17 @@ tags = ["pitems"]
 
 def _refresh(client: redis.Redis, settings: Settings, layout: KeyLayout, key: str, tag: str,
              versioned: bool) -> None:
-    """A refresh as a worker does it with the store scripts: fence token, fetch, fenced write."""
+    """A refresh as a worker does it with the store scripts: lease and fence token, fetch, fenced write."""
     id = key.split(":", 1)[1]
-    token = store.fence_script(client, [layout.fence(key), layout.tag_gen(tag)], [1]).decode()
+    leased = scripts.run(client, script_calls.lease(layout, key=key, keyspace=key.split(":", 1)[0], tags=[tag],
+                                                    token="w=race|1", lease_ms=30_000, ahead_ms=None))
     row = source(id)
     assert row is not None
     version = row["version"] if versioned else None
     raw = envelope.encode(envelope.dumps(row), fetched_ms=int(time.time() * 1000), ttl_ms=300_000, version=version)
-    store.write_script(client, [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key),
-                                layout.waiters(key), layout.tag_gen(tag), layout.tag(tag)],
-                       [token, raw, 300_000, "", "" if version is None else version, 1, key, settings.fence_ttl, "0"])
+    scripts.run(client, script_calls.write(layout, key=key, tags=[tag], envelope=raw, px=300_000, fence=leased.fence,
+                                           lease_token="w=race|1", version=version, fence_ttl=settings.fence_ttl,
+                                           bump=False))
 
 
 def _plan_round(rng: random.Random) -> dict[str, Any]:

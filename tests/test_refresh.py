@@ -10,11 +10,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings, envelope, script_calls, scripts
 from cachewarm.connections import async_client
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
-from cachewarm.ratelimit import take_script
 from cachewarm.refresh import RefreshContext, refresh_batch, stats
 from cachewarm.refresh_engine import make_http_client
 
@@ -173,7 +172,7 @@ async def test_a_lease_of_a_dead_worker_is_taken_over_a_live_one_is_not(ctx: Ref
 async def test_token_bucket_shares_a_budget(redis_client: redis.Redis, redis_url: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        waits = [int(await take_script.run_async(client, [L.rate("s")], ["1", "2"])) for _ in range(3)]
+        waits = [await scripts.arun(client, script_calls.take(bucket=L.rate("s"), rate=1, burst=2)) for _ in range(3)]
     finally:
         await client.aclose()
     assert waits[:2] == [0, 0]            # a burst of two

@@ -1,10 +1,12 @@
 """Applying a batch of invalidation events with the store scripts, in one pipeline.
 
-A key event runs store.INVALIDATE_KEY: it bumps the key's fence generation (so a load or refresh in flight can no
+A key event runs lua/invalidate_key.lua: it bumps the key's fence generation (so a load or refresh in flight can no
 longer write what it fetched before the change), raises the key's version floor when the event has a version, and
 deletes the value, all atomically. An event whose version the cache already holds (or has passed) changes nothing:
 outcome ``stale``. A tag event bumps the tag's generation (fencing every load in flight of a key carrying it), then
-drains the tag's membership set, invalidating each member as a key event would.
+drains the tag's membership set, invalidating each member as a key event would: the bump's reply names the first
+members, each drain (their keys in KEYS) removes them and names the next ones. The drains of every tag event of
+the batch share one pipeline per step: one round trip more than the batch's own when a tag had members.
 
 The caller learns which of the invalidated keys are hot (pinned, or decayed reads above ``hot_threshold``, as in
 access.py), each once however many events named it, so it can refresh them straight away.
@@ -19,27 +21,15 @@ from typing import Any
 
 import redis
 
-from .. import store
+from .. import script_calls, scripts
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
 from ..popularity import decay_scale
+from ..script_calls import InvalidateStatus, TagBatch
 from .events import Event
 
 TAG_BATCH = 500
-
-TAG_DRAIN_KEYS = """
--- KEYS: tag set   ARGV: value prefix, fence prefix, fence_ttl, batch.  store.TAG_DRAIN, returning the keys.
-local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[4]))
-for _, key in ipairs(members) do
-  redis.call('HINCRBY', ARGV[2] .. key, 'g', 1)
-  redis.call('EXPIRE', ARGV[2] .. key, ARGV[3])
-  redis.call('DEL', ARGV[1] .. key)
-end
-return members
-"""
-tag_drain_keys_script = store.LuaScript(TAG_DRAIN_KEYS)
-
 
 @dataclass(slots=True)
 class Applied:
@@ -49,24 +39,6 @@ class Applied:
     errors: dict[str, str] = field(default_factory=dict)       # entry id -> the Redis error, for the log
     keys: list[str] = field(default_factory=list)              # invalidated keys, each once, in order
     hot: list[str] = field(default_factory=list)               # those of them that are hot (with `hotness`)
-
-
-def _load_scripts(client: redis.Redis) -> None:
-    store.ensure_loaded(client)
-    client.script_load(TAG_DRAIN_KEYS)
-
-
-def _execute(client: redis.Redis, queue: Any) -> list[Any]:
-    """Runs a pipeline built by `queue(pipe)`; loads the scripts once on NOSCRIPT (e.g. after a restart)."""
-    for attempt in (0, 1):
-        pipe = client.pipeline(transaction=False)
-        queue(pipe)
-        results: list[Any] = pipe.execute(raise_on_error=False)
-        if attempt == 0 and any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-            _load_scripts(client)
-            continue
-        return results
-    raise AssertionError("unreachable")
 
 
 def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLayout, fence_ttl: int,
@@ -80,50 +52,28 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
     by_space = (_by_keyspace([e.target for e in events if e.kind == "key"], hotness.keyspaces)
                 if hotness is not None else {})
 
-    def queue(pipe: redis.client.Pipeline) -> None:
-        for event in events:
-            if event.kind == "key":
-                store.invalidate_key_script.queue(
-                    pipe, [layout.value(event.target), layout.fence(event.target)],
-                    ["" if event.version is None else event.version, fence_ttl])
-            else:
-                store.tag_bump_script.queue(pipe, [layout.tag_gen(event.target)], [fence_ttl])
-                tag_drain_keys_script.queue(pipe, [layout.tag(event.target)],
-                                            [layout.value_prefix, layout.fence_prefix, fence_ttl, TAG_BATCH])
-        _queue_hot(pipe, by_space, layout)
-
-    replies = iter(_execute(client, queue))
-    for event in events:
-        replies_of_event = [next(replies)] if event.kind == "key" else [next(replies), next(replies)]
-        failed = next((r for r in replies_of_event if isinstance(r, Exception)), None)
-        if failed is not None:
+    calls = [script_calls.invalidate_key(layout, key=e.target, version=e.version, fence_ttl=fence_ttl)
+             if e.kind == "key" else script_calls.tag_bump(layout, tag=e.target, fence_ttl=fence_ttl, batch=TAG_BATCH)
+             for e in events]
+    replies = scripts.execute(client, calls, lambda pipe: _queue_hot(pipe, by_space, layout))
+    tag_replies = _drain_tags(client, layout, events, replies, fence_ttl)
+    for i, event in enumerate(events):
+        reply = tag_replies.get(i, replies[i])
+        if isinstance(reply, Exception):
             result.outcomes[event.entry_id] = InvalidationOutcome.ERROR
-            result.errors[event.entry_id] = f"{type(failed).__name__}: {failed}"
-            continue
-        if event.kind == "key":
-            applied = int(replies_of_event[0][0]) == 1
+            result.errors[event.entry_id] = f"{type(reply).__name__}: {reply}"
+        elif isinstance(reply, script_calls.Invalidated):
+            applied = reply.status is InvalidateStatus.APPLIED
             result.outcomes[event.entry_id] = InvalidationOutcome.APPLIED if applied else InvalidationOutcome.STALE
             if applied:
                 seen.setdefault(event.target)
-            continue
-        members: list[bytes] = list(replies_of_event[1])
-        try:
-            while len(members) and len(members) % TAG_BATCH == 0:
-                more = tag_drain_keys_script(client, [layout.tag(event.target)],
-                                             [layout.value_prefix, layout.fence_prefix, fence_ttl, TAG_BATCH])
-                members += more
-                if len(more) < TAG_BATCH:
-                    break
-        except redis.exceptions.ResponseError as exc:
-            result.outcomes[event.entry_id] = InvalidationOutcome.ERROR
-            result.errors[event.entry_id] = f"{type(exc).__name__}: {exc}"
-            continue
-        result.outcomes[event.entry_id] = InvalidationOutcome.APPLIED
-        for member in members:
-            seen.setdefault(member.decode("utf-8", "surrogateescape"))
+        else:
+            result.outcomes[event.entry_id] = InvalidationOutcome.APPLIED
+            for member in reply:
+                seen.setdefault(member.decode("utf-8", "surrogateescape"))
     result.keys = list(seen)
     if hotness is not None:
-        hot = set(_hot_of(by_space, list(replies), hotness))
+        hot = set(_hot_of(by_space, replies[len(calls):], hotness))
         asked = {k for keys in by_space.values() for k in keys}
         drained = [k for k in result.keys if k not in asked]
         if drained:  # tag members: known only now
@@ -131,6 +81,36 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                                 half_life=hotness.half_life, threshold=hotness.threshold))
         result.hot = [k for k in result.keys if k in hot]
     return result
+
+
+def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event], replies: list[Any],
+                fence_ttl: int) -> dict[int, list[bytes] | Exception]:
+    """Invalidates the members of each tag event's set (its TAG_BUMP reply named the first ones), the tags' drains
+    in one pipeline per step; returns, per tag event (by index), the members invalidated or the error."""
+    out: dict[int, list[bytes] | Exception] = {}
+    steps: dict[int, TagBatch] = {}
+    for i, event in enumerate(events):
+        if event.kind != "key":
+            reply = replies[i]
+            out[i] = reply if isinstance(reply, Exception) else []
+            if isinstance(reply, TagBatch) and reply.members:
+                steps[i] = reply
+    while steps:
+        order = list(steps)
+        calls = [script_calls.tag_drain(layout, tag=events[i].target, members=steps[i].members, fence_ttl=fence_ttl,
+                                        batch=TAG_BATCH) for i in order]
+        for i, reply in zip(order, scripts.execute(client, calls), strict=True):
+            done = out[i]
+            if isinstance(reply, Exception) or isinstance(done, Exception):
+                out[i] = reply
+                del steps[i]
+                continue
+            done += steps[i].members
+            if reply.members:
+                steps[i] = reply
+            else:
+                del steps[i]
+    return out
 
 
 @dataclass(frozen=True, slots=True)

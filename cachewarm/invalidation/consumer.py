@@ -212,11 +212,9 @@ class InvalidationConsumer:
     def _check_and_read(self) -> tuple[list[Entry], str]:
         """New entries, read in one script with the gap check (answered first); and the stream's last id."""
         acks = self._unacked
-        reply: Any = gaps.check_and_read_script(
-            self.redis, [INVALIDATION_STREAM, gaps.gap_hash(self.layout)],
-            [CONSUMER_GROUP, self.name, self.batch_size, int(time.time() * 1000), *acks])
+        upper, lost, last_id, read = gaps.check_and_read(self.redis, self.layout, group=CONSUMER_GROUP,
+                                                         consumer=self.name, count=self.batch_size, acks=acks)
         del acks[:len(acks)]
-        upper, lost, last_id, read = reply
         if upper:
             self.answer_gap(Gap(_sid(upper), int(lost), "entries trimmed from the stream before the group read them"))
         if not read:

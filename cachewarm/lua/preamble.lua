@@ -1,0 +1,63 @@
+-- Prepended to every script when it is loaded (cachewarm/scripts.py): the helpers the scripts share.
+-- Redis's clock in whole milliseconds, read once per script (call it once and keep the result).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- The version field of a value envelope (envelope.py: 13 digits expiry, 16 digits fetched, then version|...).
+local function env_version(v)
+  if not v then return nil end
+  local bar = string.find(v, '|', 30, true)
+  if not bar or bar == 30 then return nil end
+  return tonumber(string.sub(v, 30, bar - 1))
+end
+-- Wakes the readers blocked (BLPOP) on a key's lease: one mark each ('1' written, '0' load again).
+local function wake_waiters(wake_key, waiters_key, mark)
+  local waiting = tonumber(redis.call('GET', waiters_key) or '0')
+  if waiting > 0 then
+    redis.call('DEL', waiters_key)
+    for _ = 1, waiting do redis.call('RPUSH', wake_key, mark) end
+    redis.call('PEXPIRE', wake_key, 10000)
+  end
+end
+-- A key's fence token: its fence generation, then the generation of each of its tags (KEYS[first_tag]...).
+local function fence_token(fence_key, first_tag, ntags)
+  local token = redis.call('HGET', fence_key, 'g') or '0'
+  for i = first_tag, first_tag + ntags - 1 do
+    token = token .. ':' .. (redis.call('GET', KEYS[i]) or '0')
+  end
+  return token
+end
+-- Bumps a fence generation (fencing every load in flight of the key) and keeps the fence for fence_ttl.
+local function bump_fence(fence_key, fence_ttl)
+  redis.call('HINCRBY', fence_key, 'g', 1)
+  redis.call('EXPIRE', fence_key, fence_ttl)
+end
+-- Stream entry ids ('ms-seq') compared as numbers of any length.
+local function idparts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms or id, seq or '0'
+end
+local function numcmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function idcmp(a, b)
+  local am, as = idparts(a)
+  local bm, bs = idparts(b)
+  local c = numcmp(am, bm)
+  if c ~= 0 then return c end
+  return numcmp(as, bs)
+end
+local function idmax(a, b)
+  if not a then return b end
+  if idcmp(b, a) > 0 then return b end
+  return a
+end
+-- A flat {field, value, ...} reply as a table.
+local function kv(a)
+  local t = {}
+  for i = 1, #a, 2 do t[a[i]] = a[i + 1] end
+  return t
+end

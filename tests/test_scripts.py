@@ -1,0 +1,239 @@
+"""The Lua scripts (cachewarm/lua/): every key they touch comes in KEYS, and every path keeps working when Redis
+forgets its scripts (SCRIPT FLUSH, as after a restart) in the middle of a run."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import redis
+
+from cachewarm import AsyncCache, Cache, Settings, publish_invalidation, script_calls, scripts
+from cachewarm.connections import async_client
+from cachewarm.invalidation.apply import apply_events
+from cachewarm.invalidation.consumer import InvalidationConsumer
+from cachewarm.invalidation.events import Event
+from cachewarm.keys import KeyLayout
+from cachewarm.refresh import RefreshContext, refresh_batch
+from cachewarm.refresh_engine import make_http_client
+from cachewarm.scan import scan
+from tests import sources_fixture
+
+L = KeyLayout()
+KEYSPACES = """
+[keyspaces.item]
+pattern = "item:{id}"
+source = "python:tests.sources_fixture:counted"
+ttl = 60
+refresh_ahead = 30
+tags = ["items"]
+"""
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], write_config: Callable[[str], Path]) -> Settings:
+    sources_fixture.counter.clear()
+    return make_settings(write_config(KEYSPACES), stats_flush_interval=3600)
+
+
+@pytest.fixture
+def cache(settings: Settings) -> Iterator[Cache]:
+    with Cache(settings=settings) as made:
+        yield made
+
+
+# ---- SCRIPT FLUSH mid-run ---------------------------------------------------------------------------------------
+def test_reads_and_writes_survive_a_script_flush(cache: Cache, redis_client: redis.Redis) -> None:
+    assert cache.get("item:1") == {"id": "1", "n": 1}          # miss + load: ACQUIRE, WRITE
+    redis_client.script_flush()
+    assert cache.delete("item:1")                              # INVALIDATE_KEY
+    redis_client.script_flush()
+    assert cache.get("item:1") == {"id": "1", "n": 2}
+    redis_client.script_flush()
+    assert cache.set("item:2", {"v": 2})
+    redis_client.script_flush()
+    assert cache.clear("item:") == 2                           # pipelined INVALIDATE_KEY
+    redis_client.script_flush()
+    cache.get("item:3")
+    redis_client.script_flush()
+    assert cache.invalidate_tag("items") == 3                  # TAG_BUMP, TAG_DRAIN (item:1..3 carry the tag)
+    assert redis_client.get(L.value("item:3")) is None
+
+
+async def test_the_async_client_survives_a_script_flush(settings: Settings, redis_client: redis.Redis) -> None:
+    async with AsyncCache(settings=settings) as cache:
+        assert await cache.get("item:1") == {"id": "1", "n": 1}
+        redis_client.script_flush()
+        assert await cache.delete("item:1")
+        redis_client.script_flush()
+        assert await cache.get("item:1") == {"id": "1", "n": 2}
+        redis_client.script_flush()
+        assert await cache.set("item:2", {"v": 2})
+        redis_client.script_flush()
+        assert await cache.clear("item:") == 2
+        redis_client.script_flush()
+        await cache.get("item:3")
+        redis_client.script_flush()
+        assert await cache.invalidate_tag("items") == 3
+
+
+def test_reads_keep_working_while_scripts_are_flushed_again_and_again(cache: Cache,
+                                                                       redis_client: redis.Redis) -> None:
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            redis_client.script_flush()
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        for i in range(200):
+            assert cache.get(f"item:{i % 20}")["id"] == str(i % 20)
+            cache.delete(f"item:{i % 20}")
+    finally:
+        stop.set()
+        thread.join()
+
+
+async def test_refresh_survives_a_script_flush(settings: Settings, redis_client: redis.Redis) -> None:
+    ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=5), make_http_client(settings), "w1")
+    try:
+        redis_client.script_flush()                            # pipelined LEASE, TAKE, WRITE
+        assert await refresh_batch(ctx, [f"item:{i}" for i in range(10)]) == {"ok": 10}
+        redis_client.script_flush()
+        assert await refresh_batch(ctx, ["item:1"], force=True) == {"ok": 1}
+    finally:
+        await ctx.http.aclose()
+        await ctx.redis.aclose()
+    assert redis_client.exists(*(L.value(f"item:{i}") for i in range(10))) == 10
+
+
+def test_invalidation_survives_a_script_flush(cache: Cache, settings: Settings, redis_client: redis.Redis) -> None:
+    for i in range(3):
+        cache.get(f"item:{i}")
+    redis_client.script_flush()
+    applied = apply_events(redis_client, [Event("1-0", "key", "item:0"), Event("2-0", "tag", "items")],
+                           layout=L, fence_ttl=60)
+    assert set(applied.outcomes.values()) == {"applied"}
+    assert sorted(applied.keys) == ["item:0", "item:1", "item:2"]
+    assert redis_client.exists(*(L.value(f"item:{i}") for i in range(3))) == 0
+
+    consumer = InvalidationConsumer(settings, name="c1", block_ms=0)
+    consumer.ensure_group()
+    cache.get("item:5")
+    publish_invalidation("item:5", redis=redis_client, settings=settings)
+    redis_client.script_flush()                                # CHECK_AND_READ, then the pipelined apply
+    assert consumer.poll(block_ms=0) == 1
+    assert redis_client.get(L.value("item:5")) is None
+
+
+def test_counters_flush_and_scan_survive_a_script_flush(cache: Cache, settings: Settings,
+                                                          redis_client: redis.Redis) -> None:
+    cache.get("item:1")
+    cache.get("item:1")
+    redis_client.script_flush()
+    assert cache._core.recorder.flush()                       # FLUSH
+    assert float(redis_client.hget(L.stats, "hit:item") or 0) == 1
+    redis_client.script_flush()
+    result = scan(redis_client, settings)                      # HOTSET, DUE, CLAIM, UNLOCK
+    assert result.ran and result.keyspaces["item"].hot_keys == 1
+    assert redis_client.get(L.scan_lock) is None
+
+
+def test_a_large_tag_is_drained_batch_by_batch(cache: Cache, redis_client: redis.Redis) -> None:
+    count = 1234
+    for i in range(count):
+        cache.set(f"item:{i}", {"i": i})
+    redis_client.script_flush()
+    assert cache.invalidate_tag("items") == count
+    assert redis_client.scard(L.tag("items")) == 0
+    assert not list(redis_client.scan_iter(match=L.value("*")))
+    assert int(redis_client.get(L.tag_gen("items")) or 0) == 1
+
+
+def test_a_dead_workers_lease_is_taken_over(redis_client: redis.Redis, settings: Settings) -> None:
+    redis_client.set(L.lease("item:1"), "w=gone|x")
+    redis_client.set(L.lease("item:2"), "w=alive|x")
+    redis_client.set(L.worker("alive"), "1")
+    for key, owner in (("item:1", "gone"), ("item:2", "alive")):
+        first = scripts.run(redis_client, script_calls.lease(L, key=key, keyspace="item", tags=[], token="w=me|1",
+                                                             lease_ms=1000, ahead_ms=None))
+        assert first.status is script_calls.LeaseStatus.HELD and first.owner == owner
+        again = scripts.run(redis_client, script_calls.lease(L, key=key, keyspace="item", tags=[], token="w=me|1",
+                                                             lease_ms=1000, ahead_ms=None, suspect=owner))
+        taken = key == "item:1"
+        assert again.status is (script_calls.LeaseStatus.TAKEN if taken else script_calls.LeaseStatus.HELD)
+
+
+# ---- every key in KEYS ------------------------------------------------------------------------------------------
+LUA = resources.files("cachewarm") / "lua"
+# Commands whose key is not their first argument: (command, position of the key among the arguments).
+KEY_POSITION = {"XINFO": 1}
+NO_KEY = {"TIME"}
+
+
+def _lua_files() -> list[str]:
+    return sorted(p.name for p in LUA.iterdir() if p.name.endswith(".lua"))
+
+
+def _calls(source: str) -> Iterator[list[str]]:
+    """The argument lists of every redis.call / redis.pcall (also as `pcall(redis.call, ...)`)."""
+    for match in re.finditer(r"redis\.p?call\(|pcall\(redis\.call,", source):
+        depth, start, args, i = 0, match.end(), [], match.end()
+        while True:
+            ch = source[i]
+            if ch == "'":
+                i = source.index("'", i + 1)
+            elif ch in "({[":
+                depth += 1
+            elif ch in ")}]" and depth:
+                depth -= 1
+            elif ch == ")" and not depth:
+                args.append(source[start:i].strip())
+                break
+            elif ch == "," and not depth:
+                args.append(source[start:i].strip())
+                start = i + 1
+            i += 1
+        yield args
+
+
+def _is_key(expr: str) -> bool:
+    return bool(re.fullmatch(r"KEYS\[[^\]]+\]|[a-z_]*_key", expr))
+
+
+@pytest.mark.parametrize("name", _lua_files())
+def test_every_key_a_script_touches_comes_in_keys(name: str) -> None:
+    source = (LUA / name).read_text()
+    # A name ending in _key holds a key: it is bound from KEYS (or is a preamble function's parameter).
+    for names, values in re.findall(r"local ([\w, ]+) = ([^\n]+)", source):
+        for var, value in zip([n.strip() for n in names.split(",")], values.split(","), strict=False):
+            if var.endswith("_key"):
+                assert value.strip().startswith("KEYS["), f"{name}: {var} = {value.strip()}"
+    for var in re.findall(r"for [\w_]+, ([\w_]+) in ", source):
+        if var.endswith("_key"):
+            assert re.search(rf"for [\w_]+, {var} in ipairs\(KEYS\)", source), f"{name}: {var}"
+    for args in _calls(source):
+        command = args[0].strip("'").upper()
+        if command in NO_KEY:
+            continue
+        position = args.index("'STREAMS'") if command == "XREADGROUP" else KEY_POSITION.get(command, 0)
+        key = args[1 + position]
+        assert _is_key(key), f"{name}: {command} on {key!r}, a key not taken from KEYS"
+
+
+def test_the_check_catches_a_key_built_in_lua() -> None:
+    built = "local prefix = ARGV[1]\nredis.call('DEL', prefix .. ARGV[2])\n"
+    assert any(not _is_key(args[1]) for args in _calls(built))
+
+
+def test_every_script_is_loaded_from_its_file_with_the_preamble() -> None:
+    for name in _lua_files():
+        if name != "preamble.lua":
+            loaded = scripts.script(name.removesuffix(".lua"))
+            assert loaded.source.startswith((LUA / "preamble.lua").read_text())
