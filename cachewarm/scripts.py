@@ -100,6 +100,12 @@ def _unloaded(calls: Sequence[Call[Any]], replies: list[Any]) -> list[int]:
     return [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, redis.exceptions.NoScriptError)]
 
 
+def _queued(pipe: Any, calls: Sequence[Call[Any]]) -> Any:
+    for call in calls:
+        call.queue(pipe)
+    return pipe
+
+
 def _queue_retry(pipe: Any, calls: Sequence[Call[Any]], again: list[int]) -> Any:
     """Queues, as EVAL of their source, the calls whose script Redis lacked (which loads it again)."""
     for i in again:
@@ -117,9 +123,7 @@ def execute(client: redis.Redis, calls: Sequence[Call[Any]],
             then: Callable[[Pipeline], None] | None = None) -> list[Any]:
     """Sends calls (then the plain commands `then` queues) in one pipeline, errors returned in place. Calls whose
     script Redis did not have are sent again as EVAL (one more round trip): only those, so nothing runs twice."""
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        call.queue(pipe)
+    pipe = _queued(client.pipeline(transaction=False), calls)
     if then is not None:
         then(pipe)
     replies: list[Any] = pipe.execute(raise_on_error=False)
@@ -132,10 +136,7 @@ def execute(client: redis.Redis, calls: Sequence[Call[Any]],
 
 async def aexecute(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> list[Any]:
     """`execute` for the async client (calls only)."""
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        call.queue(pipe)
-    replies: list[Any] = await pipe.execute(raise_on_error=False)
+    replies: list[Any] = await _queued(client.pipeline(transaction=False), calls).execute(raise_on_error=False)
     again = _unloaded(calls, replies)
     if again:
         _splice(replies, again, await _queue_retry(client.pipeline(transaction=False), calls, again).execute(
