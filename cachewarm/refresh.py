@@ -34,12 +34,12 @@ import redis
 import redis.asyncio
 
 from . import envelope, ratelimit, script_calls, scripts
-from .client import _Core, _Plan
 from .errors import SourceError
 from .hooks import get_hooks
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
 from .outcomes import RefreshOutcome
+from .plans import Plan, Planner
 from .script_calls import LeaseStatus, RemoveStatus, WriteStatus
 from .settings import Settings
 from .sources import Fetched
@@ -105,13 +105,13 @@ class RefreshContext:
     http: httpx.AsyncClient
     worker_id: str
     keyspaces: KeyspaceRegistry | None = None
-    core: _Core = field(init=False)
+    core: Planner = field(init=False)
     layout: KeyLayout = field(init=False)
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     pipeliner: Pipeliner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.core = _Core(self.settings, self.keyspaces)
+        self.core = Planner(self.settings, self.keyspaces)
         self.layout = self.core.layout
         self.pipeliner = Pipeliner(self.redis)
 
@@ -200,7 +200,7 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
         get_hooks().refresh(result.keyspace, result.outcome)
 
 
-async def _lease(ctx: RefreshContext, plan: _Plan, token: str, ahead_ms: int | None) -> script_calls.Leased:
+async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | None) -> script_calls.Leased:
     """LEASE; a lease held by a worker is asked about once more with that worker's heartbeat key in KEYS (taken
     over when the heartbeat is gone): a second round trip, only for keys another worker holds."""
     def call(suspect: str | None) -> scripts.Call[script_calls.Leased]:
@@ -216,7 +216,7 @@ async def _release(ctx: RefreshContext, key: str, token: str) -> None:
     await ctx.pipeliner.call(script_calls.release(ctx.layout, key=key, lease_token=token))
 
 
-async def _fetch(ctx: RefreshContext, plan: _Plan, rate: float) -> Fetched:
+async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
     """One source fetch with the shared rate budget and retries (exponential backoff, full jitter)."""
     assert plan.source is not None
     hooks = get_hooks()

@@ -137,7 +137,7 @@ def test_counters_flush_and_scan_survive_a_script_flush(cache: Cache, settings: 
     cache.get("item:1")
     cache.get("item:1")
     redis_client.script_flush()
-    assert cache._core.recorder.flush()                       # FLUSH
+    assert cache.flush_stats()                                # FLUSH
     assert float(redis_client.hget(L.stats, "hit:item") or 0) == 1
     redis_client.script_flush()
     result = scan(redis_client, settings)                      # HOTSET, DUE, CLAIM, UNLOCK

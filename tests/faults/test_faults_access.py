@@ -105,8 +105,8 @@ def test_app_user_cannot_flush_configure_or_write_outside_the_prefix_and_cache_s
         assert cache.clear("") >= 1
         assert not cache.exists("item:5")
         assert cache.flush_stats()
-        assert cache._core.recorder.flush_errors == 0
-        assert cache._core.breaker.until == 0.0, "a Redis call of the read path was refused"
+        assert cache._account.recorder.flush_errors == 0
+        assert cache._breaker.until == 0.0, "a Redis call of the read path was refused"
     publish_invalidation("item:1", redis=app_client)
     assert app_client.xlen(INVALIDATION_STREAM) == 1
     app_client.close()

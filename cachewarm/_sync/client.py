@@ -1,0 +1,307 @@
+"""The read-through client for threads: `Cache`. GENERATED from cachewarm/_async/client.py (the one source
+of both clients) by tools/unasync.py: do not edit; edit the async source and run
+`.venv/bin/python tools/unasync.py`.
+
+A hit is one GET; its accounting is one append to the process's access buffer (lookup.py, access.py). A miss goes
+through the in-process single flight (singleflight.py: one loader per key per process), then the cluster-wide lease
+(lua/acquire.lua): one process loads from the source and writes with the fence token it took with the lease
+(lua/write.lua); the others block on a wake-up list rather than poll. When Redis fails, readers go straight to the
+source (still one load per key per process) and the breaker (breaker.py) skips Redis for `redis_backoff` seconds.
+Everything about a key that needs no I/O (its plan, the script calls) comes from plans.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from .. import envelope, scripts
+from ..breaker import Breaker
+from ..connections import sync_client
+from ..decorated import check_function, clear_prefix, function_key
+from ..errors import CacheUnavailable, SourceError
+from ..hooks import get_hooks
+from ..keyspaces import KeyspaceRegistry, check_key
+from ..lookup import Lookup, ReadAccounting, is_fresh, loaded
+from ..plans import Plan, Planner
+from ..script_calls import AcquireStatus, WriteStatus
+from ..settings import Settings
+from ..singleflight import SingleFlight
+from ..sources import Fetched
+
+R = TypeVar("R")
+CLEAR_BATCH = 500  # SCANned keys invalidated per pipeline by clear()
+
+Fetch = Callable[[Plan], Fetched]
+
+
+@contextmanager
+def _unavailable(operation: str) -> Iterator[None]:
+    """A write's Redis error, as the CacheUnavailable callers catch."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise CacheUnavailable(f"redis failed during {operation}: {type(exc).__name__}") from None
+
+
+class Cache:
+    """Read-through cache client: the async one serves the tasks of one event loop, the sync one any threads.
+
+    `get`/`lookup` read through the keyspaces' sources; `set`/`delete`/`clear`/`invalidate_tag` write (and raise
+    CacheUnavailable when Redis fails); `cached` decorates a function. Close it (or use it as a context manager)
+    to stop what it started: its share of the access-flush thread and its connections.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 keyspaces: KeyspaceRegistry | None = None, http: httpx.Client | None = None) -> None:
+        settings = settings or Settings.load()
+        if redis_url is not None:
+            settings = settings.model_copy(update={"redis_url": redis_url})
+        self.settings = settings
+        self._planner = Planner(settings, keyspaces)
+        self.layout = self._planner.layout
+        self._plans = self._planner.known
+        self._breaker = Breaker(settings.redis_backoff)
+        self.redis = sync_client(settings.redis_url, timeout=settings.redis_timeout)
+        self._blocking = sync_client(settings.redis_url, timeout=settings.wait_timeout + 1)
+        self._owns_http = http is None
+        limits = httpx.Limits(max_connections=100)
+        self._http = http or httpx.Client(timeout=settings.source_timeout, limits=limits)
+        self._flight: SingleFlight[Lookup] = SingleFlight()
+        self._account = ReadAccounting(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Cache:
+        return cls(settings=settings)
+
+    @classmethod
+    def from_url(cls, redis_url: str, **kwargs: Any) -> Cache:
+        return cls(redis_url, **kwargs)
+
+    @property
+    def keyspaces(self) -> KeyspaceRegistry:
+        return self._planner.keyspaces
+
+    def flush_stats(self) -> bool:
+        """Sends this process's buffered read counts to Redis now (they go every stats_flush_interval anyway)."""
+        return self._account.flush()
+
+    def close(self) -> None:
+        """Stops what this client started: its share of the access-flush thread (the counts left are sent), the
+        HTTP client it made (not one it was handed) and its Redis connection pools. Closing twice is harmless."""
+        self._account.close()
+        if self._owns_http:
+            self._http.close()
+        self.redis.close()
+        self._blocking.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+    def get(self, key: str) -> Any:
+        """The value of key, loaded from its source on a miss; None when the source has no such item."""
+        plan = self._plans.get(key) or self._planner.require_plan(key)
+        if self._breaker.until:  # Redis failed lately: _read handles the backoff and the probe
+            return self._read(plan, self._fetch_source).value
+        # The hit path (`_read` without a Lookup): it is what bench/read_path.py measures.
+        try:
+            raw = self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            self._breaker.trip("read")
+            return self._from_source(plan, self._fetch_source).value
+        found = self._account.hit(plan, raw)
+        if found is not None:
+            return found[0]
+        return self._flight.run(plan.key, lambda: self._load(plan, self._fetch_source, raw)).value
+
+    def lookup(self, key: str) -> Lookup:
+        """The value of key with whether it was a hit and its age (seconds since it was fetched)."""
+        plan = self._plans.get(key) or self._planner.require_plan(key)
+        return self._read(plan, self._fetch_source)
+
+    def _read(self, plan: Plan, fetch: Fetch) -> Lookup:
+        if self._breaker.open:
+            return self._from_source(plan, fetch)
+        try:
+            raw = self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            self._breaker.trip("read")
+            return self._from_source(plan, fetch)
+        self._breaker.reset()
+        found = self._account.hit(plan, raw)
+        if found is not None:
+            return Lookup(found[0], True, found[1])
+        return self._flight.run(plan.key, lambda: self._load(plan, fetch, raw))
+
+    def _from_source(self, plan: Plan, fetch: Fetch) -> Lookup:
+        """A read that could not look in Redis: a miss, loaded once per process."""
+        self._account.miss(plan)
+        return self._flight.run(plan.key, lambda: self._load(plan, fetch, None))
+
+    def _load(self, plan: Plan, fetch: Fetch, stale_raw: bytes | None) -> Lookup:
+        """The miss: take the lease and load, or wait for the process that holds it, or (Redis failing, or the
+        loader too slow) load without writing."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self.settings.wait_timeout
+        while not self._breaker.open:
+            try:
+                result = scripts.run(self.redis, self._planner.acquire_call(plan, token))
+            except redis.RedisError:
+                self._breaker.trip("acquire")
+                break
+            stale_raw = result.value or stale_raw
+            if result.status is AcquireStatus.FRESH and result.value is not None:
+                return loaded(result.value)
+            if result.status is AcquireStatus.LOAD:
+                return self._load_and_write(plan, fetch, token, result.fence, stale_raw)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break  # the loader is too slow: load ourselves, without writing
+            wait = min(remaining, max(result.lease_pttl_ms, 10) / 1000 + 0.05)
+            try:
+                self._blocking.blpop([self.layout.wake(plan.key)], timeout=wait)
+            except redis.RedisError:
+                self._breaker.trip("wait")
+                break
+        return self._direct(plan, fetch, stale_raw)
+
+    def _load_and_write(
+            self, plan: Plan, fetch: Fetch, token: str, fence: str, stale_raw: bytes | None) -> Lookup:
+        try:
+            fetched = fetch(plan)
+            value_json = envelope.dumps(fetched.value) if fetched.found else None
+        except BaseException as exc:
+            try:
+                scripts.run(self.redis, self._planner.release_call(plan, token))
+            except redis.RedisError:
+                self._breaker.trip("release")
+            if isinstance(exc, SourceError):
+                return self._stale_or_raise(plan, stale_raw, exc)
+            raise
+        write = self._planner.write_call(plan, value_json, fence=fence, lease_token=token, version=fetched.version)
+        try:
+            scripts.run(self.redis, write)
+        except redis.RedisError:
+            self._breaker.trip("write")
+        return Lookup(fetched.value, False, 0.0)
+
+    def _direct(self, plan: Plan, fetch: Fetch, stale_raw: bytes | None) -> Lookup:
+        try:
+            fetched = fetch(plan)
+        except SourceError as exc:
+            return self._stale_or_raise(plan, stale_raw, exc)
+        return Lookup(fetched.value, False, 0.0)
+
+    def _stale_or_raise(self, plan: Plan, stale_raw: bytes | None, error: SourceError) -> Lookup:
+        """When the source fails: the expired value if it is still within max_stale, else the error."""
+        if stale_raw is not None and plan.stale_ms > 0:
+            return self._account.stale(plan, stale_raw)
+        raise error
+
+    def _fetch_source(self, plan: Plan) -> Fetched:
+        assert plan.source is not None
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            fetched = plan.source.fetch_sync(plan.params, self._http)
+            if not fetched.found:
+                outcome = "not_found"
+            return fetched
+        except SourceError as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            get_hooks().source_request(plan.label, time.perf_counter() - started, outcome)
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+    def set(
+            self, key: str, value: Any, ttl: float | None = None, tags: Iterable[str] = (), *,
+            version: int | None = None) -> bool:
+        """Stores a value (write-through). With `version`, an older version never replaces a newer one.
+
+        Returns False when the cache already holds a newer version (nothing was written)."""
+        call = self._planner.set_call(key, value, ttl, tags, version)
+        return self._call(call, "set") is WriteStatus.WRITTEN
+
+    def delete(self, key: str) -> bool:
+        """Removes a key and fences any load of it in flight; True if a value was there."""
+        return self._call(self._planner.invalidate_call(key), "delete").deleted
+
+    def exists(self, key: str) -> bool:
+        """True when a fresh value (or a remembered "no such item") is cached."""
+        check_key(key)
+        with _unavailable("exists"):
+            raw = self.redis.execute_command("GET", self.layout.value(key))  # type: ignore[no-untyped-call]
+        return is_fresh(raw)
+
+    def clear(self, prefix: str = "") -> int:
+        """Invalidates every key starting with prefix (SCAN, never KEYS); returns how many there were."""
+        count = 0
+        batch: list[bytes] = []
+        with _unavailable("clear"):
+            for name in self.redis.scan_iter(match=self._planner.clear_match(prefix), count=1000):
+                batch.append(name)
+                if len(batch) >= CLEAR_BATCH:
+                    count += self._invalidate_names(batch)
+                    batch = []
+            if batch:
+                count += self._invalidate_names(batch)
+        return count
+
+    def _invalidate_names(self, names: list[bytes]) -> int:
+        for result in scripts.execute(self.redis, self._planner.clear_calls(names)):
+            if isinstance(result, Exception):
+                raise result
+        return len(names)
+
+    def invalidate_tag(self, tag: str) -> int:
+        """Invalidates every key carrying tag; loads in flight of such keys are fenced. Returns keys dropped."""
+        step = self._call(self._planner.tag_bump_call(tag), "invalidate_tag")
+        total = 0
+        while step.members:
+            step = self._call(self._planner.tag_drain_call(tag, step.members), "invalidate_tag")
+            total += step.dropped
+        return total
+
+    def _call(self, call: scripts.Call[R], operation: str) -> R:
+        with _unavailable(operation):
+            return scripts.run(self.redis, call)
+
+    # ---- decorator ------------------------------------------------------------------------------------------
+    def cached(self, key: str | None = None, *, ttl: float, tags: Iterable[str] = ()) -> Callable[
+            [Callable[..., Any]], Callable[..., Any]]:
+        """Caches a function's JSON-serialisable result under `key` (a template over its arguments) or a hash
+        of its arguments. The wrapped function gets `cache_clear()`. None results are not cached."""
+        tag_tuple = tuple(tags)
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            label = check_function(fn, coroutine=False, client="Cache")
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                cache_key = check_key(function_key(fn, key, args, kwargs))
+                plan = self._planner.function_plan(cache_key, label, ttl, tag_tuple)
+
+                def load(_plan: Plan) -> Fetched:
+                    return Fetched(fn(*args, **kwargs))
+
+                return self._read(plan, load).value
+
+            def cache_clear() -> int:
+                return self.clear(clear_prefix(fn, key))
+
+            wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+            return wrapper
+
+        return decorate
