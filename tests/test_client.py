@@ -1,17 +1,23 @@
-"""The synchronous client against a real redis-server: reads, writes, tags, clear, the decorator."""
+"""Both clients against a real redis-server through the blocking interface: reads, writes, tags, clear, the decorator.
+
+Each test runs for Cache and for AsyncCache (behind Cache's interface, tests/support/clients.py).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from cachewarm import Cache, CacheUnavailable, Lookup, UnknownKeyspace
+from cachewarm import Cache, CacheUnavailable, Lookup, Settings, UnknownKeyspace
+from cachewarm.demo.redis_server import free_port
 from tests import sources_fixture
+from tests.support.clients import FLAVOURS, blocking_client
 
 KEYSPACES = """
 [keyspaces.item]
@@ -27,10 +33,17 @@ ttl = 60
 """
 
 
+@pytest.fixture(params=FLAVOURS)
+def client_class(request: pytest.FixtureRequest) -> Any:
+    return blocking_client(request.param)
+
+
 @pytest.fixture
-def cache(make_cache: Callable[..., Cache], write_config: Callable[[str], Path]) -> Cache:
+def cache(client_class: Any, make_settings: Callable[..., Settings],
+          write_config: Callable[[str], Path]) -> Iterator[Cache]:
     sources_fixture.counter.clear()
-    return make_cache(write_config(KEYSPACES))
+    with client_class(settings=make_settings(write_config(KEYSPACES))) as client:
+        yield client
 
 
 def command_calls(client: redis.Redis, name: str) -> int:
@@ -185,25 +198,23 @@ def test_cached_decorator_with_key_template(cache: Cache) -> None:
     assert cache.exists("userx")  # cleared by the template's prefix "user:" only
 
 
-def test_writes_raise_cache_unavailable_when_redis_is_down(write_config: Callable[[str], Path]) -> None:
-    from cachewarm import Settings
-    from cachewarm.demo.redis_server import free_port
-
+def test_writes_raise_cache_unavailable_when_redis_is_down(client_class: Any,
+                                                          write_config: Callable[[str], Path]) -> None:
     settings = Settings.load(redis_url=f"redis://127.0.0.1:{free_port()}/0", config=write_config(KEYSPACES),
                              redis_timeout=0.2)
-    with Cache(settings=settings) as cache:
+    with client_class(settings=settings) as cache:
         for op in (lambda: cache.set("item:1", 1), lambda: cache.delete("item:1"), lambda: cache.exists("item:1"),
                    lambda: cache.clear("item:"), lambda: cache.invalidate_tag("items")):
             with pytest.raises(CacheUnavailable):
                 op()
 
 
-def test_from_url_and_settings(redis_url: str, write_config: Callable[[str], Path],
+def test_from_url_and_settings(client_class: Any, redis_url: str, write_config: Callable[[str], Path],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACHEWARM_CONFIG", str(write_config(KEYSPACES)))
     monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
-    with Cache.from_settings() as cache:
+    with client_class.from_settings() as cache:
         assert cache.settings.redis_url == redis_url
         assert cache.get("item:9")["id"] == "9"
-    with Cache.from_url(redis_url) as cache:
+    with client_class.from_url(redis_url) as cache:
         assert cache.lookup("item:9").hit

@@ -1,10 +1,14 @@
-"""The asynchronous client against a real redis-server: the same behaviour as Cache, on an event loop."""
+"""Both clients against a real redis-server through the async interface, on an event loop.
+
+Each test runs for AsyncCache and for Cache (behind AsyncCache's interface, tests/support/clients.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -12,6 +16,7 @@ import redis
 from cachewarm import AsyncCache, CacheUnavailable, ConfigError, Settings, UnknownKeyspace
 from cachewarm.demo.redis_server import free_port
 from tests import sources_fixture
+from tests.support.clients import FLAVOURS, awaitable_client
 
 KEYSPACES = """
 [keyspaces.item]
@@ -27,11 +32,16 @@ ttl = 60
 """
 
 
+@pytest.fixture(params=FLAVOURS)
+def client_class(request: pytest.FixtureRequest) -> Any:
+    return awaitable_client(request.param)
+
+
 @pytest.fixture
-async def cache(make_settings: Callable[..., Settings],
+async def cache(client_class: Any, make_settings: Callable[..., Settings],
                 write_config: Callable[[str], Path]) -> AsyncIterator[AsyncCache]:
     sources_fixture.counter.clear()
-    async with AsyncCache(settings=make_settings(write_config(KEYSPACES))) as c:
+    async with client_class(settings=make_settings(write_config(KEYSPACES))) as c:
         yield c
 
 
@@ -106,10 +116,11 @@ async def test_fifty_tasks_one_load(cache: AsyncCache) -> None:
     assert sources_fixture.counter == {"77": 1}
 
 
-async def test_writes_raise_cache_unavailable(write_config: Callable[[str], Path]) -> None:
+async def test_writes_raise_cache_unavailable(client_class: Any, write_config: Callable[[str], Path]) -> None:
+    sources_fixture.counter.clear()
     settings = Settings.load(redis_url=f"redis://127.0.0.1:{free_port()}/0", config=write_config(KEYSPACES),
                              redis_timeout=0.2)
-    async with AsyncCache(settings=settings) as cache:
+    async with client_class(settings=settings) as cache:
         with pytest.raises(CacheUnavailable):
             await cache.set("item:1", 1)
         with pytest.raises(CacheUnavailable):
