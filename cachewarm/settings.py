@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     refresh_rate: float = Field(0.0, ge=0, description="source requests/s per keyspace, all workers (0: none)")
     refresh_retries: int = Field(3, ge=0)
 
+    # Celery queues: cachewarm's tasks go to these and a cachewarm worker consumes only these (a broker shared
+    # with other apps keeps their tasks and cachewarm's apart)
+    refresh_queue: str = Field("cachewarm.refresh", min_length=1, description="broker queue of refresh tasks")
+    scan_queue: str = Field("cachewarm.scan", min_length=1, description="broker queue of the scan task")
+
     # invalidation
     stream_maxlen: int = Field(1_000_000, gt=0, description="approximate MAXLEN of the invalidation stream")
     claim_idle_ms: int = Field(30_000, gt=0, description="pending entries idle this long are claimed (XAUTOCLAIM)")

@@ -226,4 +226,5 @@ def _probe_sender(env: dict[str, str]):  # type: ignore[no-untyped-def]
     from celery import Celery
 
     return Celery("probe-sender", broker=env["CACHEWARM_BROKER_URL"], set_as_current=False,
-                  config_source={"task_serializer": "json", "accept_content": ["json"]})
+                  config_source={"task_serializer": "json", "accept_content": ["json"],
+                                 "task_default_queue": "cachewarm.refresh"})  # a queue the worker consumes

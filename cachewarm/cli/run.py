@@ -1,7 +1,8 @@
 """`cachewarm run`: worker and beat (and, through the worker's install hooks, the invalidation consumer and the
 metrics endpoint) in one command for one machine.
 
-It runs `celery -A cachewarm.worker worker -B` as a child in its own session, forwards SIGINT/SIGTERM to it once as
+It runs `celery -A cachewarm.worker worker -B -Q <refresh queue>,<scan queue>` (cachewarm's queues only, named by
+the settings) as a child in its own session, forwards SIGINT/SIGTERM to it once as
 a SIGTERM (Celery's warm shutdown: tasks in hand finish), and kills the child's process group if it has not gone
 after --grace seconds.
 """
@@ -22,9 +23,10 @@ import click
 from .options import load_settings
 
 
-def worker_command(schedule: str, *, loglevel: str, concurrency: int | None) -> list[str]:
+def worker_command(schedule: str, *, loglevel: str, concurrency: int | None,
+                   queues: tuple[str, ...] = ("cachewarm.refresh", "cachewarm.scan")) -> list[str]:
     cmd = [sys.executable, "-m", "celery", "-A", "cachewarm.worker", "worker", "-B", "-s", schedule,
-           "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+           "-Q", ",".join(dict.fromkeys(queues)), "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
     if concurrency:
         cmd += ["--concurrency", str(concurrency)]
     return cmd
@@ -37,10 +39,12 @@ def worker_command(schedule: str, *, loglevel: str, concurrency: int | None) -> 
               help="seconds a shutdown may take before the worker is killed")
 def run(concurrency: int | None, loglevel: str, grace: float) -> None:
     """Run worker, beat, invalidation consumer and metrics endpoint in one command."""
-    load_settings(require_config=True)
+    settings = load_settings(require_config=True)
     with tempfile.TemporaryDirectory(prefix="cachewarm-run-") as tmp:
         child = subprocess.Popen(worker_command(os.path.join(tmp, "beat-schedule"), loglevel=loglevel,
-                                                concurrency=concurrency), start_new_session=True)
+                                                concurrency=concurrency,
+                                                queues=(settings.refresh_queue, settings.scan_queue)),
+                                 start_new_session=True)
         stopping: list[float] = []
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

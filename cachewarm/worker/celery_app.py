@@ -1,15 +1,19 @@
-"""The Celery app: JSON only, acks late for the idempotent refresh work, beat schedule from settings.
+"""cachewarm's own Celery app (`celery -A cachewarm.worker`, `cachewarm run`): JSON only, acks late for the
+idempotent refresh work, prefetch 1, its two queues only, the scan's beat entry from settings.
 
 Broker and cache are separate Redis databases (or servers): `CACHEWARM_BROKER_URL`, by default database 1 of the
-cache's server. Tasks are thin; the work lives in cachewarm.scan and cachewarm.refresh.
+cache's server. The app's workers consume cachewarm's queues (queues.py) and nothing else unless told otherwise
+(`-Q`). Tasks are thin (cachewarm.tasks); the work lives in cachewarm.scan and cachewarm.refresh. A user's own app
+gets the same tasks, routes, steps and beat entry from `install.install(app)`, without this app's settings.
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
+from .. import tasks
 from ..settings import Settings
-from . import metrics_step, sidecar_step
+from . import metrics_step, queues, sidecar_step
 
 # Tasks are short (a batch of refreshes takes well under a second at the default sizes); an unacked message of
 # a worker that died is handed out again after this many seconds. Claims (scan.py) recover sooner than that.
@@ -18,8 +22,7 @@ VISIBILITY_TIMEOUT = 60
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.load()
-    app = Celery("cachewarm", broker=settings.broker_url, include=["cachewarm.tasks.scan",
-                                                                   "cachewarm.tasks.refresh"])
+    app = Celery("cachewarm", broker=settings.broker_url)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -33,24 +36,19 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         # Reconnect to the broker within about a second of it coming back (kombu's default waits up to 30 s).
         worker_consumer="cachewarm.worker.consumer:Consumer",
-        beat_schedule={
-            "cachewarm.scan": {
-                "task": "cachewarm.scan",
-                "schedule": settings.scan_interval,
-                # A scan that waited a whole period in the queue is obsolete: the next one is already due.
-                "options": {"expires": settings.scan_interval},
-            },
-        },
+        task_queues=queues.cachewarm_queues(settings),
+        task_routes=queues.routes(settings),
+        beat_schedule={"cachewarm.scan": queues.scan_entry(settings)},
     )
-    app.conf.cachewarm_settings = settings
+    app.conf[tasks.SETTINGS_KEY] = settings
+    tasks.register(app, settings)
+    sidecar_step.install(app)
+    metrics_step.install(app)
     return app
 
 
 app = create_app()
-sidecar_step.install(app)
-metrics_step.install(app)
 
 
 def app_settings() -> Settings:
-    settings: Settings = app.conf.cachewarm_settings
-    return settings
+    return tasks.settings_of(app)

@@ -1,8 +1,10 @@
 """Wires cachewarm's metrics into a Celery worker.
 
-- main process, before the pool forks (``celeryd_init``): multiprocess mode on (a fresh directory per worker
+- main process, before the pool forks (``worker_init``, on a node that consumes cachewarm's refresh queue only:
+  queues.py): multiprocess mode on (a fresh directory per worker
   node), the per-process metrics created and the Prometheus hooks installed, so that children inherit both;
-- each pool child (``worker_process_init``): makes sure the hooks are installed; on exit
+- each pool child (``worker_process_init``), when the main process turned multiprocess mode on: makes sure the
+  hooks are installed; on exit
   (``worker_process_shutdown``) it is marked dead, its counters staying in the sum;
 - the ``/metrics`` endpoint runs in the node's sidecar process (sidecar.py), not here: the main process forks
   children all its life and must hold no thread of cachewarm's;
@@ -24,6 +26,7 @@ from celery import signals
 from ..errors import ConfigError
 from ..metrics import multiprocess
 from ..settings import Settings
+from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +53,21 @@ def _install_hooks() -> None:
     register_process_metrics(None, keyspaces=settings.load_keyspaces().names() if settings else ())
 
 
-def on_worker_init(**_: Any) -> None:
+def on_worker_init(sender: Any = None, **_: Any) -> None:
+    if not runs_cachewarm(sender):
+        return
     multiprocess.enable()
     _install_hooks()
 
 
 def on_child_init(**_: Any) -> None:
-    _install_hooks()
+    if multiprocess.enabled():
+        _install_hooks()
 
 
 def on_child_shutdown(pid: int | None = None, **_: Any) -> None:
-    multiprocess.mark_dead(pid or os.getpid())
+    if multiprocess.enabled():
+        multiprocess.mark_dead(pid or os.getpid())
 
 
 def on_worker_shutdown(**_: Any) -> None:
@@ -68,8 +75,8 @@ def on_worker_shutdown(**_: Any) -> None:
 
 
 def install(app: celery.Celery) -> None:
-    """Connect the worker signals that set up metrics; called once by cachewarm.worker.celery_app."""
-    signals.celeryd_init.connect(on_worker_init, weak=False, dispatch_uid="cachewarm.metrics.init")
+    """Connect the worker signals that set up metrics (once per process, whatever the number of apps)."""
+    signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="cachewarm.metrics.init")
     signals.worker_process_init.connect(on_child_init, weak=False, dispatch_uid="cachewarm.metrics.child")
     signals.worker_process_shutdown.connect(on_child_shutdown, weak=False, dispatch_uid="cachewarm.metrics.exit")
     signals.worker_shutdown.connect(on_worker_shutdown, weak=False, dispatch_uid="cachewarm.metrics.shutdown")

@@ -21,6 +21,7 @@ from celery import bootsteps
 
 from ..metrics import multiprocess
 from ..settings import Settings
+from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class SidecarStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """The sidecar's lifecycle inside a worker node."""
 
     label = "cachewarm sidecar"
+
+    def include_if(self, parent: Any) -> bool:
+        # Only on a node that consumes cachewarm's refresh queue: another worker of an app cachewarm was installed
+        # into (a team's own worker) runs no sidecar.
+        return runs_cachewarm(parent)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

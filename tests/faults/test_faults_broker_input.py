@@ -53,6 +53,7 @@ def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, t
     broker = redis.Redis.from_url(server.url(1))
     cache_db = redis.Redis.from_url(server.url(0))
     sender = Celery("attacker", broker=server.url(1))
+    sender.conf.task_default_queue = "cachewarm.scan"  # a queue the cachewarm worker consumes
     try:
         worker = procs.worker()
         wait_until(lambda: "ready" in procs.log("worker.log"), 30, "the worker to be ready", details=procs.logs)
@@ -60,7 +61,7 @@ def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, t
         sender.send_task("cachewarm.scan", args=[Payload(marker)], serializer="pickle")
         sender.send_task("cachewarm.refresh", kwargs={"keys": Payload(marker)}, serializer="pickle")
         sender.send_task("cachewarm.no_such_task", args=["x"], serializer="json")
-        wait_until(lambda: broker.llen("celery") == 0, 20, "the queue to drain", details=procs.logs)
+        wait_until(lambda: broker.llen("cachewarm.scan") == 0, 20, "the queue to drain", details=procs.logs)
         log = procs.log("worker.log")
         wait_until(lambda: "no_such_task" in procs.log("worker.log"), 10, "the unknown task in the log",
                    details=procs.logs)
@@ -69,7 +70,7 @@ def test_pickle_and_unknown_tasks_are_rejected_and_logged(server: RedisServer, t
         assert not marker.exists(), "a pickle payload was executed"
         assert log.count("untrusted content") >= 2 or log.count("ContentDisallowed") >= 2, log[-3000:]
         assert "unregistered task" in log.lower() and "cachewarm.no_such_task" in log, log[-3000:]
-        assert broker.llen("celery") == 0
+        assert broker.llen("cachewarm.scan") == 0
         assert not any(broker.hlen(k) for k in broker.scan_iter("unacked*") if broker.type(k) == b"hash")
         # The worker still works: a legitimate scan goes through.
         assert worker.poll() is None
