@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         beat_schedule={"cachewarm.scan": queues.scan_entry(settings)},
     )
     app.conf[tasks.SETTINGS_KEY] = settings
-    tasks.register(app, settings)
+    tasks.register(app)
     sidecar_step.install(app)
     metrics_step.install(app)
     return app

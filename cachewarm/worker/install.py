@@ -1,8 +1,8 @@
 """`install(app)`: cachewarm inside a team's existing Celery app, in one call from the project's ``celery.py``.
 
 What it adds to the app, and only to it:
-- the tasks ``cachewarm.refresh`` and ``cachewarm.scan``, each carrying its own options (its queue, JSON
-  serialization whatever the app's ``task_serializer``, acks late for the idempotent refresh, no result);
+- the tasks ``cachewarm.refresh`` and ``cachewarm.scan``, each carrying its own options (JSON serialization
+  whatever the app's ``task_serializer``, acks late for the idempotent refresh, no result);
 - cachewarm's routes ahead of the app's own ``task_routes`` (a catch-all route of the team's cannot take them);
 - the scan's entry in ``beat_schedule``, so that the team's beat runs it (django-celery-beat's DatabaseScheduler
   copies ``beat_schedule`` into its table when beat starts; periodic.py creates the row for a data migration);
@@ -93,7 +93,7 @@ def install(app: Celery, settings: Settings | None = None, *, beat: bool = True,
     cachewarm's own beat)."""
     settings = settings or Settings.load()
     installation = Installation(app, settings, beat=beat, fast_reconnect=fast_reconnect)
-    tasks.register(app, settings)
+    tasks.register(app)
     sidecar_step.install(app)
     metrics_step.install(app)
     app.on_after_configure.connect(installation.configure, weak=False)

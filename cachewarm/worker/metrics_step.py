@@ -1,10 +1,10 @@
 """Wires cachewarm's metrics into a Celery worker.
 
-- main process, before the pool forks (``worker_init``, on a node that consumes cachewarm's refresh queue only:
-  queues.py): multiprocess mode on (a fresh directory per worker
-  node), the per-process metrics created and the Prometheus hooks installed, so that children inherit both;
-- each pool child (``worker_process_init``), when the main process turned multiprocess mode on: makes sure the
-  hooks are installed; on exit
+- main process, before the pool forks (``worker_init``), on a node that consumes cachewarm's refresh queue only
+  (queues.py: a team worker of an app cachewarm is installed into is left alone): multiprocess mode on (a fresh
+  directory per worker node), the per-process metrics created and the Prometheus hooks installed, so that
+  children inherit both;
+- each pool child (``worker_process_init``) of such a node: makes sure the hooks are installed; on exit
   (``worker_process_shutdown``) it is marked dead, its counters staying in the sum;
 - the ``/metrics`` endpoint runs in the node's sidecar process (sidecar.py), not here: the main process forks
   children all its life and must hold no thread of cachewarm's;

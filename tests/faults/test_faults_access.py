@@ -33,7 +33,7 @@ APP_RULES = ["reset", "on", "~cachewarm:*", "resetchannels", *_COMMON]
 WORKER_RULES = ["reset", "on", "~cachewarm:*", "resetchannels", *_COMMON, "+info"]
 # The Celery broker (kombu's Redis transport): its queues, bindings and unacked sets, and its pub/sub channels
 # (worker events, remote control). Key patterns span every database, so the broker's keys stay out of cachewarm's.
-BROKER_RULES = ["reset", "on", "~celery*", "~_kombu.*", "~unacked*", "~*.reply.celery.pidbox", "&*",
+BROKER_RULES = ["reset", "on", "~celery*", "~cachewarm.*", "~_kombu.*", "~unacked*", "~*.reply.celery.pidbox", "&*",
                 "-@all", "+@read", "+@write", "+@pubsub", "+@connection", "+@transaction", "+time", "+eval",
                 "+evalsha", "+script|load", "-@dangerous"]
 
@@ -145,12 +145,13 @@ def test_worker_user_consumes_invalidations_and_broker_user_carries_celery_messa
     # The broker user: kombu's Redis transport on database 1 publishes and consumes; cachewarm's keys are out of
     # its reach, and its keys out of the app's.
     with Connection(user_url(acl_server, "cw-broker", db=1)) as conn:
-        queue = conn.SimpleQueue("celery")
-        queue.put({"hello": "world"}, serializer="json")
-        message = queue.get(timeout=5)
-        assert message.payload == {"hello": "world"}
-        message.ack()
-        queue.close()
+        for name in ("celery", "cachewarm.refresh"):  # Celery's default queue and one of cachewarm's own
+            queue = conn.SimpleQueue(name)
+            queue.put({"hello": "world"}, serializer="json")
+            message = queue.get(timeout=5)
+            assert message.payload == {"hello": "world"}
+            message.ack()
+            queue.close()
     broker = redis.Redis.from_url(user_url(acl_server, "cw-broker", db=1))
     assert _denied(broker, "GET", "cachewarm:v:item:7")
     assert _denied(broker, "FLUSHDB")
