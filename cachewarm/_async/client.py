@@ -50,7 +50,7 @@ def _unavailable(operation: str) -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise CacheUnavailable(f"redis failed during {operation}: {type(exc).__name__}") from None
+        raise CacheUnavailable(f"redis is unavailable ({operation}): {type(exc).__name__}") from None
 
 
 class AsyncCache:
@@ -73,7 +73,6 @@ class AsyncCache:
         self._breaker = Breaker(settings.redis_backoff)
         self.redis = async_client(settings.redis_url, timeout=settings.redis_timeout)
         self._blocking = async_client(settings.redis_url, timeout=settings.wait_timeout + 1)
-        self._owns_http = http is None
         limits = httpx.Limits(max_connections=100)
         self._http = http or httpx.AsyncClient(timeout=settings.source_timeout, limits=limits)
         self._flight: AsyncSingleFlight[Lookup] = AsyncSingleFlight()
@@ -96,11 +95,11 @@ class AsyncCache:
         return await asyncio.to_thread(self._account.flush)
 
     async def aclose(self) -> None:
-        """Stops what this client started: its share of the access-flush thread (the counts left are sent), the
-        HTTP client it made (not one it was handed) and its Redis connection pools. Closing twice is harmless."""
+        """Stops what this client started: its share of the access-flush thread (the counts left are sent), its
+        HTTP client (one it was handed too: that is the client's from then on) and its Redis connection pools.
+        Closing twice is harmless."""
         await asyncio.to_thread(self._account.close)
-        if self._owns_http:
-            await self._http.aclose()
+        await self._http.aclose()
         await self.redis.aclose()
         await self._blocking.aclose()
 

@@ -48,7 +48,7 @@ def _unavailable(operation: str) -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise CacheUnavailable(f"redis failed during {operation}: {type(exc).__name__}") from None
+        raise CacheUnavailable(f"redis is unavailable ({operation}): {type(exc).__name__}") from None
 
 
 class Cache:
@@ -71,7 +71,6 @@ class Cache:
         self._breaker = Breaker(settings.redis_backoff)
         self.redis = sync_client(settings.redis_url, timeout=settings.redis_timeout)
         self._blocking = sync_client(settings.redis_url, timeout=settings.wait_timeout + 1)
-        self._owns_http = http is None
         limits = httpx.Limits(max_connections=100)
         self._http = http or httpx.Client(timeout=settings.source_timeout, limits=limits)
         self._flight: SingleFlight[Lookup] = SingleFlight()
@@ -94,11 +93,11 @@ class Cache:
         return self._account.flush()
 
     def close(self) -> None:
-        """Stops what this client started: its share of the access-flush thread (the counts left are sent), the
-        HTTP client it made (not one it was handed) and its Redis connection pools. Closing twice is harmless."""
+        """Stops what this client started: its share of the access-flush thread (the counts left are sent), its
+        HTTP client (one it was handed too: that is the client's from then on) and its Redis connection pools.
+        Closing twice is harmless."""
         self._account.close()
-        if self._owns_http:
-            self._http.close()
+        self._http.close()
         self.redis.close()
         self._blocking.close()
 
