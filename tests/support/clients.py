@@ -59,20 +59,27 @@ async def _construct(cls: type[T], *args: Any, **kwargs: Any) -> T:
     return cls(*args, **kwargs)
 
 
-class BlockingAsyncCache:
+class _Constructors:
+    """The clients' alternative constructors, for the adapters."""
+
+    def __init__(self, redis_url: str | None = None, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Any:
+        return cls(settings=settings)
+
+    @classmethod
+    def from_url(cls, redis_url: str, **kwargs: Any) -> Any:
+        return cls(redis_url, **kwargs)
+
+
+class BlockingAsyncCache(_Constructors):
     """AsyncCache with Cache's blocking interface."""
 
     def __init__(self, redis_url: str | None = None, **kwargs: Any) -> None:
         self._loop = _LoopThread()
         self.client: AsyncCache = self._loop.run(_construct(AsyncCache, redis_url, **kwargs))
-
-    @classmethod
-    def from_settings(cls, settings: Any = None) -> BlockingAsyncCache:
-        return cls(settings=settings)
-
-    @classmethod
-    def from_url(cls, redis_url: str, **kwargs: Any) -> BlockingAsyncCache:
-        return cls(redis_url, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
@@ -107,19 +114,11 @@ class BlockingAsyncCache:
         return outer
 
 
-class ThreadedCache:
+class ThreadedCache(_Constructors):
     """Cache with AsyncCache's interface: each call runs in a worker thread."""
 
     def __init__(self, redis_url: str | None = None, **kwargs: Any) -> None:
         self.client = Cache(redis_url, **kwargs)
-
-    @classmethod
-    def from_settings(cls, settings: Any = None) -> ThreadedCache:
-        return cls(settings=settings)
-
-    @classmethod
-    def from_url(cls, redis_url: str, **kwargs: Any) -> ThreadedCache:
-        return cls(redis_url, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
