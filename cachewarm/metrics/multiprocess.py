@@ -3,7 +3,7 @@ directory, and the process serving ``/metrics`` sums them.
 
 prometheus_client picks its value class (plain or file-backed) when it is first imported and bakes it into every
 metric created afterwards, so `enable()` must run before any cachewarm metric exists. cachewarm's own package
-import never imports prometheus_client (hooks.py is the seam), so the worker's `celeryd_init` handler can call
+import never imports prometheus_client (hooks.py is the seam), so the worker's `worker_init` handler can call
 `enable()` in the main process before the pool forks; the children inherit the directory through the environment.
 """
 

@@ -83,7 +83,7 @@ class SidecarStep(bootsteps.StartStopStep):  # type: ignore[misc]
         settings = getattr(getattr(getattr(parent, "app", None), "conf", None), "cachewarm_settings", None)
         if not isinstance(settings, Settings):
             settings = Settings.load()
-        if not multiprocess.enabled():  # an embedded worker that skipped celeryd_init: children must inherit it
+        if not multiprocess.enabled():  # a worker whose worker_init handler did not run: children must inherit it
             multiprocess.enable()
         install_fork_guard()
         self._env = settings_env(settings)
