@@ -70,7 +70,9 @@ def calls_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], write_config: Callable[[str], Path]) -> Settings:
-    return make_settings(write_config(KEYSPACES))
+    # A generous Redis timeout: these tests are about single flight, and on a loaded machine the default 0.25 s
+    # trips the breaker, which (by design, tests/test_fallback.py) sends readers to the source.
+    return make_settings(write_config(KEYSPACES), redis_timeout=2.0)
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ async def test_fifty_tasks_one_source_call(settings: Settings, calls_file: Path)
 
 def test_two_processes_fifty_threads_one_source_call(settings: Settings, calls_file: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CACHEWARM_REDIS_URL": settings.redis_url, "CACHEWARM_CONFIG": str(settings.config),
-           "PYTHONPATH": str(ROOT)}
+           "CACHEWARM_REDIS_TIMEOUT": str(settings.redis_timeout), "PYTHONPATH": str(ROOT)}
     go = tmp_path / "go"
     ready = [tmp_path / "ready-a", tmp_path / "ready-b"]
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(go), str(r), "slow:3"], env=env, cwd=ROOT,
