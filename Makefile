@@ -28,7 +28,7 @@ demo: system-deps $(STAMP)
 	$(BIN)/cachewarm demo
 
 test: system-deps $(STAMP)
-	$(BIN)/ruff check cachewarm tests bench examples
+	$(BIN)/ruff check cachewarm tests bench examples tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
