@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,20 +81,106 @@ def keys_of(n: int) -> list[str]:
     return [f"product:{i}" for i in range(n)]
 
 
-def wait_written(client: redis.Redis, n: int, timeout: float) -> float:
-    """Seconds until n keys were refreshed (refresh:stats refreshed:product), polled every 20 ms."""
-    start = time.monotonic()
+# ---- processes: every child in a session of its own, killed as a group whatever way the bench ends ------------
+_groups: set[int] = set()   # process group ids this bench started and has not killed yet
+STOP_GRACE = 10.0           # seconds a worker gets to stop on SIGTERM before its group is killed
+
+
+def group_members(pgid: int) -> dict[int, float]:
+    """The live processes of a process group, each with its CPU seconds so far (utime + stime, from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    members: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    return members
+
+
+def kill_group(pgid: int, grace: float = STOP_GRACE, leader: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM to the whole group, then SIGKILL to whatever of it is left after `grace` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if leader is not None:
+                leader.poll()  # reap it, or its zombie counts as a member
+            if not group_members(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            log(f"process group {pgid} still running {grace:g} s after SIGTERM: killed")
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        _groups.discard(pgid)
+        if leader is not None and leader.poll() is None:
+            leader.wait(5)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pgid in list(_groups):
+        kill_group(pgid, grace=1.0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT, SIGTERM and SIGHUP end the bench through every finally, stopping what it started."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def py_spy_dumps(pgid: int, directory: Path) -> list[Path]:
+    """`py-spy dump` of every process of the group, one file each (nothing if py-spy is not installed)."""
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if exe is None:
+        return []
+    paths = []
+    for pid in sorted(group_members(pgid)):
+        path = directory / f"py-spy-{pid}.txt"
+        with open(path, "wb") as out:
+            try:
+                subprocess.run([exe, "dump", "--locals", "--pid", str(pid)], stdout=out, stderr=subprocess.STDOUT,
+                               timeout=30, check=False)
+            except subprocess.TimeoutExpired:
+                out.write(b"py-spy dump did not answer within 30 s\n")
+        paths.append(path)
+    return paths
+
+
+class ShortRun(RuntimeError):
+    """The run stopped short of its keys."""
+
+
+def wait_written(client: redis.Redis, n: int, timeout: float, stall: float,
+                 alive: Callable[[], bool] = lambda: True) -> float:
+    """Seconds until n keys were refreshed (refresh:stats refreshed:product), polled every 20 ms; ShortRun if the
+    count stays still for `stall` seconds, if the whole takes over `timeout`, or if the worker exits."""
+    start = last_change = time.monotonic()
+    last = 0
     while True:
         done = int(client.hget(L.refresh_stats, "refreshed:product") or 0)  # type: ignore[arg-type]
+        now = time.monotonic()
         if done >= n:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"only {done} of {n} keys refreshed after {timeout:g} s")
+            return now - start
+        if done != last:
+            last, last_change = done, now
+        why = ("the worker exited" if not alive() else
+               f"no key refreshed for {stall:g} s" if now - last_change > stall else
+               f"not done within {timeout:g} s" if now - start > timeout else None)
+        if why is not None:
+            raise ShortRun(f"stopped short: {done} of {n} keys refreshed after {now - start:.1f} s ({why})")
         time.sleep(0.02)
 
 
-def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -> float:
-    async def go() -> float:
+def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -> tuple[float, float]:
+    """Keys/s and this process's CPU seconds for n keys through refresh_batch."""
+    async def go() -> tuple[float, float]:
         http = (make_http_client(settings, concurrency=concurrency) if aiohttp else
                 httpx.AsyncClient(timeout=settings.source_timeout,
                                   limits=httpx.Limits(max_connections=concurrency,
@@ -100,10 +189,10 @@ def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -
         try:
             await refresh_batch(ctx, keys_of(min(200, n)))   # warm the pool
             keys = keys_of(n)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in range(0, n, 2000):
                 await refresh_batch(ctx, keys[i:i + 2000], force=True)
-            return n / (time.perf_counter() - start)
+            return n / (time.perf_counter() - start), time.process_time() - cpu
         finally:
             await http.aclose()
             await ctx.redis.aclose()
@@ -111,27 +200,54 @@ def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -
     return asyncio.run(go())
 
 
-def celery_row(env: dict[str, str], args: list[str], client: redis.Redis, n: int, start_work: Callable[[], None],
-               app: Celery, workdir: Path, name: str) -> float:
-    with open(workdir / f"{name}.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "celery", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} worker did not start: see {workdir / (name + '.log')}")
-        start = time.monotonic()
-        start_work()
-        wait_written(client, n, timeout=max(120.0, n / 100))
-        return n / (time.monotonic() - start)
-    finally:
-        proc.terminate()
+def queue_state(broker: redis.Redis) -> str:
+    """What the broker holds for cachewarm's queues (Redis transport: a list per queue, a hash of unacked)."""
+    lengths = {name: int(broker.llen(name)) for name in ("cachewarm.refresh", "cachewarm.scan")}  # type: ignore[arg-type]
+    unacked = int(broker.hlen("unacked"))  # type: ignore[arg-type]
+    return ", ".join(f"{name} {length} waiting" for name, length in lengths.items()) + f", {unacked} unacked"
+
+
+class CeleryRow:
+    """Runs one Celery worker node (its own process group) for a row; measures keys/s and the CPU its processes
+    spent on the way (the sum over every process of the group: main, pool children, beat, sidecar)."""
+
+    def __init__(self, workdir: Path, stall: float) -> None:
+        self.workdir = workdir
+        self.stall = stall
+        self.cpu_seconds = 0.0
+
+    def run(self, env: dict[str, str], args: list[str], client: redis.Redis, n: int, start_work: Callable[[], None],
+            app: Celery, name: str) -> float:
+        log_path = self.workdir / f"{name}.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "celery", *args], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+        _groups.add(proc.pid)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + 60
+            while not app.control.ping(timeout=0.5):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise ShortRun(f"{name} worker did not start: see {log_path}")
+            before = group_members(proc.pid)
+            start = time.monotonic()
+            start_work()
+            try:
+                wait_written(client, n, timeout=max(120.0, n / 100), stall=self.stall,
+                             alive=lambda: proc.poll() is None)
+            except ShortRun as exc:
+                broker = redis.Redis.from_url(env["CACHEWARM_BROKER_URL"])
+                state = queue_state(broker)
+                broker.close()
+                dumps = py_spy_dumps(proc.pid, self.workdir)
+                members = " ".join(str(pid) for pid in sorted(group_members(proc.pid)))
+                raise ShortRun(f"{name}: {exc}; broker: {state}; processes {members}"
+                               f"{'; py-spy dumps saved' if dumps else ''}") from None
+            elapsed = time.monotonic() - start
+            after = group_members(proc.pid)
+            self.cpu_seconds = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+            return n / elapsed
+        finally:
+            kill_group(proc.pid, leader=proc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,97 +261,141 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
     parser.add_argument("--systems", default="transport,per-key,batched",
                         help="comma-separated subset of: transport, per-key, batched")
-    parser.add_argument("--keep", type=Path, default=None, help="copy the workers' logs into this directory")
+    parser.add_argument("--stall", type=float, default=30.0,
+                        help="a Celery row fails when no key is refreshed for this many seconds")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy the workers' logs into this directory (a failed run keeps them anyway)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.keys = min(args.keys, 2000)
         args.transport_keys = min(args.transport_keys, 2000)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job starts ignoring it
+        signal.signal(sig, _interrupt)
     limit = args.concurrency / args.latency
     rows: list[list[str]] = []
-
-    def row(name: str, rate: float) -> None:
-        log(f"{name}: {rate:,.0f} keys/s")
-        rows.append([name, f"{rate:,.0f}", f"{rate / limit * 100:.0f}%", "Y" if rate >= GOAL else "n"])
-
-    with (RedisServer() as server, SourceProcess(latency=args.latency, items=max(100_000, args.keys)) as source,
-          tempfile.TemporaryDirectory(prefix="cachewarm-bench-") as tmp):
-        workdir = Path(tmp)
-        config = write_config(workdir, source.url)
-        client = redis.Redis.from_url(server.url(0))
-        settings = Settings.load(redis_url=server.url(0), config=config, refresh_concurrency=args.concurrency,
-                                 source_timeout=30.0)
-        systems = {name.strip() for name in args.systems.split(",")}
-        for aiohttp in (False, True) if "transport" in systems else ():
-            client.flushall()
-            name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
-            log(f"{name}: {args.transport_keys} keys, concurrency {args.concurrency}")
-            row(name, transport_row(settings, args.transport_keys, args.concurrency, aiohttp))
-
-        env = {**os.environ, "CACHEWARM_REDIS_URL": server.url(0), "CACHEWARM_BROKER_URL": server.url(1),
-               "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": "0", "CACHEWARM_SOURCE_TIMEOUT": "30",
-               "CACHEWARM_REFRESH_BATCH_SIZE": str(args.batch),
-               "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                          os.environ.get("PYTHONPATH")) if p)}
-        keys = keys_of(args.keys)
-        loglevel = "INFO" if args.keep is not None else "WARNING"
-
-        # baseline: one task per key
-        client.flushall()
-        baseline_app.conf.broker_url = server.url(1)
-        log(f"celery: one task per key: {args.keys} keys, threads pool x {args.concurrency}")
-        base_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(args.concurrency)}
-
-        def send_per_key() -> None:
-            with baseline_app.producer_or_acquire() as producer:
-                for key in keys:
-                    refresh_one.apply_async(args=[key], producer=producer)
-
-        if "per-key" in systems:
-            row("celery: one task per key", celery_row(
-                base_env, ["-A", "bench.refresh_throughput:baseline_app", "worker", "--pool", "threads",
-                           "--concurrency", str(args.concurrency), "--loglevel", "WARNING", "--without-gossip",
-                           "--without-mingle"], client, args.keys, send_per_key, baseline_app, workdir, "baseline"))
-
-        # cachewarm: one scan, batched refresh tasks
-        client.flushall()
-        per_process = max(1, args.concurrency // args.processes)
-        cw_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(per_process), "CACHEWARM_SCAN_INTERVAL": "1"}
-        from cachewarm.tasks.refresh import MAX_IN_FLIGHT
-        from cachewarm.worker.celery_app import create_app
-
-        cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
-
-        def start_batched() -> None:
-            client.sadd(L.pinned("product"), *keys)      # all due at once (missing), from now on
-            cw_app.send_task("cachewarm.scan")
-
-        log(f"celery: cachewarm batched: {args.keys} keys, {args.processes} processes x {per_process}")
-        if "batched" in systems:
-            row("celery: cachewarm batched", celery_row(
-                cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"), "--pool",
-                         "prefork", "--concurrency", str(args.processes), "--loglevel", loglevel,
-                         "--without-gossip", "--without-mingle"],
-                client, args.keys, start_batched, cw_app, workdir, "cachewarm"))
-            print(f"refresh:stats after the batched run: {refresh_stats(client, L)}", file=sys.stderr)
-        client.close()
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for path in workdir.glob("*.log"):
-                (args.keep / path.name).write_bytes(path.read_bytes())
-
+    try:
+        notes = measure(args, rows)
+    except (ShortRun, KeyboardInterrupt) as exc:
+        log(f"refresh_throughput FAILED: {exc or type(exc).__name__}")
+        return 1
     title = (f"refresh_throughput: {args.keys:,} keys due at once, source {args.latency * 1000:g} ms, "
              f"concurrency {args.concurrency} (physical limit {limit:,.0f} keys/s, goal {GOAL:,.0f})")
-    markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}"], rows, notes=[
-        f"transport rows: {args.transport_keys:,} keys through refresh_batch in one process, no Celery",
-        f"cachewarm batched: {args.processes} prefork processes x {per_process} concurrent fetches, "
-        f"batches of {args.batch}, up to {MAX_IN_FLIGHT} batches in flight per process; "
-        f"one task per key: threads pool of {args.concurrency}",
-    ])
+    markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}", "CPU ms/key"], rows,
+                           notes=notes)
     if args.markdown:
         print()
         print(markdown)
     return 0
+
+
+def save_logs(workdir: Path, keep: Path | None, failed: bool) -> None:
+    """The workers' logs (and any py-spy dumps) into --keep, or, after a failure, into a directory of their own."""
+    if keep is None and not failed:
+        return
+    target = keep or Path(tempfile.mkdtemp(prefix="cachewarm-bench-failed-"))
+    target.mkdir(parents=True, exist_ok=True)
+    for path in [*workdir.glob("*.log"), *workdir.glob("py-spy-*.txt")]:
+        shutil.copyfile(path, target / path.name)
+    if failed:
+        log(f"logs of the failed run: {target}")
+
+
+def measure(args: argparse.Namespace, rows: list[list[str]]) -> list[str]:
+    """Runs the rows asked for, appending to `rows`; returns the table's notes."""
+    limit = args.concurrency / args.latency
+
+    def row(name: str, rate: float, cpu_seconds: float, keys: int) -> None:
+        cpu_ms = cpu_seconds * 1000 / keys
+        log(f"{name}: {rate:,.0f} keys/s, {cpu_ms:.2f} CPU ms/key")
+        rows.append([name, f"{rate:,.0f}", f"{rate / limit * 100:.0f}%", "Y" if rate >= GOAL else "n",
+                     f"{cpu_ms:.2f}"])
+
+    failed = True
+    with (RedisServer() as server, SourceProcess(latency=args.latency, items=max(100_000, args.keys)) as source,
+          tempfile.TemporaryDirectory(prefix="cachewarm-bench-") as tmp):
+        for child in (server.process, source.process):
+            if child is not None:
+                _groups.add(child.pid)  # both run in sessions of their own: killed at exit if their owner could not
+        workdir = Path(tmp)
+        try:
+            notes = measure_in(args, server, source, workdir, row)
+            failed = False
+            return notes
+        finally:
+            save_logs(workdir, args.keep, failed)
+
+
+def measure_in(args: argparse.Namespace, server: RedisServer, source: SourceProcess, workdir: Path,
+               row: Callable[[str, float, float, int], None]) -> list[str]:
+    config = write_config(workdir, source.url)
+    client = redis.Redis.from_url(server.url(0))
+    settings = Settings.load(redis_url=server.url(0), config=config, refresh_concurrency=args.concurrency,
+                             source_timeout=30.0)
+    systems = {name.strip() for name in args.systems.split(",")}
+    for aiohttp in (False, True) if "transport" in systems else ():
+        client.flushall()
+        name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
+        log(f"{name}: {args.transport_keys} keys, concurrency {args.concurrency}")
+        row(name, *transport_row(settings, args.transport_keys, args.concurrency, aiohttp), args.transport_keys)
+
+    env = {**os.environ, "CACHEWARM_REDIS_URL": server.url(0), "CACHEWARM_BROKER_URL": server.url(1),
+           "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": "0", "CACHEWARM_SOURCE_TIMEOUT": "30",
+           "CACHEWARM_REFRESH_BATCH_SIZE": str(args.batch),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH")) if p)}
+    keys = keys_of(args.keys)
+    celery = CeleryRow(workdir, args.stall)
+
+    # baseline: one task per key
+    client.flushall()
+    baseline_app.conf.broker_url = server.url(1)
+    base_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(args.concurrency)}
+
+    def send_per_key() -> None:
+        with baseline_app.producer_or_acquire() as producer:
+            for key in keys:
+                refresh_one.apply_async(args=[key], producer=producer)
+
+    if "per-key" in systems:
+        log(f"celery: one task per key: {args.keys} keys, threads pool x {args.concurrency}")
+        rate = celery.run(base_env, ["-A", "bench.refresh_throughput:baseline_app", "worker", "--pool", "threads",
+                                     "--concurrency", str(args.concurrency), "--loglevel", "WARNING",
+                                     "--without-gossip", "--without-mingle"],
+                          client, args.keys, send_per_key, baseline_app, "baseline")
+        row("celery: one task per key", rate, celery.cpu_seconds, args.keys)
+
+    # cachewarm: one scan, batched refresh tasks
+    client.flushall()
+    per_process = max(1, args.concurrency // args.processes)
+    cw_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(per_process), "CACHEWARM_SCAN_INTERVAL": "1"}
+    from cachewarm.tasks.refresh import MAX_IN_FLIGHT
+    from cachewarm.worker.celery_app import create_app
+
+    cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
+
+    def start_batched() -> None:
+        client.sadd(L.pinned("product"), *keys)      # all due at once (missing), from now on
+        cw_app.send_task("cachewarm.scan")
+
+    if "batched" in systems:
+        log(f"celery: cachewarm batched: {args.keys} keys, {args.processes} processes x {per_process}")
+        rate = celery.run(cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"),
+                                   "--pool", "prefork", "--concurrency", str(args.processes), "--loglevel", "INFO",
+                                   "--without-gossip", "--without-mingle"],
+                          client, args.keys, start_batched, cw_app, "cachewarm")
+        row("celery: cachewarm batched", rate, celery.cpu_seconds, args.keys)
+        log(f"refresh:stats after the batched run: {refresh_stats(client, L)}")
+    client.close()
+    return [
+        f"transport rows: {args.transport_keys:,} keys through refresh_batch in one process, no Celery",
+        f"cachewarm batched: {args.processes} prefork processes x {per_process} concurrent fetches, "
+        f"batches of {args.batch}, up to {MAX_IN_FLIGHT} batches in flight per process; "
+        f"one task per key: threads pool of {args.concurrency}",
+        "CPU ms/key: CPU time (user + system) over keys, of the bench process for the transport rows, summed over "
+        "every process of the worker node (main, pool, beat, sidecar; /proc/PID/stat) for the Celery rows; "
+        "Redis and the source not counted",
+    ]
 
 
 if __name__ == "__main__":
