@@ -5,6 +5,8 @@ answers after --latency (default 50 ms); refresh concurrency --concurrency (defa
 limit is concurrency / latency (2,000 keys/s); the goal is 1,500 keys/s end to end through Celery.
 
 Rows, all in this one run against the same redis-server and source:
+  floor: aiohttp + SET PX    the least a Python refresher does (issue 12): one asyncio process, aiohttp GET of each
+                             key, the answers written by pipelined SET PX; no Celery, no Lua, no fence
   transport: httpx default   refresh_batch in this process over httpx's default transport (no Celery)
   transport: httpx-aiohttp   the same over httpx_aiohttp.AiohttpTransport (what the workers use)
   celery: one task per key   the baseline: every key its own Celery task (threads pool, --concurrency threads),
@@ -13,8 +15,11 @@ Rows, all in this one run against the same redis-server and source:
                              concurrency, beat scanning every second): the scan claims the due keys and enqueues
                              batches of --batch keys, each process running up to MAX_IN_FLIGHT (tasks/refresh.py)
                              batches at once; measured from the first scan until every key is written
+Every row also gives CPU ms per key (see the table's notes). A Celery row that stops short of its keys (no key
+refreshed for --stall seconds) fails, naming how many were refreshed, with py-spy dumps of the worker's processes
+(if py-spy is installed) and the logs kept; whatever way the bench ends, it leaves no process behind.
 
-    PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--markdown]
+    PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--systems ...] [--markdown]
 """
 
 from __future__ import annotations
@@ -79,6 +84,59 @@ def write_config(directory: Path, source_url: str) -> Path:
 
 def keys_of(n: int) -> list[str]:
     return [f"product:{i}" for i in range(n)]
+
+
+def floor_row(redis_url: str, source_url: str, n: int, concurrency: int, ttl_ms: int) -> tuple[float, float]:
+    """The floor: the least a Python refresher does per key, in one asyncio process. `concurrency` coroutines GET
+    keys from the source over one aiohttp session; a writer sends each answer as SET PX, every SET that piled up
+    since its last round trip in one pipeline. No Celery, no Lua, no fence, no envelope. Keys/s, CPU seconds."""
+    import aiohttp
+    import redis.asyncio as aioredis
+
+    async def go() -> tuple[float, float]:
+        todo: asyncio.Queue[str] = asyncio.Queue()
+        fetched: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        written = 0
+        done = asyncio.Event()
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        r = aioredis.Redis.from_url(redis_url)
+
+        async def fetcher(session: aiohttp.ClientSession) -> None:
+            while not todo.empty():
+                key = todo.get_nowait()
+                async with session.get(f"{source_url}/products/{key.split(':', 1)[1]}") as response:
+                    fetched.put_nowait((key, await response.read()))
+
+        async def writer() -> None:
+            nonlocal written
+            while written < n:
+                items = [await fetched.get()]
+                while not fetched.empty():
+                    items.append(fetched.get_nowait())
+                pipe = r.pipeline(transaction=False)
+                for key, body in items:
+                    pipe.set(key, body, px=ttl_ms)
+                await pipe.execute()
+                written += len(items)
+            done.set()
+
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for key in keys_of(min(200, n)):  # warm the pool
+                todo.put_nowait(key)
+            await asyncio.gather(*(fetcher(session) for _ in range(concurrency)))
+            while not fetched.empty():
+                fetched.get_nowait()
+            for key in keys_of(n):
+                todo.put_nowait(key)
+            start, cpu = time.perf_counter(), time.process_time()
+            write = asyncio.create_task(writer())
+            await asyncio.gather(*(fetcher(session) for _ in range(concurrency)))
+            await write
+            result = n / (time.perf_counter() - start), time.process_time() - cpu
+        await r.aclose()
+        return result
+
+    return asyncio.run(go())
 
 
 # ---- processes: every child in a session of its own, killed as a group whatever way the bench ends ------------
@@ -259,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--transport-keys", type=int, default=4000)
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
-    parser.add_argument("--systems", default="transport,per-key,batched",
-                        help="comma-separated subset of: transport, per-key, batched")
+    parser.add_argument("--systems", default="floor,transport,per-key,batched",
+                        help="comma-separated subset of: floor, transport, per-key, batched")
     parser.add_argument("--stall", type=float, default=30.0,
                         help="a Celery row fails when no key is refreshed for this many seconds")
     parser.add_argument("--keep", type=Path, default=None,
@@ -333,6 +391,11 @@ def measure_in(args: argparse.Namespace, server: RedisServer, source: SourceProc
     settings = Settings.load(redis_url=server.url(0), config=config, refresh_concurrency=args.concurrency,
                              source_timeout=30.0)
     systems = {name.strip() for name in args.systems.split(",")}
+    if "floor" in systems:
+        client.flushall()
+        log(f"floor: aiohttp GET + pipelined SET PX: {args.keys} keys, concurrency {args.concurrency}")
+        row("floor: aiohttp + SET PX", *floor_row(server.url(0), source.url, args.keys, args.concurrency, 600_000),
+            args.keys)
     for aiohttp in (False, True) if "transport" in systems else ():
         client.flushall()
         name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
