@@ -130,12 +130,9 @@ def _compile(pattern: str) -> re.Pattern[str]:
 class KeyspaceRegistry:
     """All keyspaces of a configuration; finds the keyspace of a key (the first whose pattern matches)."""
 
-    _CACHE_LIMIT = 65536
-
     def __init__(self, keyspaces: list[Keyspace]) -> None:
         self._keyspaces = {ks.name: ks for ks in keyspaces}
         self._ordered = list(keyspaces)
-        self._resolved: dict[str, tuple[Keyspace, dict[str, str]] | None] = {}
 
     def __iter__(self) -> Iterator[Keyspace]:
         return iter(self._ordered)
@@ -150,22 +147,14 @@ class KeyspaceRegistry:
         return [ks.name for ks in self._ordered]
 
     def find(self, key: str) -> tuple[Keyspace, dict[str, str]] | None:
-        """The keyspace and parameters of a key, or None; results are memoised (keys repeat on hot paths)."""
-        try:
-            return self._resolved[key]
-        except KeyError:
-            pass
+        """The keyspace and parameters of a key, or None. Not memoised (a regex match per keyspace, ~1 us): the
+        hot paths go through plans.Planner, whose bounded memo holds what this finds."""
         check_key(key)
-        result = None
         for ks in self._ordered:
             params = ks.match(key)
             if params is not None:
-                result = (ks, params)
-                break
-        if len(self._resolved) >= self._CACHE_LIMIT:
-            self._resolved.clear()
-        self._resolved[key] = result
-        return result
+                return ks, params
+        return None
 
     def resolve(self, key: str) -> tuple[Keyspace, dict[str, str]]:
         found = self.find(key)

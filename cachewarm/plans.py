@@ -3,6 +3,13 @@
 A `Planner` finds a key's keyspace (the TOML patterns), turns its config into a `Plan` (value key, TTLs in ms,
 tags, source) and memoises it; it also builds the script calls that take a plan (lua/acquire.lua, lua/write.lua,
 the invalidations). The clients (Cache, AsyncCache) and the refresh path share it; it does no I/O.
+
+The memo is bounded (CACHEWARM_MAX_PLANS keys, ~0.7 KB each) and keeps the keys used lately, approximating least
+recently used at no cost to a hit: two generations, the current one (`known`, read directly by the hit path) and
+the previous one. A miss looks in the previous generation before deriving the plan and moves what it finds into
+the current one; when the current one holds half the bound it becomes the previous one, and what the previous one
+still held (keys nobody asked for during a whole generation) is dropped. A key used within the last bound/2 new
+keys is never derived again; an OrderedDict's move_to_end on every hit would cost the hit path time.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from .settings import Settings
 from .sources import Source, build_source
 
 TAG_BATCH = 500  # members invalidated per TAG_DRAIN call
-PLAN_LIMIT = 65536  # plans memoised at most; past it the memo starts afresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +60,20 @@ class Planner:
         self.settings = settings
         self.keyspaces = keyspaces if keyspaces is not None else settings.keyspaces
         self.layout = KeyLayout(settings.key_prefix)
-        # key -> plan (None: no keyspace matches). The hit path reads it directly: a dict lookup, no call.
+        # key -> plan (None: no keyspace matches), the current generation. The hit path reads it directly: a dict
+        # lookup, no call. The clients hold this dict: it is cleared in place, never replaced.
         self.known: dict[str, Plan | None] = {}
+        self._previous: dict[str, Plan | None] = {}
+        self._generation = max(1, settings.max_plans // 2)
+
+    @property
+    def memo_size(self) -> int:
+        """Plans memoised now: at most CACHEWARM_MAX_PLANS."""
+        return len(self.known) + len(self._previous)
+
+    def memoised(self, key: str) -> bool:
+        """Whether the plan of key is memoised (a read of it derives nothing)."""
+        return key in self.known or key in self._previous
 
     # ---- plans ----------------------------------------------------------------------------------------------
     def plan(self, key: str) -> Plan | None:
@@ -64,6 +82,18 @@ class Planner:
             return self.known[key]
         except KeyError:
             pass
+        try:
+            plan = self._previous.pop(key)
+        except KeyError:
+            plan = self._derive(key)
+        known = self.known
+        if len(known) >= self._generation:
+            self._previous = known.copy()
+            known.clear()
+        known[key] = plan
+        return plan
+
+    def _derive(self, key: str) -> Plan | None:
         found = self.keyspaces.find(key)
         plan = None
         if found is not None:
@@ -73,9 +103,6 @@ class Planner:
             plan = self._make(key, ks.name, ttl=cfg.ttl, max_stale=cfg.max_stale, negative_ttl=neg,
                               tags=ks.tags_for(params), max_tracked=cfg.max_tracked,
                               source=build_source(ks, default_timeout=self.settings.source_timeout), params=params)
-        if len(self.known) >= PLAN_LIMIT:
-            self.known.clear()  # in place: the clients hold this dict
-        self.known[key] = plan
         return plan
 
     def require_plan(self, key: str) -> Plan:

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     fence_ttl: int = Field(86400, gt=0, description="how long a key's invalidation fence is remembered (s)")
     source_timeout: float = Field(5.0, gt=0, description="timeout of one source request")
     stats_flush_interval: float = Field(0.25, gt=0, description="how often read counts are sent to Redis (s)")
+    max_plans: int = Field(20_000, ge=2, description="per-key plans memoised per client (~0.7 KB each: ~14 MB)")
 
     # warming
     scan_interval: float = Field(1.0, gt=0, description="seconds between beat scans")
