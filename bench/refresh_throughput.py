@@ -290,7 +290,7 @@ class CeleryRow:
             start = time.monotonic()
             start_work()
             try:
-                wait_written(client, n, timeout=max(120.0, n / 100), stall=self.stall,
+                wait_written(client, n, timeout=max(600.0, n / 20), stall=self.stall,  # a hang is a stall: see --stall
                              alive=lambda: proc.poll() is None)
             except ShortRun as exc:
                 broker = redis.Redis.from_url(env["CACHEWARM_BROKER_URL"])
