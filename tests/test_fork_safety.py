@@ -122,6 +122,7 @@ def _run_starts(commands: list[list[str]], tmp_path: Path, server: RedisServer,
     return failures
 
 
+@pytest.mark.timeout(900)  # dozens of worker starts: the suite's 120 s per test is for one
 def test_worker_with_embedded_beat_scans_on_every_start(tmp_path: Path, server: RedisServer,
                                                          source: SourceServer) -> None:
     worker = [*CELERY, "-A", "cachewarm.worker", "worker", "-B", "-s", "{schedule}", "--loglevel", "INFO",
@@ -130,12 +131,14 @@ def test_worker_with_embedded_beat_scans_on_every_start(tmp_path: Path, server: 
     assert not failures, f"{len(failures)} of 30 starts never scanned:\n" + "\n\n".join(failures[:3])
 
 
+@pytest.mark.timeout(900)  # dozens of worker starts: the suite's 120 s per test is for one
 def test_cachewarm_run_scans_on_every_start(tmp_path: Path, server: RedisServer, source: SourceServer) -> None:
     run = [*CLI, "run", "--concurrency", "2", "--loglevel", "INFO", "--grace", "15"]
     failures = _run_starts([run] * 12, tmp_path, server, source)
     assert not failures, f"{len(failures)} of 12 starts never scanned:\n" + "\n\n".join(failures[:3])
 
 
+@pytest.mark.timeout(900)  # dozens of worker starts: the suite's 120 s per test is for one
 def test_every_prefork_child_runs_a_task_after_start(tmp_path: Path, server: RedisServer,
                                                      source: SourceServer) -> None:
     """Each start: -B and 3 pool children; a burst of probe tasks (each refreshes a key through the child's
