@@ -15,7 +15,7 @@ from cachewarm import Cache, Settings, envelope
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
-from tests.support.keyspaces import write_config
+from tests.support.keyspaces import product_keyspace, write_config
 from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 
@@ -58,14 +58,7 @@ def make_cluster(tmp_path: Path, source: SourceServer) -> Iterator[Callable[...,
 
     def make(*, ttl: float, refresh_ahead: float, threshold: float = 5.0, half_life: float = 1.0) -> Cluster:
         server = RedisServer().start()
-        config = write_config(tmp_path, f"""
-            [keyspaces.product]
-            pattern = "product:{{id}}"
-            source = "{source.url}/products/{{id}}"
-            ttl = {ttl}
-            refresh_ahead = {refresh_ahead}
-            max_stale = 10
-        """)
+        config = write_config(tmp_path, product_keyspace(source.url, ttl=ttl, refresh_ahead=refresh_ahead))
         env = cluster_env(tmp_path, redis_url=server.url(0), broker_url=server.url(1), config=config,
                           CACHEWARM_SCAN_INTERVAL="0.25", CACHEWARM_HOT_THRESHOLD=str(threshold),
                           CACHEWARM_HOT_HALF_LIFE=str(half_life))

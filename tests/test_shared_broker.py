@@ -24,7 +24,7 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
-from tests.support.keyspaces import write_config
+from tests.support.keyspaces import product_keyspace, write_config
 from tests.support.processes import Processes, cluster_env
 from tests.support.team_app import RAN_KEY
 from tests.support.waiting import wait_until
@@ -61,14 +61,7 @@ def _tasks_run(log: str, name: str) -> int:
 @pytest.mark.source(latency=0.05)
 def test_team_app_with_cachewarm_installed_on_one_broker(server: RedisServer, source: SourceServer,
                                                          tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"""
-        [keyspaces.product]
-        pattern = "product:{{id}}"
-        source = "{source.url}/products/{{id}}"
-        ttl = {TTL}
-        refresh_ahead = {AHEAD}
-        max_stale = 10
-    """)
+    config = write_config(tmp_path, product_keyspace(source.url, ttl=TTL, refresh_ahead=AHEAD))
     env = cluster_env(tmp_path, redis_url=server.url(0), broker_url=server.url(1), config=config,
                       CACHEWARM_SCAN_INTERVAL="0.25", CACHEWARM_HOT_THRESHOLD="5", CACHEWARM_HOT_HALF_LIFE="1",
                       TEAM_BROKER_URL=server.url(1), TEAM_RECORD_URL=server.url(0))

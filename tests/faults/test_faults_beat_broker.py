@@ -22,6 +22,7 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
 from tests.faults._support import close_pairs, requests_between
 from tests.support.fault_proxy import FaultProxy
+from tests.support.keyspaces import product_keyspace
 from tests.support.processes import Processes, cluster_env
 from tests.support.recording import RecordingState, recorded
 from tests.support.waiting import wait_until
@@ -68,14 +69,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path, write_config: Callable[[str], Path], source: SourceServer) -> Iterator[Cluster]:
     state = recorded(source)
-    config = write_config(f"""
-        [keyspaces.product]
-        pattern = "product:{{id}}"
-        source = "{source.url}/products/{{id}}"
-        ttl = {TTL}
-        refresh_ahead = {AHEAD}
-        max_stale = 30
-    """)
+    config = write_config(product_keyspace(source.url, ttl=TTL, refresh_ahead=AHEAD, max_stale=30))
     with RedisServer() as cache_server, RedisServer() as broker_server, \
             FaultProxy("127.0.0.1", broker_server.port) as proxy:
         env = cluster_env(tmp_path, redis_url=cache_server.url(0), broker_url=f"redis://127.0.0.1:{proxy.port}/0",

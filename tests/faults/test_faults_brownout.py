@@ -22,6 +22,7 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
+from tests.support.keyspaces import product_keyspace
 from tests.support.processes import Processes, cluster_env
 from tests.support.recording import recorded
 from tests.support.waiting import wait_until
@@ -38,15 +39,8 @@ L = KeyLayout()
 def test_brownout_serves_stale_and_keeps_refreshes_inside_the_budget(
         tmp_path: Path, write_config: Callable[[str], Path], source: SourceServer) -> None:
     state = recorded(source)
-    config = write_config(f"""
-        [keyspaces.product]
-        pattern = "product:{{id}}"
-        source = "{source.url}/products/{{id}}"
-        ttl = {TTL}
-        refresh_ahead = {AHEAD}
-        max_stale = 30
-        rate = {RATE}
-    """)
+    config = write_config(product_keyspace(source.url, ttl=TTL, refresh_ahead=AHEAD, max_stale=30,
+                                           extra=f"rate = {RATE}"))
     with RedisServer() as server:
         env = cluster_env(tmp_path, redis_url=server.url(0), broker_url=server.url(1), config=config,
                           CACHEWARM_SCAN_INTERVAL=str(SCAN), CACHEWARM_HOT_HALF_LIFE="60",
