@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from .. import refresh_engine
 from ..errors import ConfigError
@@ -31,6 +31,9 @@ from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..metrics.server import MetricsServer
 
 log = logging.getLogger("cachewarm.sidecar")
 
@@ -63,7 +66,7 @@ class Sidecar:
         self.serve_metrics = serve_metrics
         self.consumer: InvalidationConsumer | None = None
         self.refresher: HotRefresher | None = None
-        self._server: object | None = None
+        self._server: MetricsServer | None = None
 
     def start(self) -> Self:
         keyspaces = self.settings.load_keyspaces()  # a ConfigError here stops the sidecar before anything runs
@@ -93,7 +96,7 @@ class Sidecar:
         refresh_engine.drain_engine(DRAIN_TIMEOUT)
         server, self._server = self._server, None
         if server is not None:
-            server.close()  # type: ignore[attr-defined]
+            server.close()
         multiprocess.mark_dead(os.getpid())
 
 
