@@ -14,6 +14,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import sentinel
 from .errors import ConfigError
 from .settings import mask_url
 
@@ -26,6 +27,8 @@ def _retry() -> Retry:
 
 def sync_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.Redis:
     try:
+        if sentinel.is_sentinel_url(url):  # redis+sentinel://: the master the sentinels name (sentinel.py)
+            return sentinel.sync_client(url, timeout=timeout, retry=_retry(), max_connections=max_connections)
         return redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
             max_connections=max_connections, health_check_interval=0,
@@ -36,6 +39,8 @@ def sync_client(url: str, *, timeout: float, max_connections: int | None = None)
 
 def async_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.asyncio.Redis:
     try:
+        if sentinel.is_sentinel_url(url):  # redis+sentinel://: the master the sentinels name (sentinel.py)
+            return sentinel.async_client(url, timeout=timeout, retry=_retry(), max_connections=max_connections)
         return redis.asyncio.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
             max_connections=max_connections, health_check_interval=0,

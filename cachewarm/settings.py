@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from . import sentinel
 from .errors import ConfigError, one_line
 from .keyspaces import KeyspaceRegistry, load_keyspaces
 
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***``: the only form in which URLs are printed or logged."""
+    if ";" in url:  # Celery's failover form: sentinel://...;sentinel://...
+        return ";".join(mask_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -26,7 +29,22 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
 
 
+# Schemes of the cache's URL, and of the broker's without asking kombu (any kombu transport is a broker).
+CACHE_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel")
+
+
+def _broker_scheme_known(scheme: str) -> bool:
+    if scheme in BROKER_SCHEMES:
+        return True
+    from kombu.transport import TRANSPORT_ALIASES  # only for the rarer brokers: kombu is no reader's import
+
+    return scheme.partition("+")[0] in TRANSPORT_ALIASES
+
+
 def _default_broker(redis_url: str) -> str:
+    if sentinel.is_sentinel_url(redis_url):
+        return sentinel.broker_url_for(redis_url)[0]
     parts = urlsplit(redis_url)
     return urlunsplit((parts.scheme, parts.netloc, "/1", parts.query, parts.fragment))
 
@@ -38,6 +56,8 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""  # default: the cache's server, database 1
+    # a sentinel:// broker's master (default: a Sentinel cache's master)
+    broker_sentinel_master: str = Field("", validate_default=True)
     config: Path = Path("./cachewarm.toml")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9808, ge=0, le=65535)
@@ -83,11 +103,30 @@ class Settings(BaseSettings):
             raise ValueError("must be non-empty and end with ':'")
         return value
 
-    @field_validator("redis_url", "broker_url")
+    @field_validator("redis_url")
     @classmethod
     def _url_scheme(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if urlsplit(value).scheme not in CACHE_SCHEMES:
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        if sentinel.is_sentinel_url(value):
+            sentinel.parse(value)  # a ValueError names what is wrong
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        if value and not _broker_scheme_known(urlsplit(value).scheme):
+            raise ValueError("must be a Celery broker URL (redis://, rediss://, amqp://, sentinel://, ...)")
+        return value
+
+    @field_validator("broker_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, value: str, info: ValidationInfo) -> str:
+        cache = info.data.get("redis_url", "")
+        if not value and sentinel.is_sentinel_url(cache):
+            return sentinel.parse(cache).master
+        if not value and urlsplit(info.data.get("broker_url", "")).scheme == "sentinel":
+            raise ValueError("needed by a sentinel:// broker (the name of its master)")
         return value
 
     @model_validator(mode="after")

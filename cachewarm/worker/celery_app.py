@@ -1,13 +1,18 @@
 """cachewarm's own Celery app (`celery -A cachewarm.worker`, `cachewarm run`): JSON only, acks late for the
 idempotent refresh work, prefetch 1, its two queues only, the scan's beat entry from settings.
 
-Broker and cache are separate Redis databases (or servers): `CACHEWARM_BROKER_URL`, by default database 1 of the
-cache's server. The app's workers consume cachewarm's queues (queues.py) and nothing else unless told otherwise
-(`-Q`). Tasks are thin (cachewarm.tasks); the work lives in cachewarm.scan and cachewarm.refresh. A user's own app
-gets the same tasks, routes, steps and beat entry from `install.install(app)`, without this app's settings.
+The broker is any Celery broker (`CACHEWARM_BROKER_URL`: Redis, RabbitMQ, Redis through Sentinel ...), by default
+database 1 of the cache's server; the scan asks it for the refresh queue's length through kombu (tasks/backlog.py),
+so nothing here depends on which. The app's workers consume cachewarm's queues (queues.py) and nothing else
+unless told otherwise (`-Q`). Tasks are thin (cachewarm.tasks); the work lives in cachewarm.scan and
+cachewarm.refresh. A user's own app gets the same tasks, routes, steps and beat entry from `install.install(app)`,
+without this app's settings.
 """
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
@@ -18,6 +23,15 @@ from . import metrics_step, queues, sidecar_step
 # Tasks are short (a batch of refreshes takes well under a second at the default sizes); an unacked message of
 # a worker that died is handed out again after this many seconds. Claims (scan.py) recover sooner than that.
 VISIBILITY_TIMEOUT = 60
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """The broker's transport options: the Redis transports' visibility timeout (other brokers ignore it), and
+    the master's name for Celery's ``sentinel://`` broker."""
+    options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if urlsplit(settings.broker_url).scheme == "sentinel":
+        options["master_name"] = settings.broker_sentinel_master
+    return options
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -32,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options=transport_options(settings),
         worker_hijack_root_logger=False,
         # Reconnect to the broker within about a second of it coming back (kombu's default waits up to 30 s).
         worker_consumer="cachewarm.worker.consumer:Consumer",
