@@ -1,0 +1,140 @@
+"""The near cache of one client: the local stores of its `local = true` keyspaces, kept honest by a tracking link.
+
+The rule it keeps: a local copy is served only while the link is healthy, and every push Redis sent before a read
+began has been applied before that read is answered (link.py drains the socket first). The one race left is the
+copy itself: a read that took its value from Redis may be answered by Redis before a change that Redis pushes to us
+while the read is still on its way; so a read takes a ticket before it asks Redis, and its value is kept only if no
+push for its key (and no reset) was applied since the ticket.
+
+Entries are keyed by the value's Redis key (the name Redis pushes). One lock serialises the link and the stores:
+the sync client's threads share them; the async client takes it too (never across an await).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .link import ServerAddress, TrackingLink
+from .store import LocalEntry, LocalStore
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBounds:
+    """How much one keyspace may keep in one process."""
+
+    max_entries: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Taken before a read asks Redis; a value is kept only if nothing changed its key since."""
+
+    epoch: int
+    seq: int
+
+
+class NearCache:
+    """Local stores per keyspace label, one tracking link, and the tickets of reads on their way."""
+
+    def __init__(self, redis_url: str, bounds: dict[str, tuple[str, LocalBounds]], *,
+                 ping_interval: float = 0.1, lag_limit: float = 0.05, connect_timeout: float = 0.5,
+                 retry_interval: float = 1.0) -> None:
+        """bounds: keyspace label -> (the Redis key prefix of its values, its bounds)."""
+        self._lock = threading.Lock()
+        self.stores = {label: LocalStore(b.max_entries, b.max_bytes) for label, (_, b) in bounds.items()}
+        self._epoch = 0
+        self._seq = 0
+        self._inflight: dict[str, int] = {}
+        self._changed: dict[str, int] = {}
+        self.hits = dict.fromkeys(self.stores, 0)
+        self.misses = dict.fromkeys(self.stores, 0)
+        self.link = TrackingLink(
+            ServerAddress.from_url(redis_url), [prefix for prefix, _ in bounds.values()],
+            on_keys=self._changed_keys, on_reset=self._reset, ping_interval=ping_interval, lag_limit=lag_limit,
+            connect_timeout=connect_timeout, retry_interval=retry_interval)
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+    def serve(self, label: str, value_key: str) -> LocalEntry | None:
+        """The local copy of value_key when one may be served now."""
+        with self._lock:
+            if not self.link.check():
+                return None
+            entry = self.stores[label].get(value_key, time.time() * 1000)
+            if entry is None:
+                self.misses[label] += 1
+            else:
+                self.hits[label] += 1
+            return entry
+
+    def ticket(self, value_key: str) -> Ticket:
+        """Call before asking Redis for value_key; hand the ticket to keep() or release()."""
+        with self._lock:
+            self._inflight[value_key] = self._inflight.get(value_key, 0) + 1
+            return Ticket(self._epoch, self._seq)
+
+    def keep(self, label: str, value_key: str, ticket: Ticket, value: Any, *, fetched_ms: int, expires_ms: int,
+             raw_size: int) -> bool:
+        """Keeps the value read under ticket, unless its key changed (or the link reset) since; True when kept."""
+        with self._lock:
+            healthy = self.link.check()
+            changed = self._changed.get(value_key, -1) > ticket.seq
+            self._end(value_key)
+            if not healthy or changed or ticket.epoch != self._epoch:
+                return False
+            return self.stores[label].put(value_key, value, fetched_ms=fetched_ms, expires_ms=expires_ms,
+                                          raw_size=raw_size)
+
+    def release(self, value_key: str) -> None:
+        """A read that keeps nothing (a miss, an error) gives its ticket back."""
+        with self._lock:
+            self._end(value_key)
+
+    def drop(self, label: str, value_keys: Iterable[str]) -> None:
+        """This process changed these keys itself (it will hear of it from Redis too)."""
+        with self._lock:
+            store = self.stores[label]
+            for key in value_keys:
+                store.drop(key)
+
+    def close(self) -> None:
+        with self._lock:
+            self.link.close()
+            self._reset()
+
+    # ---- figures for metrics and status ------------------------------------------------------------------------
+    def figures(self) -> dict[str, dict[str, int]]:
+        """Per label: hits, misses, evictions, entries, bytes; plus the link's resets and invalidations."""
+        with self._lock:
+            out = {label: {"hits": self.hits[label], "misses": self.misses[label], "evictions": store.evictions,
+                           "entries": len(store), "bytes": store.bytes} for label, store in self.stores.items()}
+            out["_link"] = {"resets": self.link.resets, "invalidations": self.link.invalidations,
+                            "healthy": int(self.link.healthy)}
+            return out
+
+    # ---- called by the link, under the lock ----------------------------------------------------------------------
+    def _changed_keys(self, keys: list[bytes]) -> None:
+        self._seq += 1
+        for raw in keys:
+            key = raw.decode("utf-8", "replace")
+            for store in self.stores.values():
+                store.drop(key)
+            if key in self._inflight:
+                self._changed[key] = self._seq
+
+    def _reset(self) -> None:
+        self._epoch += 1
+        for store in self.stores.values():
+            store.clear()
+
+    def _end(self, value_key: str) -> None:
+        left = self._inflight.get(value_key, 0) - 1
+        if left > 0:
+            self._inflight[value_key] = left
+        else:
+            self._inflight.pop(value_key, None)
+            self._changed.pop(value_key, None)
