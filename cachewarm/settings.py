@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     fence_ttl: int = Field(86400, gt=0, description="how long a key's invalidation fence is remembered (s)")
     source_timeout: float = Field(5.0, gt=0, description="timeout of one source request")
     stats_flush_interval: float = Field(0.25, gt=0, description="how often read counts are sent to Redis (s)")
-    max_plans: int = Field(20_000, ge=2, description="per-key plans memoised per client (~0.7 KB each: ~14 MB)")
+    max_plans: int = Field(20_000, ge=2, description="per-key plans memoised per client and worker process, least "
+                           "recently used dropped first (~240 B each with the key: ~4.6 MiB at 20,000)")
 
     # warming
     scan_interval: float = Field(1.0, gt=0, description="seconds between beat scans")
@@ -93,6 +94,11 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(1_000_000, gt=0, description="approximate MAXLEN of the invalidation stream")
     claim_idle_ms: int = Field(30_000, gt=0, description="pending entries idle this long are claimed (XAUTOCLAIM)")
     max_deliveries: int = Field(5, gt=0, description="an entry delivered more often goes to the dead stream")
+
+    # transactional outbox (cachewarm/outbox): the relay runs in the sidecar when outbox_url is set
+    outbox_url: str = Field("", description="database holding cachewarm_outbox (postgresql://..., sqlite:///...)")
+    outbox_poll_interval: float = Field(0.1, gt=0, description="seconds between polls of an SQLite outbox")
+    outbox_batch_size: int = Field(500, gt=0, le=10_000, description="outbox rows per relay batch")
 
     _keyspaces: KeyspaceRegistry | None = PrivateAttr(None)
 
@@ -127,6 +133,14 @@ class Settings(BaseSettings):
             return sentinel.parse(cache).master
         if not value and urlsplit(info.data.get("broker_url", "")).scheme == "sentinel":
             raise ValueError("needed by a sentinel:// broker (the name of its master)")
+        return value
+
+    @field_validator("outbox_url")
+    @classmethod
+    def _outbox_scheme(cls, value: str) -> str:
+        base = value.partition("://")[0].split("+", 1)[0].lower()
+        if value and base not in ("postgresql", "postgres", "sqlite"):
+            raise ValueError("must be a postgresql://... or sqlite:///path URL")
         return value
 
     @model_validator(mode="after")

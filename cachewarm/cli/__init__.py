@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "demo": "cachewarm.cli.demo:demo",
     "warm": "cachewarm.cli.warm:warm",
     "invalidate": "cachewarm.cli.invalidate:invalidate",
+    "relay": "cachewarm.cli.relay:relay",
     "status": "cachewarm.cli.status:status",
 }
 

@@ -30,10 +30,12 @@ from ..errors import ConfigError
 from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
+from ..outbox.service import start_relay
 from ..settings import Settings
 
 if TYPE_CHECKING:
     from ..metrics.server import MetricsServer
+    from ..outbox.relay import Relay
 
 log = logging.getLogger("cachewarm.sidecar")
 
@@ -67,6 +69,7 @@ class Sidecar:
         self.consumer: InvalidationConsumer | None = None
         self.refresher: HotRefresher | None = None
         self._server: MetricsServer | None = None
+        self.relay: Relay | None = None
 
     def start(self) -> Self:
         keyspaces = self.settings.load_keyspaces()  # a ConfigError here stops the sidecar before anything runs
@@ -77,6 +80,8 @@ class Sidecar:
 
             register_process_metrics(None, keyspaces=keyspaces.names())
             self._server = start_metrics_server(self.settings)
+        if self.settings.outbox_url:  # the outbox relay (cachewarm/outbox): a thread here, never in the main process
+            self.relay = start_relay(self.settings, serve_metrics=self.serve_metrics)
         if self.consume:
             self.refresher = engine_refresher(self.settings)
             self.consumer = InvalidationConsumer(self.settings, keyspaces=keyspaces, on_hot_keys=self.refresher)
@@ -87,6 +92,9 @@ class Sidecar:
         return self
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
