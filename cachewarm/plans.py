@@ -1,48 +1,107 @@
 """Plans: everything a read, write or refresh of one key needs, worked out once per key from its keyspace.
 
-A `Planner` finds a key's keyspace (the TOML patterns), turns its config into a `Plan` (value key, TTLs in ms,
-tags, source) and memoises it; it also builds the script calls that take a plan (lua/acquire.lua, lua/write.lua,
-the invalidations). The clients (Cache, AsyncCache) and the refresh path share it; it does no I/O.
+A `Planner` finds a key's keyspace (the TOML patterns), turns it into a `Plan` and memoises it; it also builds the
+script calls that take a plan (lua/acquire.lua, lua/write.lua, the invalidations). The clients (Cache, AsyncCache)
+and the refresh path share it; it does no I/O.
 
-The memo is bounded (CACHEWARM_MAX_PLANS keys, ~0.7 KB each) and keeps the keys used lately, approximating least
-recently used at no cost to a hit: two generations, the current one (`known`, read directly by the hit path) and
-the previous one. A miss looks in the previous generation before deriving the plan and moves what it finds into
-the current one; when the current one holds half the bound it becomes the previous one, and what the previous one
-still held (keys nobody asked for during a whole generation) is dropped. A key used within the last bound/2 new
-keys is never derived again; an OrderedDict's move_to_end on every hit would cost the hit path time.
+A plan holds what is per key and only that: the key, its value key (what a hit reads, kept so that a hit does no
+string work) and its keyspace's `Shared` (label, TTLs in ms, hot-key bound, source, tags without placeholders), one
+object per keyspace per Planner. A key's parameters, and its tags when they have placeholders, are worked out again
+when a source is called or a script written (a miss or a refresh: a regex match, ~1 us, beside milliseconds).
+That is ~240 bytes per memoised key with the key string and the memo's dict slots (tracemalloc, tests/test_memory.py),
+~4.6 MiB at the default bound of CACHEWARM_MAX_PLANS (20,000); the memo (memo.TwoGenerationMemo) drops the least
+recently used keys first, gradually.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 from . import envelope, script_calls, scripts
 from .errors import UnknownKeyspace
 from .keys import KeyLayout
-from .keyspaces import KeyspaceRegistry, check_key
+from .keyspaces import Keyspace, KeyspaceRegistry, check_key, placeholders
+from .memo import TwoGenerationMemo
 from .settings import Settings
 from .sources import Source, build_source
 
 TAG_BATCH = 500  # members invalidated per TAG_DRAIN call
+_NO_PARAMS: Mapping[str, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every key of one keyspace (or of one decorated function) has in common."""
+
+    __slots__ = ("keyspace", "label", "max_tracked", "negative_ms", "source", "stale_ms", "tags", "ttl_ms")
+
+    def __init__(self, label: str, *, ttl: float, max_stale: float, negative_ttl: float, max_tracked: int,
+                 source: Source | None, tags: tuple[str, ...] | None, keyspace: Keyspace | None) -> None:
+        self.label = label                   # the keyspace name (or the decorated function): the metric label
+        self.ttl_ms = int(ttl * 1000)
+        self.stale_ms = int(max_stale * 1000)
+        self.negative_ms = int(negative_ttl * 1000)
+        self.max_tracked = max_tracked
+        self.source = source
+        self.tags = tags                     # None: the keyspace's tags have placeholders, filled per key
+        self.keyspace = keyspace             # matches a key again for its parameters; None: no parameters
+
+
 class Plan:
-    """Everything a read of one key needs."""
+    """Everything a read of one key needs: the key, its value key and its keyspace's shared part."""
 
-    key: str
-    label: str                       # the keyspace name (or the decorated function): the metric label
-    value_key: str
-    max_tracked: int
-    ttl_ms: int
-    stale_ms: int
-    negative_ms: int
-    tags: tuple[str, ...]
-    source: Source | None
-    params: Mapping[str, str]
+    __slots__ = ("_tags", "key", "shared", "value_key")
+
+    def __init__(self, key: str, value_key: str, shared: Shared, tags: tuple[str, ...] | None = None) -> None:
+        self.key = key
+        self.value_key = value_key
+        self.shared = shared
+        self._tags = tags                    # a plan's own tags (a writer's extra ones, a decorated function's)
+
+    def __repr__(self) -> str:
+        return f"Plan({self.key!r}, {self.shared.label!r})"
+
+    @property
+    def label(self) -> str:
+        return self.shared.label
+
+    @property
+    def max_tracked(self) -> int:
+        return self.shared.max_tracked
+
+    @property
+    def ttl_ms(self) -> int:
+        return self.shared.ttl_ms
+
+    @property
+    def stale_ms(self) -> int:
+        return self.shared.stale_ms
+
+    @property
+    def negative_ms(self) -> int:
+        return self.shared.negative_ms
+
+    @property
+    def source(self) -> Source | None:
+        return self.shared.source
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The source's parameters, matched again from the key (a source call costs far more)."""
+        keyspace = self.shared.keyspace
+        found = keyspace.match(self.key) if keyspace is not None else None
+        return found if found is not None else _NO_PARAMS
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        if self._tags is not None:
+            return self._tags
+        shared = self.shared
+        if shared.tags is not None:
+            return shared.tags
+        assert shared.keyspace is not None
+        return shared.keyspace.tags_for(self.params)
 
 
 def _now_ms() -> int:
@@ -60,20 +119,20 @@ class Planner:
         self.settings = settings
         self.keyspaces = keyspaces if keyspaces is not None else settings.keyspaces
         self.layout = KeyLayout(settings.key_prefix)
-        # key -> plan (None: no keyspace matches), the current generation. The hit path reads it directly: a dict
-        # lookup, no call. The clients hold this dict: it is cleared in place, never replaced.
-        self.known: dict[str, Plan | None] = {}
-        self._previous: dict[str, Plan | None] = {}
-        self._generation = max(1, settings.max_plans // 2)
+        self._memo: TwoGenerationMemo[str, Plan | None] = TwoGenerationMemo(settings.max_plans)
+        # key -> plan (None: no keyspace matches), the memo's current generation. The hit path reads it directly:
+        # a dict lookup, no call. The clients hold this dict: it is cleared in place, never replaced.
+        self.known = self._memo.current
+        self._shared: dict[str, Shared] = {}   # keyspace name -> its shared part
 
     @property
     def memo_size(self) -> int:
         """Plans memoised now: at most CACHEWARM_MAX_PLANS."""
-        return len(self.known) + len(self._previous)
+        return len(self._memo)
 
     def memoised(self, key: str) -> bool:
         """Whether the plan of key is memoised (a read of it derives nothing)."""
-        return key in self.known or key in self._previous
+        return key in self._memo
 
     # ---- plans ----------------------------------------------------------------------------------------------
     def plan(self, key: str) -> Plan | None:
@@ -81,29 +140,26 @@ class Planner:
         try:
             return self.known[key]
         except KeyError:
-            pass
-        try:
-            plan = self._previous.pop(key)
-        except KeyError:
-            plan = self._derive(key)
-        known = self.known
-        if len(known) >= self._generation:
-            self._previous = known.copy()
-            known.clear()
-        known[key] = plan
-        return plan
+            return self._memo.get(key, self._derive)
 
     def _derive(self, key: str) -> Plan | None:
         found = self.keyspaces.find(key)
-        plan = None
-        if found is not None:
-            ks, params = found
-            cfg = ks.config
-            neg = cfg.negative_ttl if cfg.negative_ttl is not None else self.settings.negative_ttl
-            plan = self._make(key, ks.name, ttl=cfg.ttl, max_stale=cfg.max_stale, negative_ttl=neg,
-                              tags=ks.tags_for(params), max_tracked=cfg.max_tracked,
-                              source=build_source(ks, default_timeout=self.settings.source_timeout), params=params)
-        return plan
+        if found is None:
+            return None
+        ks = found[0]
+        shared = self._shared.get(ks.name)
+        if shared is None:
+            shared = self._shared[ks.name] = self._keyspace_shared(ks)
+        return Plan(key, self.layout.value(key), shared)
+
+    def _keyspace_shared(self, ks: Keyspace) -> Shared:
+        cfg = ks.config
+        neg = cfg.negative_ttl if cfg.negative_ttl is not None else self.settings.negative_ttl
+        templated = any(placeholders(t) for t in ks.tag_templates)
+        return Shared(ks.name, ttl=cfg.ttl, max_stale=cfg.max_stale, negative_ttl=neg,
+                      max_tracked=cfg.max_tracked or self.settings.max_tracked_keys,
+                      source=build_source(ks, default_timeout=self.settings.source_timeout),
+                      tags=None if templated else tuple(ks.tag_templates), keyspace=ks)
 
     def require_plan(self, key: str) -> Plan:
         """The plan of a key to read through; UnknownKeyspace when no keyspace (so no source) matches it."""
@@ -114,14 +170,12 @@ class Planner:
 
     def function_plan(self, key: str, label: str, ttl: float, tags: tuple[str, ...]) -> Plan:
         """The plan of a decorated function's result (the client's `cached`): no source, no stale serving."""
-        return self._make(key, label, ttl=ttl, max_stale=0, negative_ttl=0, tags=tags, max_tracked=None,
-                          source=None, params={})
+        return self._bare_plan(key, label, ttl, tags)
 
-    def _make(self, key: str, label: str, *, ttl: float, max_stale: float, negative_ttl: float,
-              tags: tuple[str, ...], max_tracked: int | None, source: Source | None,
-              params: Mapping[str, str]) -> Plan:
-        return Plan(key, label, self.layout.value(key), max_tracked or self.settings.max_tracked_keys,
-                    int(ttl * 1000), int(max_stale * 1000), int(negative_ttl * 1000), tags, source, params)
+    def _bare_plan(self, key: str, label: str, ttl: float, tags: tuple[str, ...]) -> Plan:
+        shared = Shared(label, ttl=ttl, max_stale=0, negative_ttl=0, max_tracked=self.settings.max_tracked_keys,
+                        source=None, tags=(), keyspace=None)
+        return Plan(key, self.layout.value(key), shared, tags)
 
     # ---- script calls ---------------------------------------------------------------------------------------
     def write_call(self, plan: Plan, value_json: str | None, *, fence: str, lease_token: str, version: int | None,
@@ -150,10 +204,9 @@ class Planner:
         if plan is None:
             if ttl is None:
                 raise UnknownKeyspace(f"no keyspace matches key {key[:200]!r}; give set() a ttl")
-            plan = self._make(key, "_none", ttl=ttl, max_stale=0, negative_ttl=0, tags=extra, max_tracked=None,
-                              source=None, params={})
+            plan = self._bare_plan(key, "_none", ttl, extra)
         elif extra:
-            plan = replace(plan, tags=tuple(dict.fromkeys(plan.tags + extra)))
+            plan = Plan(plan.key, plan.value_key, plan.shared, tuple(dict.fromkeys(plan.tags + extra)))
         ttl_ms = int(ttl * 1000) if ttl is not None else plan.ttl_ms
         if ttl_ms <= 0:
             raise ValueError("ttl must be positive")

@@ -14,6 +14,7 @@ import pytest
 from cachewarm import Cache, Settings
 from cachewarm.connections import async_client
 from cachewarm.keyspaces import KeyspaceRegistry
+from cachewarm.plans import Planner
 from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh_engine import make_http_client
 
@@ -94,5 +95,25 @@ async def test_the_refresh_path_keeps_its_memory_bounded_under_fresh_keys(settin
     finally:
         await ctx.http.aclose()
         await ctx.redis.aclose()
-    # 3,500 more plans memoised without a bound would be ~2.4 MB (~700 B each); the bound holds ~0.14 MB.
-    assert grown < 1_000_000, f"the refresh path grew {grown} bytes over 3,500 fresh keys"
+    # 3,500 more plans memoised without a bound would be ~0.8 MB (~240 B each; ~2.4 MB at the ~700 B each of
+    # before); the bound holds ~0.05 MB.
+    assert grown < 500_000, f"the refresh path grew {grown} bytes over 3,500 fresh keys"
+
+
+def test_a_full_memo_costs_at_most_300_bytes_per_key_with_its_key_string(settings: Settings) -> None:
+    """The plan of a key holds only what is the key's own (its value key, a pointer to its keyspace's shared part):
+    ~240 B with the key string and the dict slots; CACHEWARM_MAX_PLANS x 300 B bounds a process's memo."""
+    bound = 2000
+    planner = Planner(settings.model_copy(update={"max_plans": bound}))
+    planner.plan("product:warm")  # the keyspace's shared part, built once
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5 * bound):  # fresh key strings, as a reader or a refresh task hands them over
+            planner.plan(f"product:{1_000_000 + i}")
+            assert planner.memo_size <= bound
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < 300 * bound, f"the memo peaked at {peak / bound:.0f} bytes per key of its bound"
