@@ -60,6 +60,9 @@ class KeyspaceConfig(BaseModel):
     concurrency: int | None = Field(None, gt=0, description="source requests in flight per worker")
     timeout: float | None = Field(None, gt=0, description="timeout of one source request")
     max_tracked: int | None = Field(None, gt=0, description="hot keys tracked at most")
+    local: bool = Field(False, description="keep a copy of hot values in each process's memory (near cache)")
+    local_max_entries: int = Field(10_000, gt=0, description="local copies one process keeps at most")
+    local_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="bytes of local copies one process keeps")
 
     @field_validator("pattern")
     @classmethod
@@ -77,6 +80,9 @@ class KeyspaceConfig(BaseModel):
     def _consistent(self) -> KeyspaceConfig:
         if self.refresh_ahead >= self.ttl:
             raise ValueError(f"refresh_ahead ({self.refresh_ahead}) must be less than ttl ({self.ttl})")
+        bounds = {"local_max_entries", "local_max_bytes"} & self.model_fields_set
+        if bounds and not self.local:
+            raise ValueError(f"{', '.join(sorted(bounds))} needs local = true")
         known = set(placeholders(self.pattern))
         if not (self.source.startswith(("http://", "https://")) or self.source.startswith("python:")):
             raise ValueError(f"source {self.source!r} must start with http://, https:// or python:")

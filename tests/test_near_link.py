@@ -146,3 +146,22 @@ def test_store_bounds_evict_the_least_recently_used() -> None:
 
 def test_overlapping_prefixes_are_merged() -> None:
     assert sorted(disjoint_prefixes(["a:b:", "a:", "c:", "a:"])) == ["a:", "c:"]
+
+
+def test_local_bounds_need_local(write_config) -> None:
+    from cachewarm import Settings
+    from cachewarm.errors import ConfigError
+
+    path = write_config('[keyspaces.p]\npattern = "p:{id}"\nsource = "python:x:y"\nttl = 5\nlocal_max_entries = 5\n')
+    with pytest.raises(ConfigError, match="local_max_entries needs local = true"):
+        Settings.load(config=path).load_keyspaces()
+
+
+def test_value_prefix_follows_the_layout() -> None:
+    from cachewarm.keys import KeyLayout
+    from cachewarm.near.cache import value_prefix
+
+    layout = KeyLayout("app:")
+    prefix = value_prefix(layout, "product:{id}")
+    assert layout.value("product:42").startswith(prefix) and prefix.startswith("app:")
+    assert not layout.value("user:42").startswith(prefix)

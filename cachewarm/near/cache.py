@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..keys import KeyLayout
+from ..keyspaces import KeyspaceRegistry
 from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
 
@@ -138,3 +140,19 @@ class NearCache:
         else:
             self._inflight.pop(value_key, None)
             self._changed.pop(value_key, None)
+
+
+def value_prefix(layout: KeyLayout, pattern: str) -> str:
+    """The Redis key prefix every value of a keyspace starts with: its value key up to the pattern's first
+    placeholder (whatever the layout wraps around a key)."""
+    marker = "\x00"
+    value_key = layout.value(pattern.split("{", 1)[0] + marker)
+    return value_key[:value_key.index(marker)]
+
+
+def near_cache_for(redis_url: str, keyspaces: KeyspaceRegistry, layout: KeyLayout) -> NearCache | None:
+    """The near cache of a client whose keyspaces ask for one (`local = true`); None when none does."""
+    bounds = {ks.name: (value_prefix(layout, ks.config.pattern),
+                        LocalBounds(ks.config.local_max_entries, ks.config.local_max_bytes))
+              for ks in keyspaces if ks.config.local}
+    return NearCache(redis_url, bounds) if bounds else None
