@@ -62,6 +62,12 @@ class ReadAccounting:
         self._record(plan.label, plan.key, plan.max_tracked, False, 0.0)
         return None
 
+    def local_hit(self, plan: Plan, fetched_ms: int) -> float:
+        """Counts a read served from the near cache (a hit, and popularity all the same); returns its age."""
+        age = max(0.0, time.time() - fetched_ms / 1000)
+        self._record(plan.label, plan.key, plan.max_tracked, True, age)
+        return age
+
     def miss(self, plan: Plan) -> None:
         """A read that could not look in Redis: a miss all the same (the source serves it)."""
         self._record(plan.label, plan.key, plan.max_tracked, False, 0.0)

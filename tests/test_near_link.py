@@ -29,7 +29,10 @@ def near(redis_url: str) -> Iterator[NearCache]:
 def keep(near: NearCache, key: str = KEY, value: object = "v1", ttl_ms: int = 60_000) -> bool:
     ticket = near.ticket(key)
     now = int(time.time() * 1000)
-    return near.keep("product", key, ticket, value, fetched_ms=now, expires_ms=now + ttl_ms, raw_size=10)
+    try:
+        return near.keep("product", key, ticket, value, fetched_ms=now, expires_ms=now + ttl_ms, raw_size=10)
+    finally:
+        near.release(key)
 
 
 def served(near: NearCache, key: str = KEY) -> object:

@@ -32,6 +32,7 @@ from ..errors import CacheUnavailable, SourceError
 from ..hooks import get_hooks
 from ..keyspaces import KeyspaceRegistry, check_key
 from ..lookup import Lookup, ReadAccounting, is_fresh, loaded
+from ..near.cache import Ticket, near_cache_for
 from ..plans import Plan, Planner
 from ..script_calls import AcquireStatus, WriteStatus
 from ..settings import Settings
@@ -77,6 +78,8 @@ class AsyncCache:
         self._http = http or httpx.AsyncClient(timeout=settings.source_timeout, limits=limits)
         self._flight: AsyncSingleFlight[Lookup] = AsyncSingleFlight()
         self._account = ReadAccounting(settings)
+        # Keyspaces with `local = true` keep copies in this process (near/cache.py); None when none does.
+        self._near = near_cache_for(settings.redis_url, self._planner.keyspaces, self.layout)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncCache:
@@ -102,6 +105,8 @@ class AsyncCache:
         await self._http.aclose()
         await self.redis.aclose()
         await self._blocking.aclose()
+        if self._near is not None:
+            self._near.close()
 
     async def __aenter__(self) -> AsyncCache:
         return self
@@ -113,6 +118,8 @@ class AsyncCache:
     async def get(self, key: str) -> Any:
         """The value of key, loaded from its source on a miss; None when the source has no such item."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
+        if self._near is not None and plan.label in self._near.stores:
+            return (await self._read_near(plan, self._fetch_source)).value
         if self._breaker.until:  # Redis failed lately: _read handles the backoff and the probe
             return (await self._read(plan, self._fetch_source)).value
         # The hit path (`_read` without a Lookup): it is what bench/read_path.py measures.
@@ -129,9 +136,29 @@ class AsyncCache:
     async def lookup(self, key: str) -> Lookup:
         """The value of key with whether it was a hit and its age (seconds since it was fetched)."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
+        if self._near is not None and plan.label in self._near.stores:
+            return await self._read_near(plan, self._fetch_source)
         return await self._read(plan, self._fetch_source)
 
-    async def _read(self, plan: Plan, fetch: Fetch) -> Lookup:
+    async def _read_near(self, plan: Plan, fetch: Fetch) -> Lookup:
+        """A read of a `local = true` keyspace: the local copy when the near cache may serve one; else the read
+        from Redis, whose fresh value is kept if its key did not change meanwhile (the ticket says)."""
+        assert self._near is not None
+        entry = self._near.serve(plan.label, plan.value_key)
+        if entry is not None:
+            return Lookup(entry.value, True, self._account.local_hit(plan, entry.fetched_ms))
+        ticket = self._near.ticket(plan.value_key)
+        try:
+            return await self._read(plan, fetch, ticket)
+        finally:
+            self._near.release(plan.value_key)
+
+    def near_figures(self) -> dict[str, dict[str, int]]:
+        """The near cache's figures in this process, per keyspace (hits, misses, evictions, entries, bytes) and
+        for its tracking link ("_link": resets, invalidations, healthy); empty without local keyspaces."""
+        return self._near.figures() if self._near is not None else {}
+
+    async def _read(self, plan: Plan, fetch: Fetch, ticket: Ticket | None = None) -> Lookup:
         if self._breaker.open:
             return await self._from_source(plan, fetch)
         try:
@@ -142,6 +169,9 @@ class AsyncCache:
         self._breaker.reset()
         found = self._account.hit(plan, raw)
         if found is not None:
+            if ticket is not None and self._near is not None:
+                self._near.keep(plan.label, plan.value_key, ticket, found[0], fetched_ms=envelope.fetched_ms(raw),
+                                expires_ms=envelope.expires_ms(raw), raw_size=len(raw))
             return Lookup(found[0], True, found[1])
         return await self._flight.run(plan.key, lambda: self._load(plan, fetch, raw))
 
@@ -233,10 +263,12 @@ class AsyncCache:
 
         Returns False when the cache already holds a newer version (nothing was written)."""
         call = self._planner.set_call(key, value, ttl, tags, version)
+        self._forget(key)
         return await self._call(call, "set") is WriteStatus.WRITTEN
 
     async def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
+        self._forget(key)
         return (await self._call(self._planner.invalidate_call(key), "delete")).deleted
 
     async def exists(self, key: str) -> bool:
@@ -274,6 +306,11 @@ class AsyncCache:
             step = await self._call(self._planner.tag_drain_call(tag, step.members), "invalidate_tag")
             total += step.dropped
         return total
+
+    def _forget(self, key: str) -> None:
+        # This process's own change: its local copy goes now, not when Redis's push arrives.
+        if self._near is not None:
+            self._near.forget(self.layout.value(key))
 
     async def _call(self, call: scripts.Call[R], operation: str) -> R:
         with _unavailable(operation):

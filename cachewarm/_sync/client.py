@@ -30,6 +30,7 @@ from ..errors import CacheUnavailable, SourceError
 from ..hooks import get_hooks
 from ..keyspaces import KeyspaceRegistry, check_key
 from ..lookup import Lookup, ReadAccounting, is_fresh, loaded
+from ..near.cache import Ticket, near_cache_for
 from ..plans import Plan, Planner
 from ..script_calls import AcquireStatus, WriteStatus
 from ..settings import Settings
@@ -75,6 +76,8 @@ class Cache:
         self._http = http or httpx.Client(timeout=settings.source_timeout, limits=limits)
         self._flight: SingleFlight[Lookup] = SingleFlight()
         self._account = ReadAccounting(settings)
+        # Keyspaces with `local = true` keep copies in this process (near/cache.py); None when none does.
+        self._near = near_cache_for(settings.redis_url, self._planner.keyspaces, self.layout)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Cache:
@@ -100,6 +103,8 @@ class Cache:
         self._http.close()
         self.redis.close()
         self._blocking.close()
+        if self._near is not None:
+            self._near.close()
 
     def __enter__(self) -> Cache:
         return self
@@ -111,6 +116,8 @@ class Cache:
     def get(self, key: str) -> Any:
         """The value of key, loaded from its source on a miss; None when the source has no such item."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
+        if self._near is not None and plan.label in self._near.stores:
+            return self._read_near(plan, self._fetch_source).value
         if self._breaker.until:  # Redis failed lately: _read handles the backoff and the probe
             return self._read(plan, self._fetch_source).value
         # The hit path (`_read` without a Lookup): it is what bench/read_path.py measures.
@@ -127,9 +134,29 @@ class Cache:
     def lookup(self, key: str) -> Lookup:
         """The value of key with whether it was a hit and its age (seconds since it was fetched)."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
+        if self._near is not None and plan.label in self._near.stores:
+            return self._read_near(plan, self._fetch_source)
         return self._read(plan, self._fetch_source)
 
-    def _read(self, plan: Plan, fetch: Fetch) -> Lookup:
+    def _read_near(self, plan: Plan, fetch: Fetch) -> Lookup:
+        """A read of a `local = true` keyspace: the local copy when the near cache may serve one; else the read
+        from Redis, whose fresh value is kept if its key did not change meanwhile (the ticket says)."""
+        assert self._near is not None
+        entry = self._near.serve(plan.label, plan.value_key)
+        if entry is not None:
+            return Lookup(entry.value, True, self._account.local_hit(plan, entry.fetched_ms))
+        ticket = self._near.ticket(plan.value_key)
+        try:
+            return self._read(plan, fetch, ticket)
+        finally:
+            self._near.release(plan.value_key)
+
+    def near_figures(self) -> dict[str, dict[str, int]]:
+        """The near cache's figures in this process, per keyspace (hits, misses, evictions, entries, bytes) and
+        for its tracking link ("_link": resets, invalidations, healthy); empty without local keyspaces."""
+        return self._near.figures() if self._near is not None else {}
+
+    def _read(self, plan: Plan, fetch: Fetch, ticket: Ticket | None = None) -> Lookup:
         if self._breaker.open:
             return self._from_source(plan, fetch)
         try:
@@ -140,6 +167,9 @@ class Cache:
         self._breaker.reset()
         found = self._account.hit(plan, raw)
         if found is not None:
+            if ticket is not None and self._near is not None:
+                self._near.keep(plan.label, plan.value_key, ticket, found[0], fetched_ms=envelope.fetched_ms(raw),
+                                expires_ms=envelope.expires_ms(raw), raw_size=len(raw))
             return Lookup(found[0], True, found[1])
         return self._flight.run(plan.key, lambda: self._load(plan, fetch, raw))
 
@@ -231,10 +261,12 @@ class Cache:
 
         Returns False when the cache already holds a newer version (nothing was written)."""
         call = self._planner.set_call(key, value, ttl, tags, version)
+        self._forget(key)
         return self._call(call, "set") is WriteStatus.WRITTEN
 
     def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
+        self._forget(key)
         return self._call(self._planner.invalidate_call(key), "delete").deleted
 
     def exists(self, key: str) -> bool:
@@ -272,6 +304,11 @@ class Cache:
             step = self._call(self._planner.tag_drain_call(tag, step.members), "invalidate_tag")
             total += step.dropped
         return total
+
+    def _forget(self, key: str) -> None:
+        # This process's own change: its local copy goes now, not when Redis's push arrives.
+        if self._near is not None:
+            self._near.forget(self.layout.value(key))
 
     def _call(self, call: scripts.Call[R], operation: str) -> R:
         with _unavailable(operation):

@@ -12,9 +12,9 @@ the sync client's threads share them; the async client takes it too (never acros
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
+
+log = logging.getLogger("cachewarm.near")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class NearCache:
             return entry
 
     def ticket(self, value_key: str) -> Ticket:
-        """Call before asking Redis for value_key; hand the ticket to keep() or release()."""
+        """Call before asking Redis for value_key; hand the ticket to keep(), and release() it in any case."""
         with self._lock:
             self._inflight[value_key] = self._inflight.get(value_key, 0) + 1
             return Ticket(self._epoch, self._seq)
@@ -84,24 +86,21 @@ class NearCache:
         """Keeps the value read under ticket, unless its key changed (or the link reset) since; True when kept."""
         with self._lock:
             healthy = self.link.check()
-            changed = self._changed.get(value_key, -1) > ticket.seq
-            self._end(value_key)
-            if not healthy or changed or ticket.epoch != self._epoch:
+            if not healthy or self._changed.get(value_key, -1) > ticket.seq or ticket.epoch != self._epoch:
                 return False
             return self.stores[label].put(value_key, value, fetched_ms=fetched_ms, expires_ms=expires_ms,
                                           raw_size=raw_size)
 
     def release(self, value_key: str) -> None:
-        """A read that keeps nothing (a miss, an error) gives its ticket back."""
+        """The read that took a ticket for value_key is over (whether it kept a value or not)."""
         with self._lock:
             self._end(value_key)
 
-    def drop(self, label: str, value_keys: Iterable[str]) -> None:
-        """This process changed these keys itself (it will hear of it from Redis too)."""
+    def forget(self, value_key: str) -> None:
+        """This process changed value_key itself: its copy goes now (Redis's push follows)."""
         with self._lock:
-            store = self.stores[label]
-            for key in value_keys:
-                store.drop(key)
+            for store in self.stores.values():
+                store.drop(value_key)
 
     def close(self) -> None:
         with self._lock:
@@ -155,4 +154,11 @@ def near_cache_for(redis_url: str, keyspaces: KeyspaceRegistry, layout: KeyLayou
     bounds = {ks.name: (value_prefix(layout, ks.config.pattern),
                         LocalBounds(ks.config.local_max_entries, ks.config.local_max_bytes))
               for ks in keyspaces if ks.config.local}
-    return NearCache(redis_url, bounds) if bounds else None
+    if not bounds:
+        return None
+    try:
+        ServerAddress.from_url(redis_url)
+    except ValueError as exc:
+        log.warning("near cache off (%s): local keyspaces read from redis", exc)
+        return None
+    return NearCache(redis_url, bounds)
