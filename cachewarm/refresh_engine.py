@@ -64,7 +64,8 @@ class RefreshEngine:
         except BaseException as exc:
             ready.set_exception(exc)
             return
-        self._heartbeat = self.loop.create_task(beat_forever(ctx.redis, ctx.layout, self.worker_id))
+        self._heartbeat = self.loop.create_task(beat_forever(ctx.redis, ctx.layout, self.worker_id,
+                                                             in_flight=lambda: self._in_flight))
         ready.set_result(ctx)
         self.loop.run_forever()
 

@@ -19,6 +19,7 @@ import redis
 
 from .. import envelope
 from ..connections import sync_client
+from ..heartbeat import Heartbeat, read_heartbeats
 from ..keys import KeyLayout
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
@@ -95,6 +96,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         past = history.at_or_before(client, layout, snap.now_ms - int(since * 1000))
         history.record(client, layout, snap.stats, names, snap.now_ms)
         hot = top_keys(client, layout, names, top, snap.now_ms, settings.hot_half_life)
+        beats = read_heartbeats(client, layout)
     finally:
         client.close()
     spaces = [_keyspace(snap, name, past, hot[name]) for name in names]
@@ -104,6 +106,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         "time_ms": snap.now_ms,
         "workers": snap.workers,
         "workers_exact": snap.workers_exact,
+        "hosts": hosts(beats),
         "invalidation_pending": snap.invalidation_pending,
         "dead_letters": snap.dead_letters,
         # Seconds the hit ratio covers; null: since the counters started.
@@ -114,6 +117,24 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
             "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds,
             "top": [vars(k) for k in ks.top]} for ks in spaces},
     }
+
+
+def hosts(beats: list[Heartbeat]) -> list[dict[str, Any]]:
+    """The live worker hosts (Celery nodes), each with its processes, batches in flight and last heartbeat."""
+    nodes: dict[str, list[Heartbeat]] = {}
+    for beat in beats:
+        nodes.setdefault(beat.node, []).append(beat)
+    out = []
+    for node, members in sorted(nodes.items()):
+        members.sort(key=lambda b: (b.role != "node", b.pid or 0))
+        out.append({
+            "node": node,
+            "processes": [{"pid": b.pid, "role": b.role, "in_flight": b.in_flight, "heartbeat_age": b.age}
+                          for b in members],
+            "in_flight": sum(b.in_flight or 0 for b in members),
+            "last_heartbeat_age": min(b.age for b in members),
+        })
+    return out
 
 
 def _keyspace(snap: ClusterSnapshot, name: str, past: history.Snapshot | None, top: list[HotKey]) -> KeyspaceStatus:
@@ -148,6 +169,12 @@ def render(status: dict[str, Any]) -> str:
         rows.append([name, ratio, f"{ks['hits']:.0f}", f"{ks['misses']:.0f}", f"{ks['stale_served']:.0f}",
                      f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}", f"{ks['backlog_seconds']:.1f}"])
     lines += _table(rows)
+    if status["hosts"]:
+        lines += ["", "worker hosts"]
+        rows = [["node", "processes", "batches in flight", "last heartbeat"]]
+        rows += [[h["node"], " ".join(f"{p['role']}:{p['pid']}" for p in h["processes"]), str(h["in_flight"]),
+                  f"{h['last_heartbeat_age']:.1f} s ago"] for h in status["hosts"]]
+        lines += _table(rows)
     for name, ks in status["keyspaces"].items():
         if not ks["top"]:
             continue
@@ -174,7 +201,7 @@ def _redis_failure(settings: Settings, exc: Exception) -> str:
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Hottest keys shown per keyspace.")
 def status(as_json: bool, since: float, top: int) -> None:
-    """Hot keys, hit ratio, refresh backlog, invalidation queue and workers, read from Redis."""
+    """Hot keys, hit ratio, refresh backlog, invalidation queue and worker hosts, read from Redis."""
     settings = load_settings()
     try:
         data = gather(settings, since=since, top=top)

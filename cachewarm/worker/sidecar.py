@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Self
 
 from .. import refresh_engine
 from ..errors import ConfigError
+from ..heartbeat import NodeBeat
 from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
@@ -125,16 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        sidecar = Sidecar(Settings.load(), consume=consumer_enabled(), serve_metrics=not args.no_metrics).start()
+        settings = Settings.load()
+        sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics).start()
     except ConfigError as exc:
         log.error("cachewarm sidecar not started: %s", exc)
         return 2
+    node = NodeBeat.for_settings(settings, args.parent)  # the node's heartbeat, for `cachewarm status`
     try:
+        node.beat()
         while not stop.wait(PARENT_CHECK_INTERVAL):
+            node.beat()
             if args.parent and os.getppid() != args.parent:
                 log.warning("cachewarm sidecar: worker %d is gone; exiting", args.parent)
                 break
     finally:
+        node.close()
         sidecar.close()
     return 0
 

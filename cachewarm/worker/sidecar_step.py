@@ -19,6 +19,7 @@ from typing import Any
 import celery
 from celery import bootsteps
 
+from .. import heartbeat
 from ..metrics import multiprocess
 from ..settings import Settings
 from .queues import runs_cachewarm
@@ -87,6 +88,7 @@ class SidecarStep(bootsteps.StartStopStep):  # type: ignore[misc]
             multiprocess.enable()
         install_fork_guard()
         self._env = settings_env(settings)
+        self._env[heartbeat.NODE_ENV] = str(getattr(parent, "hostname", "") or "")  # the node the sidecar beats for
         self._stopping = False
         self._spawn()
         timer = getattr(parent, "timer", None)
