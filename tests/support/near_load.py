@@ -1,0 +1,178 @@
+"""The near cache's correctness load: a writer process changes keys, reader processes read them through local
+copies, and every read is checked against what Redis held before it began.
+
+    python -m tests.support.near_load writer --redis URL --config F --keys N --rate R --seconds S --out F
+    python -m tests.support.near_load reader --redis URL --config F --keys N --seconds S --out F [--async] [--no-push]
+
+The writer sets `near:<i>` to {"version": n} (n grows per key) through `Cache.set`, and logs each write's version
+and the monotonic time its acknowledgement arrived (from then on Redis held it). A reader logs, for every read, the
+key, the version it got (-1: none) and the monotonic time the read began. `stale_reads` counts the reads that got a
+version older than one Redis had acknowledged `slack` seconds or more before the read began (CLOCK_MONOTONIC is one
+clock for every process of the machine). `--no-push` makes the reader ignore Redis's invalidation pushes: the
+check must then find stale reads (it proves the check bites).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+KEYSPACE_TOML = """
+[keyspaces.near]
+pattern = "near:{id}"
+source = "python:tests.support.near_load:load"
+ttl = 600
+local = true
+local_max_entries = 100000
+"""
+
+
+def load(id: str) -> None:
+    """The keyspace's source: the writer puts every value; a key Redis lost reads as "no such item"."""
+    return None
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from cachewarm import Settings
+
+    return Settings.load(redis_url=args.redis, config=Path(args.config), redis_timeout=0.5, redis_backoff=0.2)
+
+
+def writer(args: argparse.Namespace) -> None:
+    from cachewarm import Cache
+    from cachewarm.errors import CacheUnavailable
+
+    cache = Cache(settings=_settings(args))
+    versions = [0] * args.keys
+    log: list[tuple[int, int, float]] = []
+    for i in range(args.keys):  # every key exists before the readers start
+        cache.set(f"near:{i}", {"version": 0})
+        log.append((i, 0, time.monotonic()))
+    Path(args.out + ".ready").write_text("ready")
+    interval = 1.0 / args.rate
+    started = time.monotonic()
+    n = 0
+    while (now := time.monotonic()) - started < args.seconds:
+        due = started + n * interval
+        if due > now:
+            time.sleep(due - now)
+        i = random.randrange(args.keys)
+        versions[i] += 1
+        try:
+            cache.set(f"near:{i}", {"version": versions[i]})
+        except CacheUnavailable:
+            versions[i] -= 1
+        else:
+            log.append((i, versions[i], time.monotonic()))
+        n += 1
+    cache.close()
+    Path(args.out).write_text(json.dumps(log))
+
+
+def _read_key(rng: random.Random, keys: int) -> int:
+    # Skewed: a tenth of the keys take half the reads, so local copies get hits between changes.
+    return rng.randrange(max(1, keys // 10)) if rng.random() < 0.5 else rng.randrange(keys)
+
+
+def _pace_delay(started: float, done: int, rate: float) -> float:
+    return max(0.0, started + done / rate - time.monotonic()) if rate > 0 else 0.0
+
+
+def _pace(started: float, done: int, rate: float) -> None:
+    # Readers keep a steady rate rather than spin: four spinning readers would starve the writer on a small host.
+    delay = _pace_delay(started, done, rate)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _version(value: object) -> int:
+    return int(value["version"]) if isinstance(value, dict) else -1
+
+
+def reader(args: argparse.Namespace) -> None:
+    if args.no_push:
+        from cachewarm.near.cache import NearCache
+
+        NearCache._changed_keys = lambda self, keys: None  # type: ignore[method-assign]
+    rng = random.Random()
+    log: list[tuple[int, int, float]] = []
+    if args.use_async:
+        asyncio.run(_read_async(args, rng, log))
+    else:
+        from cachewarm import Cache
+
+        with Cache(settings=_settings(args)) as cache:
+            started = time.monotonic()
+            while time.monotonic() - started < args.seconds:
+                _pace(started, len(log), args.read_rate)
+                i = _read_key(rng, args.keys)
+                t0 = time.monotonic()
+                log.append((i, _version(cache.get(f"near:{i}")), t0))
+            figures = cache.near_figures()
+    Path(args.out).write_text(json.dumps({"reads": log, "figures": figures if not args.use_async else None}))
+
+
+async def _read_async(args: argparse.Namespace, rng: random.Random, log: list[tuple[int, int, float]]) -> None:
+    from cachewarm import AsyncCache
+
+    async with AsyncCache(settings=_settings(args)) as cache:
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            await asyncio.sleep(_pace_delay(started, len(log), args.read_rate))
+            i = _read_key(rng, args.keys)
+            t0 = time.monotonic()
+            log.append((i, _version(await cache.get(f"near:{i}")), t0))
+
+
+def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[tuple[int, int, float]], *,
+                slack: float = 0.005, losses: Iterable[float] = ()) -> list[tuple[int, int, int, float]]:
+    """The reads that got a version older than one acknowledged `slack` s before they began: (key, got, expected,
+    read start). `losses`: times Redis lost its data (a restart): a write acknowledged before a loss is no longer
+    held after it."""
+    acked: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    for key, version, at in writes:
+        acked[key].append((at, version))
+    for entries in acked.values():
+        entries.sort()  # one writer: versions grow with acknowledgement time
+    loss_times = sorted(losses)
+    bad = []
+    for key, got, began in reads:
+        entries = acked.get(key, [])
+        index = bisect.bisect_right(entries, (began - slack, float("inf")))
+        if index == 0:
+            continue
+        at, expected = entries[index - 1]
+        loss = bisect.bisect_right(loss_times, began)
+        if loss and loss_times[loss - 1] >= at:
+            continue  # Redis lost it (a restart) before this read began
+        if got < expected:
+            bad.append((key, got, expected, began))
+    return bad
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["writer", "reader"])
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--read-rate", type=float, default=2000, help="reads/s per reader (0: as fast as it can)")
+    parser.add_argument("--async", dest="use_async", action="store_true")
+    parser.add_argument("--no-push", action="store_true")
+    args = parser.parse_args(argv)
+    (writer if args.role == "writer" else reader)(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
