@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from .contrib.django.startup import setup_django
 from .errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
 
 
@@ -200,6 +201,7 @@ def import_callable(path: str) -> Callable[..., Any]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{path!r} must look like 'package.module:function'")
+    setup_django()  # with DJANGO_SETTINGS_MODULE set, a source module may import models
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,126 @@
+"""What `CachewarmCache`'s operations ask for, and the two drivers that answer: sync (`Cache`, redis-py) and
+async (`AsyncCache`, redis.asyncio). The clients are the process's, shared by every backend instance with the same
+settings (Django makes one instance per thread); an event loop has its own `AsyncCache`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ...client import AsyncCache, Cache
+from ...errors import CacheUnavailable
+from ...settings import Settings
+
+
+@dataclass(frozen=True)
+class Call:
+    """A request: a method of the cachewarm client (`Cache` or `AsyncCache`, whichever the driver holds)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Commands:
+    """A request: Redis commands in one round trip (a pipeline when several); the answer is their replies."""
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A request: every Redis key matching a pattern."""
+
+    match: str
+
+
+Request = Call | Commands | Scan
+Op = Generator[Request, Any, Any]
+
+
+class _Shared:
+    """The process's clients for one set of settings: a `Cache`, and an `AsyncCache` per event loop."""
+
+    _lock = threading.Lock()
+    _sync: dict[Settings, Cache] = {}
+    _async: weakref.WeakKeyDictionary[Any, dict[Settings, AsyncCache]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def sync(cls, settings: Settings) -> Cache:
+        with cls._lock:
+            cache = cls._sync.get(settings)
+            if cache is None:
+                cache = cls._sync[settings] = Cache(settings=settings, keyspaces=settings.load_keyspaces())
+            return cache
+
+    @classmethod
+    def for_loop(cls, settings: Settings) -> AsyncCache:
+        loop = asyncio.get_running_loop()
+        with cls._lock:
+            per_loop = cls._async.setdefault(loop, {})
+            cache = per_loop.get(settings)
+            if cache is None:
+                cache = per_loop[settings] = AsyncCache(settings=settings, keyspaces=settings.load_keyspaces())
+            return cache
+
+
+def shared_cache(settings: Settings) -> Cache:
+    return _Shared.sync(settings)
+
+
+def loop_cache(settings: Settings) -> AsyncCache:
+    return _Shared.for_loop(settings)
+
+
+def run_request(cache: Cache, request: Request) -> Any:
+    if isinstance(request, Call):
+        return getattr(cache, request.method)(*request.args)
+    try:
+        if isinstance(request, Scan):
+            return list(cache.redis.scan_iter(match=request.match, count=1000))
+        if len(request.commands) == 1:
+            return [cache.redis.execute_command(*request.commands[0])]  # type: ignore[no-untyped-call]
+        pipe = cache.redis.pipeline(transaction=False)
+        for command in request.commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return pipe.execute()
+    except redis.RedisError as exc:
+        raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
+
+
+async def arun_request(cache: AsyncCache, request: Request) -> Any:
+    if isinstance(request, Call):
+        return await getattr(cache, request.method)(*request.args)
+    try:
+        if isinstance(request, Scan):
+            return [name async for name in cache.redis.scan_iter(match=request.match, count=1000)]
+        if len(request.commands) == 1:
+            return [await cache.redis.execute_command(*request.commands[0])]  # type: ignore[no-untyped-call,unused-ignore]
+        pipe = cache.redis.pipeline(transaction=False)
+        for command in request.commands:
+            pipe.execute_command(*command)
+        return await pipe.execute()
+    except redis.RedisError as exc:
+        raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
+
+
+def close_clients() -> None:
+    """Closes the process's shared sync clients (at shutdown, or between tests); later calls make new ones."""
+    with _Shared._lock:
+        caches, _Shared._sync = list(_Shared._sync.values()), {}
+    for cache in caches:
+        cache.close()
+
+
+async def aclose_loop_clients() -> None:
+    """Closes the running event loop's `AsyncCache`s (before the loop ends: an ASGI server's shutdown, a test)."""
+    with _Shared._lock:
+        caches = list(_Shared._async.pop(asyncio.get_running_loop(), {}).values())
+    for cache in caches:
+        await cache.aclose()
