@@ -8,6 +8,7 @@ import json
 from decimal import Decimal, InvalidOperation
 
 from django.core.cache import caches
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .models import Product
@@ -22,6 +23,7 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
     return JsonResponse({"product": value})
 
 
+@transaction.non_atomic_requests  # Django runs no async view inside ATOMIC_REQUESTS' transaction
 async def product_detail_async(request: HttpRequest, product_id: int) -> HttpResponse:
     value = await caches["cachewarm"].aget(f"product:{product_id}")
     if value is None:
