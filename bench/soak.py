@@ -11,6 +11,13 @@ happens (process groups, then SIGKILL).
 
     .venv/bin/python -m bench.soak --minutes 60     # the goal's run
     .venv/bin/python -m bench.soak --minutes 2      # a smoke run (warm-up: a quarter of a run under 20 minutes)
+    .venv/bin/python -m bench.soak --minutes 60 --tracemalloc   # and name what grows, per process
+
+With --tracemalloc every process of the tree traces its allocations (bench/soak_tracemalloc.py: started by a
+sitecustomize.py, no thread) and dumps a snapshot on a signal, before the growth window opens (at 0.8 of the
+warm-up, 4 minutes into a 60-minute run: a snapshot builds an object per traced block, tens of MB that the process
+keeps as free heap, so that jump must land before the window) and after the last sample; the report then lists
+each process's top growing lines. Tracing slows allocation and adds its tables to the RSS: compare runs alike.
 
 Goal (issue 17): over 60 minutes, every process grows at most 5 MB after its first 5 minutes.
 """
@@ -31,6 +38,7 @@ from pathlib import Path
 from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.demo.source_process import SourceProcess
 
+from . import soak_tracemalloc
 from .common import print_table
 
 CHECKPOINTS_MIN = (5, 15, 30, 60)
@@ -161,9 +169,14 @@ def _slope_mb_per_hour(points: list[tuple[float, float]]) -> float | None:
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600
 
 
-def report(samples: list[tuple[float, dict[str, float]]], minutes: float) -> None:
+def _warmup_s(minutes: float) -> float:
+    return min(WARMUP_MIN, minutes / 4) * 60
+
+
+def report(samples: list[tuple[float, dict[str, float]]], minutes: float) -> dict[str, float]:
+    """Prints the table; returns each process's RSS growth (MB) after the warm-up."""
     names = sorted({name for _, rss in samples for name in rss}, key=_order)
-    warmup = min(WARMUP_MIN, minutes / 4) * 60
+    warmup = _warmup_s(minutes)
     marks = [m * 60 for m in CHECKPOINTS_MIN if m * 60 < samples[-1][0]] + [samples[-1][0]]
     rows = []
     for mark in marks:
@@ -184,6 +197,7 @@ def report(samples: list[tuple[float, dict[str, float]]], minutes: float) -> Non
     print_table(f"RSS (MB) per process, {minutes:g}-minute soak", ["at", *names], rows)
     print(f"tree total: {total[0]:.1f} MB after {warmup / 60:g} min, {max(total):.1f} MB peak, "
           f"{total[-1]:.1f} MB at the end")
+    return {name: delta for name, _, delta in growth if delta is not None}
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -221,6 +235,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="pool children of the worker")
     parser.add_argument("--latency", type=float, default=0.005, help="source latency (s)")
     parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace allocations in every process and print what grew (see above)")
     parser.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader:
@@ -237,6 +253,12 @@ def main() -> None:
                "CACHEWARM_MAX_TRACKED_KEYS": "3000", "CACHEWARM_SCAN_INTERVAL": "0.5",
                "CACHEWARM_METRICS_PORT": str(free_port()),
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        snapshots = Path(tmp) / "snapshots"
+        if args.tracemalloc:
+            snapshots.mkdir()
+            (Path(tmp) / "sitecustomize.py").write_text(soak_tracemalloc.SITECUSTOMIZE)
+            env["PYTHONPATH"] = tmp + os.pathsep + env["PYTHONPATH"]
+            env[soak_tracemalloc.ENV] = str(snapshots)
         log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115 - handed to the children
         run = subprocess.Popen([sys.executable, "-c", "from cachewarm.cli import main; main()", "run",
                                 "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
@@ -250,6 +272,8 @@ def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _interrupt)
         samples: list[tuple[float, dict[str, float]]] = []
+        first: dict[str, Path] | None = None if args.tracemalloc else {}
+        last: dict[str, Path] = {}
         started = time.monotonic()
         try:
             while (elapsed := time.monotonic() - started) < args.minutes * 60 and not interrupted:
@@ -262,13 +286,19 @@ def main() -> None:
                 print(f"{elapsed / 60:6.1f} min  " + "  ".join(f"{n} {v:.1f}" for n, v in
                                                               sorted(rss.items(), key=lambda kv: _order(kv[0]))),
                       flush=True)
+                if first is None and elapsed >= 0.8 * _warmup_s(args.minutes):
+                    first = soak_tracemalloc.request(snapshots, names.current())
                 time.sleep(args.sample)
+            if args.tracemalloc:
+                last = soak_tracemalloc.collect(soak_tracemalloc.request(snapshots, names.current()), wait=120)
         finally:
             _stop(readers, 10)
             _stop(run, 40)
         if args.json:
             args.json.write_text(json.dumps(samples))
-        report(samples, samples[-1][0] / 60 if interrupted else args.minutes)
+        grown = report(samples, samples[-1][0] / 60 if interrupted else args.minutes)
+        if args.tracemalloc:
+            soak_tracemalloc.report(soak_tracemalloc.collect(first or {}, wait=0), last, grown)
 
 
 if __name__ == "__main__":
