@@ -273,6 +273,7 @@ def main() -> None:
             signal.signal(sig, _interrupt)
         samples: list[tuple[float, dict[str, float]]] = []
         first: dict[str, Path] | None = None if args.tracemalloc else {}
+        loads: list[float] = []  # the machine's 1-minute load average at each sample (it is shared)
         last: dict[str, Path] = {}
         started = time.monotonic()
         try:
@@ -283,7 +284,8 @@ def main() -> None:
                 rss = {name: kb / 1024 for name, pid in names.current().items()
                        if (kb := _rss_kb(pid)) is not None}
                 samples.append((elapsed, rss))
-                print(f"{elapsed / 60:6.1f} min  " + "  ".join(f"{n} {v:.1f}" for n, v in
+                loads.append(os.getloadavg()[0])
+                print(f"{elapsed / 60:6.1f} min  load {loads[-1]:4.1f}  " + "  ".join(f"{n} {v:.1f}" for n, v in
                                                               sorted(rss.items(), key=lambda kv: _order(kv[0]))),
                       flush=True)
                 if first is None and elapsed >= 0.8 * _warmup_s(args.minutes):
@@ -297,6 +299,8 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(samples))
         grown = report(samples, samples[-1][0] / 60 if interrupted else args.minutes)
+        print(f"load average (1 min) over the run: min {min(loads):.1f}, mean {sum(loads) / len(loads):.1f}, "
+              f"max {max(loads):.1f} ({os.cpu_count()} CPUs)")
         if args.tracemalloc:
             soak_tracemalloc.report(soak_tracemalloc.collect(first or {}, wait=0), last, grown)
 
