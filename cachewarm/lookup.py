@@ -64,7 +64,9 @@ class ReadAccounting:
 
     def local_hit(self, plan: Plan, fetched_ms: int) -> float:
         """Counts a read served from the near cache (a hit, and popularity all the same); returns its age."""
-        age = max(0.0, time.time() - fetched_ms / 1000)
+        age = time.time() - fetched_ms / 1000
+        if age < 0.0:
+            age = 0.0
         self._record(plan.label, plan.key, plan.max_tracked, True, age)
         return age
 

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     max_plans: int = Field(20_000, ge=2, description="per-key plans memoised per client and worker process, least "
                            "recently used dropped first (~240 B each with the key: ~4.6 MiB at 20,000)")
 
+    # near cache (local = true keyspaces): how a process knows its tracking link is alive. A ping every
+    # near_ping_interval s (driven by reads) must be answered within near_lag_limit s, or every local copy is
+    # dropped until it is: if the link goes silent (a partition), a copy is served at most this long after
+    near_ping_interval: float = Field(0.1, gt=0, description="seconds between pings on the tracking link")
+    near_lag_limit: float = Field(0.25, gt=0, description="a ping unanswered this long: local copies dropped")
+
     # warming
     scan_interval: float = Field(1.0, gt=0, description="seconds between beat scans")
     hot_half_life: float = Field(60.0, gt=0, description="half-life (s) of a read's weight in popularity")

@@ -79,7 +79,7 @@ class AsyncCache:
         self._flight: AsyncSingleFlight[Lookup] = AsyncSingleFlight()
         self._account = ReadAccounting(settings)
         # Keyspaces with `local = true` keep copies in this process (near/cache.py); None when none does.
-        self._near = near_cache_for(settings.redis_url, self._planner.keyspaces, self.layout)
+        self._near = near_cache_for(settings, self._planner.keyspaces, self.layout)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncCache:
@@ -118,7 +118,12 @@ class AsyncCache:
     async def get(self, key: str) -> Any:
         """The value of key, loaded from its source on a miss; None when the source has no such item."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
-        if self._near is not None and plan.label in self._near.stores:
+        near = self._near
+        if near is not None and (label := plan.label) in near.stores:  # local = true: the near cache first
+            entry = near.serve(label, plan.value_key)
+            if entry is not None:
+                self._account.local_hit(plan, entry.fetched_ms)
+                return entry.value
             return (await self._read_near(plan, self._fetch_source)).value
         if self._breaker.until:  # Redis failed lately: _read handles the backoff and the probe
             return (await self._read(plan, self._fetch_source)).value
@@ -136,17 +141,18 @@ class AsyncCache:
     async def lookup(self, key: str) -> Lookup:
         """The value of key with whether it was a hit and its age (seconds since it was fetched)."""
         plan = self._plans.get(key) or self._planner.require_plan(key)
-        if self._near is not None and plan.label in self._near.stores:
+        near = self._near
+        if near is not None and plan.label in near.stores:
+            entry = near.serve(plan.label, plan.value_key)
+            if entry is not None:
+                return Lookup(entry.value, True, self._account.local_hit(plan, entry.fetched_ms))
             return await self._read_near(plan, self._fetch_source)
         return await self._read(plan, self._fetch_source)
 
     async def _read_near(self, plan: Plan, fetch: Fetch) -> Lookup:
-        """A read of a `local = true` keyspace: the local copy when the near cache may serve one; else the read
-        from Redis, whose fresh value is kept if its key did not change meanwhile (the ticket says)."""
+        """A read of a `local = true` keyspace that the near cache could not serve: the read from Redis, whose
+        fresh value is kept if its key did not change meanwhile (the ticket says)."""
         assert self._near is not None
-        entry = self._near.serve(plan.label, plan.value_key)
-        if entry is not None:
-            return Lookup(entry.value, True, self._account.local_hit(plan, entry.fetched_ms))
         ticket = self._near.ticket(plan.value_key)
         try:
             return await self._read(plan, fetch, ticket)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
+from ..settings import Settings
 from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
 
@@ -46,7 +47,7 @@ class NearCache:
     """Local stores per keyspace label, one tracking link, and the tickets of reads on their way."""
 
     def __init__(self, redis_url: str, bounds: dict[str, tuple[str, LocalBounds]], *,
-                 ping_interval: float = 0.1, lag_limit: float = 0.05, connect_timeout: float = 0.5,
+                 ping_interval: float = 0.1, lag_limit: float = 0.25, connect_timeout: float = 0.5,
                  retry_interval: float = 1.0) -> None:
         """bounds: keyspace label -> (the Redis key prefix of its values, its bounds)."""
         self._lock = threading.Lock()
@@ -71,8 +72,8 @@ class NearCache:
             entry = self.stores[label].get(value_key, time.time() * 1000)
             if entry is None:
                 self.misses[label] += 1
-            else:
-                self.hits[label] += 1
+                return None
+            self.hits[label] += 1
             return entry
 
     def ticket(self, value_key: str) -> Ticket:
@@ -149,7 +150,7 @@ def value_prefix(layout: KeyLayout, pattern: str) -> str:
     return value_key[:value_key.index(marker)]
 
 
-def near_cache_for(redis_url: str, keyspaces: KeyspaceRegistry, layout: KeyLayout) -> NearCache | None:
+def near_cache_for(settings: Settings, keyspaces: KeyspaceRegistry, layout: KeyLayout) -> NearCache | None:
     """The near cache of a client whose keyspaces ask for one (`local = true`); None when none does."""
     bounds = {ks.name: (value_prefix(layout, ks.config.pattern),
                         LocalBounds(ks.config.local_max_entries, ks.config.local_max_bytes))
@@ -157,8 +158,12 @@ def near_cache_for(redis_url: str, keyspaces: KeyspaceRegistry, layout: KeyLayou
     if not bounds:
         return None
     try:
-        ServerAddress.from_url(redis_url)
+        ServerAddress.from_url(settings.redis_url)
+        if getattr(settings, "redis_cluster", False):
+            # One link per node is still to come; one link to one node would miss the other nodes' changes.
+            raise ValueError("not yet with Redis Cluster")
     except ValueError as exc:
         log.warning("near cache off (%s): local keyspaces read from redis", exc)
         return None
-    return NearCache(redis_url, bounds)
+    return NearCache(settings.redis_url, bounds, ping_interval=settings.near_ping_interval,
+                     lag_limit=settings.near_lag_limit, connect_timeout=settings.redis_timeout * 2)

@@ -80,7 +80,7 @@ class TrackingLink:
 
     def __init__(self, address: ServerAddress, prefixes: Sequence[str], *,
                  on_keys: Callable[[list[bytes]], None], on_reset: Callable[[], None],
-                 ping_interval: float = 0.1, lag_limit: float = 0.05, connect_timeout: float = 0.5,
+                 ping_interval: float = 0.1, lag_limit: float = 0.25, connect_timeout: float = 0.5,
                  retry_interval: float = 1.0) -> None:
         self.address = address
         self.prefixes = disjoint_prefixes(prefixes)
@@ -113,7 +113,7 @@ class TrackingLink:
             self._connect(now)
             return self.healthy
         assert self._poll is not None
-        if (self._poll.poll(0) or self._tls_pending(sock)) and not self._drain(sock):
+        if (self._poll.poll(0) or (self.address.tls and self._tls_pending(sock))) and not self._drain(sock):
             return False
         now = time.monotonic()
         if self._ping_sent:

@@ -19,11 +19,14 @@ import asyncio
 import bisect
 import json
 import random
+import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 KEYSPACE_TOML = """
 [keyspaces.near]
@@ -156,6 +159,44 @@ def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[tuple[
         if got < expected:
             bad.append((key, got, expected, began))
     return bad
+
+
+def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_rate: float = 1000,
+             no_push: bool = False, during: Callable[[], None] | None = None) -> tuple[list, list, list[dict]]:
+    """Runs the writer and four readers (two async); `during()` runs in this process meanwhile. Returns the writes,
+    the reads and the sync readers' near-cache figures."""
+    config = tmp_path / "near.toml"
+    config.write_text(KEYSPACE_TOML)
+    base = [sys.executable, "-m", "tests.support.near_load"]
+    common = ["--redis", url, "--config", str(config), "--keys", str(keys)]
+    writes_path = tmp_path / "writes.json"
+    writer = subprocess.Popen([*base, "writer", *common, "--rate", "1000", "--seconds", str(seconds + 2),
+                               "--out", str(writes_path)])
+    readers = []
+    try:
+        wait_until(lambda: Path(str(writes_path) + ".ready").exists(), timeout=30, what="the writer's keys")
+        for n in range(4):
+            extra = (["--async"] if n % 2 else []) + (["--no-push"] if no_push else [])
+            readers.append(subprocess.Popen([*base, "reader", *common, "--seconds", str(seconds),
+                                             "--read-rate", str(read_rate), "--out", str(tmp_path / f"reads{n}.json"),
+                                             *extra]))
+        if during is not None:
+            during()
+        for proc in [*readers, writer]:
+            assert proc.wait(timeout=seconds + 60) == 0
+    finally:
+        for proc in [*readers, writer]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    writes = json.loads(writes_path.read_text())
+    reads, figures = [], []
+    for n in range(4):
+        data = json.loads((tmp_path / f"reads{n}.json").read_text())
+        reads.extend(data["reads"])
+        if data["figures"] is not None:
+            figures.append(data["figures"])
+    return writes, reads, figures
 
 
 def main(argv: list[str]) -> None:
