@@ -114,5 +114,9 @@ def register_process_metrics(registry: CollectorRegistry | None = REGISTRY, *,
     if _installed is None:
         _installed = ProcessMetrics(registry)
         _installed.preset(keyspaces)
+        if registry is not None:  # the near cache's figures, read at scrape time (metrics/near.py)
+            from .near import NearCacheCollector
+
+            registry.register(NearCacheCollector())
         set_hooks(PrometheusHooks(_installed))
     return _installed

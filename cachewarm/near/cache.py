@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,12 @@ from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
 
 log = logging.getLogger("cachewarm.near")
+_live: weakref.WeakSet[NearCache] = weakref.WeakSet()
+
+
+def live_near_caches() -> list[NearCache]:
+    """This process's near caches that are still open (metrics read their figures at scrape time)."""
+    return [near for near in list(_live) if not near.closed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,7 @@ class NearCache:
                  retry_interval: float = 1.0) -> None:
         """bounds: keyspace label -> (the Redis key prefix of its values, its bounds)."""
         self._lock = threading.Lock()
+        self.closed = False
         self.stores = {label: LocalStore(b.max_entries, b.max_bytes) for label, (_, b) in bounds.items()}
         self._epoch = 0
         self._seq = 0
@@ -62,6 +70,7 @@ class NearCache:
             ServerAddress.from_url(redis_url), [prefix for prefix, _ in bounds.values()],
             on_keys=self._changed_keys, on_reset=self._reset, ping_interval=ping_interval, lag_limit=lag_limit,
             connect_timeout=connect_timeout, retry_interval=retry_interval)
+        _live.add(self)
 
     # ---- reads ----------------------------------------------------------------------------------------------
     def serve(self, label: str, value_key: str) -> LocalEntry | None:
@@ -105,6 +114,7 @@ class NearCache:
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             self.link.close()
             self._reset()
 
