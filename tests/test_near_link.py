@@ -168,3 +168,22 @@ def test_value_prefix_follows_the_layout() -> None:
     prefix = value_prefix(layout, "product:{id}")
     assert layout.value("product:42").startswith(prefix) and prefix.startswith("app:")
     assert not layout.value("user:42").startswith(prefix)
+
+
+def test_a_forked_child_opens_its_own_link(redis_url: str, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.near_load import KEYSPACE_TOML
+
+    config = tmp_path / "near.toml"
+    config.write_text(KEYSPACE_TOML)
+    out = subprocess.run([sys.executable, "-m", "tests.support.near_fork", redis_url, str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = {line["who"]: line for line in map(json.loads, out.stdout.splitlines())}
+    assert lines["child"]["entries_at_fork"] == 0      # no copies inherited
+    assert lines["child"]["hits"] >= 1                 # the child served from its own copies
+    assert lines["child"]["value"] == {"version": 2}   # and heard the change on its own link
+    assert lines["parent"]["value"] == {"version": 2}  # the parent's link was left alone

@@ -13,6 +13,7 @@ the sync client's threads share them; the async client takes it too (never acros
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -32,6 +33,16 @@ _live: weakref.WeakSet[NearCache] = weakref.WeakSet()
 def live_near_caches() -> list[NearCache]:
     """This process's near caches that are still open (metrics read their figures at scrape time)."""
     return [near for near in list(_live) if not near.closed]
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a prefork worker, a web server's worker) must not read its parent's tracking socket: the
+    # pushes would be split between them. It starts with no copies and opens its own link on its first read.
+    for near in list(_live):
+        near._start_afresh()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,13 @@ class NearCache:
             out["_link"] = {"resets": self.link.resets, "invalidations": self.link.invalidations,
                             "healthy": int(self.link.healthy)}
             return out
+
+    def _start_afresh(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by another thread of the parent at the fork
+        self.link.forget_connection()
+        self._inflight.clear()
+        self._changed.clear()
+        self._reset()
 
     # ---- called by the link, under the lock ----------------------------------------------------------------------
     def _changed_keys(self, keys: list[bytes]) -> None:

@@ -132,6 +132,13 @@ class TrackingLink:
         self._sock = self._poll = None
         self.healthy = False
 
+    def forget_connection(self) -> None:
+        """In a forked child: drop the inherited connection (closing our copy of the socket; the parent's stays
+        open) so that the next check opens the child's own."""
+        self.close()
+        self._reader = hiredis.Reader()
+        self._ping_sent, self._lagging, self._next_attempt = 0.0, False, 0.0
+
     # ---- inside --------------------------------------------------------------------------------------------
     def _connect(self, now: float) -> None:
         self._next_attempt = now + self.retry_interval
