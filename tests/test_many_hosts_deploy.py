@@ -1,7 +1,7 @@
 """The many-hosts kit in deploy/: the systemd units run as written (two worker nodes from the template unit on
 one machine, each on its own metrics port, both listed by `cachewarm status`, both stopping cleanly on the
-unit's kill signal), `systemd-analyze verify` accepts them, docs/OPERATIONS.md shows the same command lines,
-and the Grafana dashboard has its per-host panel."""
+unit's kill signal), `systemd-analyze verify` accepts them (where systemd is installed), docs/OPERATIONS.md shows
+the same command lines, and the Grafana dashboard has its per-host panel."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,11 +54,10 @@ def env_file() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def test_units_verify_and_the_env_file_holds_what_every_host_shares(tmp_path: Path) -> None:
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:  # Debian has it wherever systemd runs; containers may not
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     for path in (WORKER_UNIT, BEAT_UNIT):
-        service = unit(path)["Service"]
-        assert service["EnvironmentFile"] == "/etc/cachewarm/cachewarm.env"
-        assert service["ExecStart"].startswith(INSTALLED_CELERY + " -A cachewarm.worker ")
         # systemd-analyze checks the command exists: point it at this venv's celery for the check.
         name = path.name.replace("@.", "@9808.") if "@" in path.name else path.name
         copy = tmp_path / path.name
@@ -65,6 +65,13 @@ def test_units_verify_and_the_env_file_holds_what_every_host_shares(tmp_path: Pa
         proc = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True,
                               timeout=60, check=False)
         assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+def test_units_and_the_env_file_hold_what_every_host_shares() -> None:
+    for path in (WORKER_UNIT, BEAT_UNIT):
+        service = unit(path)["Service"]
+        assert service["EnvironmentFile"] == "/etc/cachewarm/cachewarm.env"
+        assert service["ExecStart"].startswith(INSTALLED_CELERY + " -A cachewarm.worker ")
     worker = unit(WORKER_UNIT)["Service"]
     assert worker["KillMode"] == "mixed" and worker["KillSignal"] == "SIGTERM"
     assert worker["Environment"] == "CACHEWARM_METRICS_PORT=%i"
