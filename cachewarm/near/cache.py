@@ -20,9 +20,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from ..settings import Settings
+from . import cluster as cluster_layout
 from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
 
@@ -62,12 +65,14 @@ class Ticket:
 
 
 class NearCache:
-    """Local stores per keyspace label, one tracking link, and the tickets of reads on their way."""
+    """Local stores per keyspace label, the tracking links (one per Redis server: one, or a cluster's masters),
+    and the tickets of reads on their way."""
 
-    def __init__(self, redis_url: str, bounds: dict[str, tuple[str, LocalBounds]], *,
+    def __init__(self, redis_url: str, bounds: dict[str, tuple[str, LocalBounds]], *, cluster: bool = False,
                  ping_interval: float = 0.1, lag_limit: float = 0.25, connect_timeout: float = 0.5,
                  retry_interval: float = 1.0) -> None:
-        """bounds: keyspace label -> (the Redis key prefix of its values, its bounds)."""
+        """bounds: keyspace label -> (the Redis key prefix of its values, its bounds). cluster: redis_url names a
+        node of a Redis Cluster (near/cluster.py)."""
         self._lock = threading.Lock()
         self.closed = False
         self.stores = {label: LocalStore(b.max_entries, b.max_bytes) for label, (_, b) in bounds.items()}
@@ -77,17 +82,65 @@ class NearCache:
         self._changed: dict[str, int] = {}
         self.hits = dict.fromkeys(self.stores, 0)
         self.misses = dict.fromkeys(self.stores, 0)
-        self.link = TrackingLink(
-            ServerAddress.from_url(redis_url), [prefix for prefix, _ in bounds.values()],
-            on_keys=self._changed_keys, on_reset=self._reset, ping_interval=ping_interval, lag_limit=lag_limit,
-            connect_timeout=connect_timeout, retry_interval=retry_interval)
+        self._prefixes = [prefix for prefix, _ in bounds.values()]
+        self._timing = {"ping_interval": ping_interval, "lag_limit": lag_limit, "connect_timeout": connect_timeout,
+                        "retry_interval": retry_interval}
+        self._seed = ServerAddress.from_url(redis_url)
+        self._cluster = cluster
+        self._next_discovery = 0.0
+        self._known: list[ServerAddress] = []
+        self._retired = {"resets": 0, "invalidations": 0}  # figures of links closed by a rediscovery
+        self.links = [] if cluster else [self._link(self._seed)]
         _live.add(self)
+
+    @property
+    def link(self) -> TrackingLink:
+        """The first link (the only one on a single Redis)."""
+        return self.links[0]
+
+    def _link(self, address: ServerAddress, health: tuple[tuple[str, ...], Any] | None = None) -> TrackingLink:
+        return TrackingLink(address, self._prefixes, on_keys=self._changed_keys, on_reset=self._reset,
+                            health=health, **self._timing)
+
+    def _healthy(self) -> bool:
+        """Every link drained and tended (under the lock); True when copies may be served and kept."""
+        links = self.links
+        if len(links) == 1 and not self._cluster:
+            return links[0].check()
+        if not links or any(link.refused or link.disconnected for link in links):  # layout changed, or a node died
+            return self._rediscover()
+        healthy = True
+        for link in links:  # every link, even after an unhealthy one: each must drain its pushes
+            healthy = link.check() and healthy
+        return healthy
+
+    def _rediscover(self) -> bool:
+        # A cluster whose layout changed (or is not known yet): new links to the masters it has now.
+        now = time.monotonic()
+        if now < self._next_discovery:
+            return False
+        self._next_discovery = now + self._timing["retry_interval"]
+        for link in self.links:
+            link.close()
+            self._retired["resets"] += link.resets + 1
+            self._retired["invalidations"] += link.invalidations
+        self.links = []
+        self._reset()
+        try:
+            masters, epoch = cluster_layout.discover([self._seed, *self._known], self._timing["connect_timeout"])
+        except redis.RedisError as exc:
+            log.warning("near cache: the cluster's layout is not readable (%s); reading from redis", exc)
+            return False
+        self._known = masters
+        health = (("CLUSTER", "INFO"), cluster_layout.same_epoch(epoch))
+        self.links = [self._link(address, health) for address in masters]
+        return all([link.check() for link in self.links])
 
     # ---- reads ----------------------------------------------------------------------------------------------
     def serve(self, label: str, value_key: str) -> LocalEntry | None:
         """The local copy of value_key when one may be served now."""
         with self._lock:
-            if not self.link.check():
+            if not self._healthy():
                 return None
             entry = self.stores[label].get(value_key, time.time() * 1000)
             if entry is None:
@@ -106,7 +159,7 @@ class NearCache:
              raw_size: int) -> bool:
         """Keeps the value read under ticket, unless its key changed (or the link reset) since; True when kept."""
         with self._lock:
-            healthy = self.link.check()
+            healthy = self._healthy()
             if not healthy or self._changed.get(value_key, -1) > ticket.seq or ticket.epoch != self._epoch:
                 return False
             return self.stores[label].put(value_key, value, fetched_ms=fetched_ms, expires_ms=expires_ms,
@@ -126,7 +179,8 @@ class NearCache:
     def close(self) -> None:
         with self._lock:
             self.closed = True
-            self.link.close()
+            for link in self.links:
+                link.close()
             self._reset()
 
     # ---- figures for metrics and status ------------------------------------------------------------------------
@@ -135,13 +189,16 @@ class NearCache:
         with self._lock:
             out = {label: {"hits": self.hits[label], "misses": self.misses[label], "evictions": store.evictions,
                            "entries": len(store), "bytes": store.bytes} for label, store in self.stores.items()}
-            out["_link"] = {"resets": self.link.resets, "invalidations": self.link.invalidations,
-                            "healthy": int(self.link.healthy)}
+            out["_link"] = {
+                "resets": self._retired["resets"] + sum(link.resets for link in self.links),
+                "invalidations": self._retired["invalidations"] + sum(link.invalidations for link in self.links),
+                "healthy": int(bool(self.links) and all(link.healthy for link in self.links))}
             return out
 
     def _start_afresh(self) -> None:
         self._lock = threading.Lock()  # it may have been held by another thread of the parent at the fork
-        self.link.forget_connection()
+        for link in self.links:
+            link.forget_connection()
         self._inflight.clear()
         self._changed.clear()
         self._reset()
@@ -187,11 +244,9 @@ def near_cache_for(settings: Settings, keyspaces: KeyspaceRegistry, layout: KeyL
         return None
     try:
         ServerAddress.from_url(settings.redis_url)
-        if getattr(settings, "redis_cluster", False):
-            # One link per node is still to come; one link to one node would miss the other nodes' changes.
-            raise ValueError("not yet with Redis Cluster")
     except ValueError as exc:
         log.warning("near cache off (%s): local keyspaces read from redis", exc)
         return None
-    return NearCache(settings.redis_url, bounds, ping_interval=settings.near_ping_interval,
+    return NearCache(settings.redis_url, bounds, cluster=bool(getattr(settings, "redis_cluster", False)),
+                     ping_interval=settings.near_ping_interval,
                      lag_limit=settings.near_lag_limit, connect_timeout=settings.redis_timeout * 2)

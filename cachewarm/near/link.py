@@ -33,7 +33,6 @@ import hiredis
 
 log = logging.getLogger("cachewarm.near")
 
-_PING = b"*1\r\n$4\r\nPING\r\n"
 LINK_NAME = "cachewarm-near"  # the link's name in CLIENT LIST
 
 
@@ -65,6 +64,10 @@ def _command(*args: str) -> bytes:
     return b"".join(out)
 
 
+def _is_pong(reply: object) -> bool:
+    return reply == b"PONG"
+
+
 def disjoint_prefixes(prefixes: Sequence[str]) -> list[str]:
     """The prefixes with none covering another (Redis refuses overlapping BCAST prefixes): a prefix of another
     one tracks its keys too."""
@@ -81,7 +84,10 @@ class TrackingLink:
     def __init__(self, address: ServerAddress, prefixes: Sequence[str], *,
                  on_keys: Callable[[list[bytes]], None], on_reset: Callable[[], None],
                  ping_interval: float = 0.1, lag_limit: float = 0.25, connect_timeout: float = 0.5,
-                 retry_interval: float = 1.0) -> None:
+                 retry_interval: float = 1.0, health: tuple[tuple[str, ...], Callable[[object], bool]] | None = None
+                 ) -> None:
+        """health: the command sent as the ping and a judge of its answer (default PING, answered PONG); a
+        cluster's links ask CLUSTER INFO and judge the cluster's epoch (near/cluster.py)."""
         self.address = address
         self.prefixes = disjoint_prefixes(prefixes)
         self._on_keys = on_keys
@@ -90,6 +96,8 @@ class TrackingLink:
         self.lag_limit = lag_limit
         self.connect_timeout = connect_timeout
         self.retry_interval = retry_interval
+        command, self._judge = health or (("PING",), _is_pong)
+        self._health_command = _command(*command)
         self._sock: socket.socket | None = None
         self._poll: select.poll | None = None
         self._reader = hiredis.Reader()
@@ -100,6 +108,7 @@ class TrackingLink:
         self.healthy = False
         self.resets = 0                # times every local copy was dropped for the link's sake
         self.invalidations = 0         # keys (or flushes) pushed by Redis
+        self.refused = False           # the last health answer was judged wrong (a cluster that changed)
 
     # ---- the one call a read makes -----------------------------------------------------------------------------
     def check(self) -> bool:
@@ -125,6 +134,10 @@ class TrackingLink:
         elif now - self._last_ping >= self.ping_interval:
             self._ping(sock, now)
         return self.healthy
+
+    @property
+    def disconnected(self) -> bool:
+        return self._sock is None
 
     def close(self) -> None:
         if self._sock is not None:
@@ -155,9 +168,9 @@ class TrackingLink:
             tracking = ["CLIENT", "TRACKING", "ON", "BCAST"]
             for prefix in self.prefixes:
                 tracking += ["PREFIX", prefix]
-            sock.sendall(_command(*hello) + _command(*tracking))
+            sock.sendall(_command(*hello) + _command(*tracking) + self._health_command)
             replies: list[object] = []
-            while len(replies) < 2:
+            while len(replies) < 3:
                 data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("redis closed the connection during the handshake")
@@ -165,7 +178,11 @@ class TrackingLink:
                 while (reply := reader.gets()) is not False:
                     if isinstance(reply, Exception):
                         raise ConnectionError(f"redis refused: {reply}")
-                    replies.append(reply)
+                    if not isinstance(reply, hiredis.PushNotification):  # nothing is kept yet: nothing to drop
+                        replies.append(reply)
+            if not self._judge(replies[2]):
+                self.refused = True
+                raise ConnectionError("the server's health answer is not the expected one")
         except (OSError, ConnectionError) as exc:
             log.warning("near cache: tracking link to %s:%s not available (%s); reading from redis",
                         self.address.host, self.address.port, exc)
@@ -213,18 +230,21 @@ class TrackingLink:
                     self.invalidations += len(keys)
                     self._on_keys(keys)
             return
-        if message == b"PONG":
-            self._ping_sent = 0.0
-            if self._lagging:
-                self._lagging = False
-                self.healthy = True
-            return
         if isinstance(message, Exception):
             self._broken(f"redis answered with an error: {message}")
+            return
+        if not self._judge(message):
+            self.refused = True
+            self._broken("the server's health answer changed")
+            return
+        self._ping_sent = 0.0
+        if self._lagging:
+            self._lagging = False
+            self.healthy = True
 
     def _ping(self, sock: socket.socket, now: float) -> None:
         try:
-            sock.send(_PING)
+            sock.send(self._health_command)
         except OSError as exc:
             self._broken(f"socket error: {exc}")
             return
