@@ -21,6 +21,7 @@ from django.db import connections, transaction
 
 from ...errors import CacheUnavailable
 from ...invalidation.publish import event_fields, publish_events
+from ...outbox.schema import COLUMNS, TABLE
 from ...outbox.writes import outbox_row
 from .conf import cachewarm_settings
 
@@ -46,11 +47,15 @@ def deliver(targets: Sequence[Target], *, via: Via, using: str) -> None:
 
 
 def write_rows(targets: Sequence[Target], using: str) -> None:
-    from .models import OutboxEntry  # models need the app registry; this module is imported before it is ready
-
+    """One multi-row INSERT on the writer's connection (the model's table, the shared schema). Plain SQL rather
+    than ``bulk_create``: the same statement without the ORM's per-object work or PostgreSQL's RETURNING."""
     rows = [outbox_row(key, tag=tag, version=version) for key, tag, version in targets]
-    OutboxEntry.objects.using(using).bulk_create(
-        [OutboxEntry(key=key, tag=tag, version=version, created_ms=created) for key, tag, version, created in rows])
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in COLUMNS[1:])
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {quote(TABLE)} ({columns}) VALUES {values}", [v for row in rows for v in row])
 
 
 class PendingEvents:
