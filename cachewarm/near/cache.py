@@ -22,10 +22,11 @@ from typing import Any
 
 import redis
 
+from .. import sentinel
 from ..keys import KeyLayout
 from ..keyspaces import KeyspaceRegistry
 from ..settings import Settings
-from . import cluster as cluster_layout
+from . import topology
 from .link import ServerAddress, TrackingLink
 from .store import LocalEntry, LocalStore
 
@@ -72,7 +73,7 @@ class NearCache:
                  ping_interval: float = 0.1, lag_limit: float = 0.25, connect_timeout: float = 0.5,
                  retry_interval: float = 1.0) -> None:
         """bounds: keyspace label -> (the Redis key prefix of its values, its bounds). cluster: redis_url names a
-        node of a Redis Cluster (near/cluster.py)."""
+        node of a Redis Cluster; a redis+sentinel:// URL follows the master (near/topology.py)."""
         self._lock = threading.Lock()
         self.closed = False
         self.stores = {label: LocalStore(b.max_entries, b.max_bytes) for label, (_, b) in bounds.items()}
@@ -85,12 +86,14 @@ class NearCache:
         self._prefixes = [prefix for prefix, _ in bounds.values()]
         self._timing = {"ping_interval": ping_interval, "lag_limit": lag_limit, "connect_timeout": connect_timeout,
                         "retry_interval": retry_interval}
-        self._seed = ServerAddress.from_url(redis_url)
-        self._cluster = cluster
+        self._discover: topology.Discovery | None = None  # None: one fixed server
+        if sentinel.is_sentinel_url(redis_url):
+            self._discover = topology.sentinel_discovery(redis_url, connect_timeout)
+        elif cluster:
+            self._discover = topology.cluster_discovery(ServerAddress.from_url(redis_url), connect_timeout)
         self._next_discovery = 0.0
-        self._known: list[ServerAddress] = []
         self._retired = {"resets": 0, "invalidations": 0}  # figures of links closed by a rediscovery
-        self.links = [] if cluster else [self._link(self._seed)]
+        self.links = [] if self._discover else [self._link(ServerAddress.from_url(redis_url))]
         _live.add(self)
 
     @property
@@ -98,14 +101,14 @@ class NearCache:
         """The first link (the only one on a single Redis)."""
         return self.links[0]
 
-    def _link(self, address: ServerAddress, health: tuple[tuple[str, ...], Any] | None = None) -> TrackingLink:
+    def _link(self, address: ServerAddress, health: topology.Health | None = None) -> TrackingLink:
         return TrackingLink(address, self._prefixes, on_keys=self._changed_keys, on_reset=self._reset,
                             health=health, **self._timing)
 
     def _healthy(self) -> bool:
         """Every link drained and tended (under the lock); True when copies may be served and kept."""
         links = self.links
-        if len(links) == 1 and not self._cluster:
+        if self._discover is None:
             return links[0].check()
         if not links or any(link.refused or link.disconnected for link in links):  # layout changed, or a node died
             return self._rediscover()
@@ -115,7 +118,7 @@ class NearCache:
         return healthy
 
     def _rediscover(self) -> bool:
-        # A cluster whose layout changed (or is not known yet): new links to the masters it has now.
+        # A layout that changed (or is not known yet): new links to the servers it has now.
         now = time.monotonic()
         if now < self._next_discovery:
             return False
@@ -126,14 +129,13 @@ class NearCache:
             self._retired["invalidations"] += link.invalidations
         self.links = []
         self._reset()
+        assert self._discover is not None
         try:
-            masters, epoch = cluster_layout.discover([self._seed, *self._known], self._timing["connect_timeout"])
+            servers, health = self._discover()
         except redis.RedisError as exc:
-            log.warning("near cache: the cluster's layout is not readable (%s); reading from redis", exc)
+            log.warning("near cache: where to track is not known (%s); reading from redis", exc)
             return False
-        self._known = masters
-        health = (("CLUSTER", "INFO"), cluster_layout.same_epoch(epoch))
-        self.links = [self._link(address, health) for address in masters]
+        self.links = [self._link(address, health) for address in servers]
         return all([link.check() for link in self.links])
 
     # ---- reads ----------------------------------------------------------------------------------------------
@@ -243,7 +245,8 @@ def near_cache_for(settings: Settings, keyspaces: KeyspaceRegistry, layout: KeyL
     if not bounds:
         return None
     try:
-        ServerAddress.from_url(settings.redis_url)
+        if not sentinel.is_sentinel_url(settings.redis_url):
+            ServerAddress.from_url(settings.redis_url)
     except ValueError as exc:
         log.warning("near cache off (%s): local keyspaces read from redis", exc)
         return None
