@@ -1,10 +1,12 @@
-"""Settings of the example shop. The database is SQLite (``SHOP_DATABASE``, default ``db.sqlite3`` here); the
-cache is the Redis of ``CACHEWARM_REDIS_URL`` (the environment), the keyspaces this directory's cachewarm.toml."""
+"""Settings of the example shop. The database is SQLite (``SHOP_DATABASE``, default ``db.sqlite3`` here) or the
+PostgreSQL of ``SHOP_DATABASE_URL``; the cache is the Redis of ``CACHEWARM_REDIS_URL`` (the environment), the
+keyspaces this directory's cachewarm.toml."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -22,14 +24,20 @@ ROOT_URLCONF = "shop.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("SHOP_DATABASE", str(BASE_DIR / "db.sqlite3")),
-        # Every view runs in one transaction: a product's outbox rows commit (or roll back) with it.
-        "ATOMIC_REQUESTS": True,
-    }
-}
+
+def _database(url: str) -> dict[str, object]:
+    """SQLite in ``SHOP_DATABASE`` (a path), or PostgreSQL from ``SHOP_DATABASE_URL=postgresql://user@host:port/db``;
+    every view runs in one transaction (``ATOMIC_REQUESTS``): a product's outbox rows commit or roll back with it."""
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "ATOMIC_REQUESTS": True,
+                "NAME": os.environ.get("SHOP_DATABASE", str(BASE_DIR / "db.sqlite3"))}
+    parts = urlsplit(url)
+    return {"ENGINE": "django.db.backends.postgresql", "ATOMIC_REQUESTS": True, "NAME": parts.path.lstrip("/"),
+            "USER": parts.username or "", "PASSWORD": parts.password or "", "HOST": parts.hostname or "",
+            "PORT": str(parts.port or "")}
+
+
+DATABASES = {"default": _database(os.environ.get("SHOP_DATABASE_URL", ""))}
 
 # cachewarm's settings (names of the CACHEWARM_* variables without the prefix); the rest from the environment.
 CACHEWARM = {"CONFIG": BASE_DIR / "cachewarm.toml"}
