@@ -130,3 +130,14 @@ async def test_each_event_loop_gets_its_own_client(cache: CachewarmCache) -> Non
     await in_loop()
     await asyncio.to_thread(asyncio.run, in_loop())
     assert results == [1, 1]
+
+
+def test_a_wrong_setting_is_a_django_system_check_error(settings: Any) -> None:
+    from django.core import checks
+
+    assert checks.run_checks(tags=["cachewarm"]) == []
+    settings.CACHEWARM = {"REDIS_URL": "http://nope", "CONFIG": "x.toml"}
+    errors = checks.run_checks(tags=["cachewarm"])
+    assert [e.id for e in errors] == ["cachewarm.E001"] and "CACHEWARM_REDIS_URL" in errors[0].msg
+    settings.CACHEWARM = {"NO_SUCH": 1}
+    assert "CACHEWARM['NO_SUCH']: unknown cachewarm setting" in checks.run_checks(tags=["cachewarm"])[0].msg
