@@ -135,7 +135,7 @@ def test_hot_key_never_misses_with_rabbitmq_as_broker(make_cluster: Callable[...
         reader = threading.Thread(target=_read_loop, args=(cache, "product:1", stop, hits))
         reader.start()
         try:
-            time.sleep(8)  # four TTLs
+            time.sleep(6)  # three TTLs
         finally:
             stop.set()
             reader.join()
@@ -171,7 +171,7 @@ def test_kill_9_mid_batch_loses_nothing_on_rabbitmq(make_cluster: Callable[..., 
                details=lambda: f"{len(stale())} keys never refreshed\n{cluster.procs.logs()}", interval=0.1)
     print(f"\nRabbitMQ, kill -9 mid-batch: all {len(keys)} keys refreshed {time.monotonic() - restarted:.1f} s "
           f"after the new worker started (source latency 1.5 s); lost 0")
-    time.sleep(4)  # caught up, the pinned keys stay fresh
+    time.sleep(2)  # caught up, the pinned keys stay fresh
     with Cache(settings=cluster.settings()) as cache:
         assert all(cache.exists(k) for k in keys)
     client.close()
