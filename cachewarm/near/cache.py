@@ -46,7 +46,17 @@ def _after_fork_in_child() -> None:
         near._start_afresh()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork_handler = threading.Lock()
+_fork_handler_set = False
+
+
+def _handle_forks() -> None:
+    # Registered by the first near cache, not at import: importing cachewarm registers nothing.
+    global _fork_handler_set
+    with _fork_handler:
+        if not _fork_handler_set:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_handler_set = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,7 @@ class NearCache:
         self._retired = {"resets": 0, "invalidations": 0}  # figures of links closed by a rediscovery
         self.links = [] if self._discover else [self._link(ServerAddress.from_url(redis_url))]
         _live.add(self)
+        _handle_forks()
 
     @property
     def link(self) -> TrackingLink:
