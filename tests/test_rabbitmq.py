@@ -195,7 +195,6 @@ def test_broker_restart_worker_and_beat_resume_by_themselves(make_cluster: Calla
     wait_until(lambda: all(len(state.times[k.split(":")[1]]) >= 2 for k in KEYS), 20,
                "every key refreshed by a worker", details=procs.logs)
 
-    stopped = time.monotonic()
     down = cluster.broker.restart()  # rabbitmqctl stop, then a new rabbitmq-server on the same ports and data
     back = time.monotonic()
 
@@ -205,7 +204,6 @@ def test_broker_restart_worker_and_beat_resume_by_themselves(make_cluster: Calla
     wait_until(refreshed_after_back, 40, "every key refreshed after the broker came back",
                details=lambda: procs.logs() + cluster.broker.log())
     after = [min(t for t in state.times[k.split(":")[1]] if t >= back) - back for k in KEYS]
-    during = sum(1 for ts in state.times.values() for t in ts if stopped + 0.5 < t < back)
-    print(f"\nRabbitMQ restart ({down:.1f} s down): first refresh {min(after):.2f} s after it was up again, every "
-          f"key refreshed by {max(after):.2f} s (scan period 0.25 s, TTL 3 s); refreshes while down {during}")
+    print(f"\nRabbitMQ restart ({down:.1f} s from `rabbitmqctl stop` to up again): first refresh {min(after):.2f} s "
+          f"after it was up, every key refreshed by {max(after):.2f} s (scan period 0.25 s, TTL 3 s)")
     assert worker.poll() is None and beat.poll() is None, procs.logs()
