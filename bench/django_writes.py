@@ -1,5 +1,6 @@
 """What cachewarm.contrib.django adds to a write: one model save in its own transaction, with no hook (the
-baseline), with its invalidation written to the outbox, and published after commit (``on_commit`` + XADD).
+baseline), with its invalidation written to the outbox, and published after commit (``on_commit`` + XADD); and
+what the CACHES backend adds to a hit read.
 
 One private redis-server; SQLite in a file under /dev/shm when there is one (so that the disk's fsync does not
 drown what is measured), and a private PostgreSQL with --postgres (default durability: fsync and synchronous
@@ -37,16 +38,70 @@ from cachewarm.demo.redis_server import RedisServer
 KINDS = ("baseline", "outbox", "on_commit")
 
 
-def configure(database: dict[str, Any], redis_url: str) -> None:
+KEYSPACE = """
+[keyspaces.item]
+pattern = "item:{id}"
+source = "python:bench.django_writes:item_source"
+ttl = 3600
+"""
+VALUE = {"id": 1, "name": "Item 1", "price": "80.19", "version": 3, "tags": ["kitchen", "steel", "sale"],
+         "description": "A sturdy item with a description of typical length."}
+
+
+def item_source(id: str) -> dict[str, Any]:
+    return {**VALUE, "id": int(id)}
+
+
+def configure(database: dict[str, Any], redis_url: str, tmp: Path) -> None:
     import django
     from django.conf import settings
 
+    config = tmp / "cachewarm.toml"
+    config.write_text(KEYSPACE)
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "cachewarm.contrib.django"],
         DATABASES={"default": database}, USE_TZ=True, DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        CACHEWARM={"REDIS_URL": redis_url},
+        CACHEWARM={"REDIS_URL": redis_url, "CONFIG": config},
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url},
+                "cachewarm": {"BACKEND": "cachewarm.contrib.django.cache.CachewarmCache"}},
     )
     django.setup()
+
+
+def read_overhead(rounds: int, per_round: int) -> None:
+    """A hit read: cachewarm's `Cache.get`, the same key through the CACHES backend, a key of Django's through the
+    backend, and Django's own RedisCache (the same value pickled). Rounds alternate the four."""
+    from django.core.cache import caches
+
+    from cachewarm.contrib.django.cache_io import shared_cache
+    from cachewarm.contrib.django.conf import cachewarm_settings
+
+    backend, django_redis, direct = caches["cachewarm"], caches["default"], shared_cache(cachewarm_settings())
+    backend.set("other", VALUE)
+    django_redis.set("other", VALUE)
+    direct.get("item:1")
+    reads: dict[str, Callable[[], Any]] = {
+        "Cache.get (keyspace key)": lambda: direct.get("item:1"),
+        "backend.get (keyspace key)": lambda: backend.get("item:1"),
+        "backend.get (Django's key)": lambda: backend.get("other"),
+        "RedisCache.get (Django's own)": lambda: django_redis.get("other"),
+    }
+    samples: dict[str, list[int]] = {name: [] for name in reads}
+    cpu: dict[str, list[int]] = {name: [] for name in reads}
+    names = list(reads)
+    for round_no in range(rounds):
+        for name in names[round_no % 4:] + names[:round_no % 4]:
+            read = reads[name]
+            for _ in range(per_round):
+                started, cpu_started = time.perf_counter_ns(), time.thread_time_ns()
+                read()
+                samples[name].append(time.perf_counter_ns() - started)
+                cpu[name].append(time.thread_time_ns() - cpu_started)
+    base, base_cpu = (statistics.median(samples[names[0]]) / 1000, statistics.median(cpu[names[0]]) / 1000)
+    print(f"\n{'hit read':<32}{'median us':>11}{'vs Cache.get':>14}{'CPU us':>9}{'added CPU':>11}")
+    for name in names:
+        median, median_cpu = statistics.median(samples[name]) / 1000, statistics.median(cpu[name]) / 1000
+        print(f"{name:<32}{median:>11.1f}{median / base:>13.2f}x{median_cpu:>9.1f}{median_cpu - base_cpu:>+11.1f}")
 
 
 def make_models() -> dict[str, Any]:
@@ -186,12 +241,14 @@ def one_database(url: str | None, redis_url: str, args: argparse.Namespace) -> N
     """Runs in a child process: Django is configured once per process."""
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
-        configure(database_settings(url, Path(tmp)), redis_url)
+        configure(database_settings(url, Path(tmp)), redis_url, Path(tmp))
         models = make_models()
         prepare(models, args.rows)
         run(models, rounds=2, per_round=50, rows=args.rows)  # warm-up: connections, statement caches
         results = run(models, rounds=args.rounds, per_round=args.per_round, rows=args.rows)
         print_table("PostgreSQL (loopback)" if url else f"SQLite (a file in {tmp})", results)
+        if not url:
+            read_overhead(args.rounds, args.per_round * 3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,9 +35,20 @@ from django.core.cache.backends.redis import RedisSerializer
 from ...errors import InvalidKey
 from ...keyspaces import KeyspaceRegistry
 from ...settings import Settings
-from .cache_io import Call, Commands, Op, Scan, arun_request, loop_cache, run_request, shared_cache
+from .cache_io import (
+    Call,
+    Commands,
+    Op,
+    Scan,
+    arun_request,
+    canonical,
+    canonical_loop_cache,
+    canonical_shared_cache,
+    run_request,
+)
 from .conf import cachewarm_settings, settings_values
 
+ROUTES_KEPT = 10_000  # keys whose route (keyspace or Django's) a backend instance remembers
 SCAN_BATCH = 500  # keys per UNLINK pipeline of clear()
 # incr: Django's contract is "ValueError when the key does not exist"; one script so that it cannot create it.
 INCR_EXISTING = ("local v = redis.call('EXISTS', KEYS[1]) if v == 0 then return false end "
@@ -54,24 +65,44 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
             overrides["redis_url"] = location
         self._overrides = tuple(sorted(overrides.items()))
         self._serializer = RedisSerializer()
+        self._base: Settings | None = None
+        self._resolved: tuple[Settings, KeyspaceRegistry]
+        self._routes: tuple[KeyspaceRegistry | None, dict[str, bool]] = (None, {})
 
     # ---- settings, routing, keys ---------------------------------------------------------------------------------
+    def _resolve(self) -> tuple[Settings, KeyspaceRegistry]:
+        """This backend's settings and keyspaces, worked out again only when Django's settings changed."""
+        base = cachewarm_settings()
+        if self._base is not base:
+            settings = canonical(_settings_for(base, self._overrides))
+            self._resolved = (settings, settings.load_keyspaces())
+            self._base = base
+        return self._resolved
+
     @property
     def settings(self) -> Settings:
-        return _settings_for(cachewarm_settings(), self._overrides)
+        return self._resolve()[0]
 
     @property
     def keyspaces(self) -> KeyspaceRegistry:
-        return self.settings.load_keyspaces()
+        return self._resolve()[1]
 
     def is_keyspace_key(self, key: Any) -> bool:
-        """True when a keyspace pattern matches `key` as it is (then cachewarm owns it)."""
-        if not isinstance(key, str):
-            return False
-        try:
-            return self.keyspaces.find(key) is not None
-        except InvalidKey:  # too long, control characters: never a keyspace key, a fine Django key
-            return False
+        """True when a keyspace pattern matches `key` as it is (then cachewarm owns it). Remembered per backend
+        instance for up to ROUTES_KEPT keys (then forgotten all at once), since a regex per keyspace per call
+        would be most of what the backend adds to a hit."""
+        registry = self.keyspaces
+        routes = self._routes
+        if routes[0] is not registry or len(routes[1]) >= ROUTES_KEPT:
+            routes = self._routes = (registry, {})
+        known = routes[1].get(key) if isinstance(key, str) else False
+        if known is None:
+            try:
+                known = registry.find(key) is not None
+            except InvalidKey:  # too long, control characters: never a keyspace key, a fine Django key
+                known = False
+            routes[1][key] = known
+        return known
 
     def django_key(self, key: Any, version: int | None = None) -> str:
         """The Redis name of a key of Django's: Django's key function under cachewarm's prefix."""
@@ -199,7 +230,7 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     # ---- the drivers -----------------------------------------------------------------------------------------
     def _run(self, op: Op) -> Any:
-        cache = shared_cache(self.settings)
+        cache = canonical_shared_cache(self.settings)
         reply: Any = None
         try:
             while True:
@@ -208,7 +239,7 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
             return stop.value
 
     async def _arun(self, op: Op) -> Any:
-        cache = loop_cache(self.settings)
+        cache = canonical_loop_cache(self.settings)
         reply: Any = None
         try:
             while True:
@@ -218,6 +249,9 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     # ---- Django's API ----------------------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        if self.is_keyspace_key(key):  # the hit path, straight to the client (what _get does, minus the driver)
+            value = canonical_shared_cache(self.settings).get(key)
+            return default if value is None else value
         return self._run(self._get(key, default, version))
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:

@@ -45,36 +45,64 @@ Op = Generator[Request, Any, Any]
 
 
 class _Shared:
-    """The process's clients for one set of settings: a `Cache`, and an `AsyncCache` per event loop."""
+    """The process's clients for one set of settings: a `Cache`, and an `AsyncCache` per event loop. Keyed by the
+    identity of a canonical Settings object (`canonical`: one per distinct value), so that a read does not hash a
+    whole Settings; the canonical objects are kept, so their ids are never reused."""
 
     _lock = threading.Lock()
-    _sync: dict[Settings, Cache] = {}
-    _async: weakref.WeakKeyDictionary[Any, dict[Settings, AsyncCache]] = weakref.WeakKeyDictionary()
+    _canonical: dict[Settings, Settings] = {}
+    _sync: dict[int, Cache] = {}
+    _async: weakref.WeakKeyDictionary[Any, dict[int, AsyncCache]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def canonical(cls, settings: Settings) -> Settings:
+        with cls._lock:
+            return cls._canonical.setdefault(settings, settings)
 
     @classmethod
     def sync(cls, settings: Settings) -> Cache:
-        with cls._lock:
-            cache = cls._sync.get(settings)
-            if cache is None:
-                cache = cls._sync[settings] = Cache(settings=settings, keyspaces=settings.load_keyspaces())
-            return cache
+        cache = cls._sync.get(id(settings))
+        if cache is None:
+            with cls._lock:
+                cache = cls._sync.get(id(settings))
+                if cache is None:
+                    cache = cls._sync[id(settings)] = Cache(settings=settings, keyspaces=settings.load_keyspaces())
+        return cache
 
     @classmethod
     def for_loop(cls, settings: Settings) -> AsyncCache:
         loop = asyncio.get_running_loop()
-        with cls._lock:
-            per_loop = cls._async.setdefault(loop, {})
-            cache = per_loop.get(settings)
-            if cache is None:
-                cache = per_loop[settings] = AsyncCache(settings=settings, keyspaces=settings.load_keyspaces())
-            return cache
+        per_loop = cls._async.get(loop)
+        cache = per_loop.get(id(settings)) if per_loop is not None else None
+        if cache is None:
+            with cls._lock:
+                per_loop = cls._async.setdefault(loop, {})
+                cache = per_loop.get(id(settings))
+                if cache is None:
+                    cache = per_loop[id(settings)] = AsyncCache(settings=settings,
+                                                                keyspaces=settings.load_keyspaces())
+        return cache
+
+
+def canonical(settings: Settings) -> Settings:
+    """The one Settings object of this value the shared clients are kept for."""
+    return _Shared.canonical(settings)
 
 
 def shared_cache(settings: Settings) -> Cache:
-    return _Shared.sync(settings)
+    return _Shared.sync(canonical(settings))
 
 
 def loop_cache(settings: Settings) -> AsyncCache:
+    return _Shared.for_loop(canonical(settings))
+
+
+def canonical_shared_cache(settings: Settings) -> Cache:
+    """`shared_cache` for a Settings object `canonical` returned (no hashing: the read path's)."""
+    return _Shared.sync(settings)
+
+
+def canonical_loop_cache(settings: Settings) -> AsyncCache:
     return _Shared.for_loop(settings)
 
 

@@ -44,6 +44,9 @@ def cachewarm_settings(**overrides: Any) -> Settings:
     global _loaded
     if overrides:
         return _build(overrides)
+    loaded = _loaded
+    if loaded is not None:  # the read path's: no lock
+        return loaded
     with _lock:
         if _loaded is None:
             _loaded = _build({})
