@@ -3,14 +3,15 @@
 A hit must cost what a bare GET costs, and every `redis.call` inside Lua costs microseconds of Redis's single
 thread, so reads are not counted inside the read itself. Each read appends one tuple to an in-process deque (an
 atomic append: no lock and no dict work on the request path); a daemon thread folds them into counters and sends
-them every `stats_flush_interval` seconds in one EVALSHA (lua/flush.lua), the same idea as Caffeine's buffered read
+them every `stats_flush_interval` seconds in one pipeline (HINCRBYFLOATs into ``stats``, one lua/flush.lua per
+hot-set shard read), the same idea as Caffeine's buffered read
 recording. Counts reach Redis at most one interval late; a process killed with -9
 loses at most one interval of them. Reads of one key within an interval become one weighted ZINCRBY.
 
 Popularity is a forward-decayed count: a read at time t adds 2^((t - epoch) / half_life) to the key's score in
-``hot:S``; so score / 2^((now - epoch) / half_life) is the number of reads, each halved per half-life since. The
-zset keeps at most max_tracked members, the coldest popped first; far past the epoch it is rescaled (doubles
-overflow near 2^1024).
+its shard of the keyspace's hot set, ``hot:{S#n}`` (keys.py); so score / 2^((now - epoch) / half_life) is the
+number of reads, each halved per half-life since. Each shard keeps at most its share of max_tracked members, the
+coldest popped first; far past its epoch it is rescaled (doubles overflow near 2^1024).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class AccessRecorder:
     MAX_PENDING_READS = 500_000
 
     def __init__(self, redis_url: str, prefix: str, *, half_life: float, interval: float,
-                 timeout: float) -> None:
+                 timeout: float, cluster: bool = False) -> None:
         self.redis_url = redis_url
+        self.cluster = cluster
         self.layout = KeyLayout(prefix)
         self.half_life_ms = half_life_ms(half_life)
         self.interval = interval
@@ -132,13 +134,21 @@ class AccessRecorder:
             limits = dict(self._limits)
         if not counters and not reads:
             return True
-        call = script_calls.flush(self.layout, half_life_ms=self.half_life_ms, rebase_half_lives=REBASE_HALF_LIVES,
-                                  counters=counters, reads=reads, limits=limits)
+        calls = script_calls.flush(self.layout, half_life_ms=self.half_life_ms,
+                                   rebase_half_lives=REBASE_HALF_LIVES, reads=reads, limits=limits)
+        stats = self.layout.stats
+
+        def count(pipe: scripts.Pipeline) -> None:
+            for name, delta in counters.items():
+                pipe.hincrbyfloat(stats, name, int(delta) if float(delta).is_integer() else delta)
         try:
             if self._client is None:
-                self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0))
-            scripts.run(self._client, call)
+                self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0), cluster=self.cluster)
+            replies = scripts.execute(self._client, calls, count)
         except redis.RedisError:
+            self.flush_errors += 1
+            return False
+        if any(isinstance(reply, Exception) for reply in replies):
             self.flush_errors += 1
             return False
         return True
@@ -161,24 +171,24 @@ class AccessRecorder:
         return thread is not None and thread.is_alive()
 
 
-_Ident = tuple[str, str, int, float, float, float]
+_Ident = tuple[str, str, int, float, float, float, bool]
 _recorders: dict[_Ident, AccessRecorder] = {}
 _recorders_lock = threading.Lock()
 
 
 def recorder_for(redis_url: str, prefix: str, *, half_life: float, interval: float,
-                 timeout: float) -> AccessRecorder:
+                 timeout: float, cluster: bool = False) -> AccessRecorder:
     """The process's recorder for this Redis, prefix and timing (clients share it, so counts flush together).
 
     The timing is part of the identity: a client asking for another flush interval or half-life gets its own
     recorder rather than silently inheriting the first client's. Each call must be matched by one
     `release_recorder` (a client's close): the last release closes the recorder."""
-    ident = (redis_url, prefix, os.getpid(), half_life, interval, timeout)
+    ident = (redis_url, prefix, os.getpid(), half_life, interval, timeout, cluster)
     with _recorders_lock:
         rec = _recorders.get(ident)
         if rec is None:
             rec = _recorders[ident] = AccessRecorder(redis_url, prefix, half_life=half_life, interval=interval,
-                                                     timeout=timeout)
+                                                     timeout=timeout, cluster=cluster)
         rec._users += 1
         return rec
 

@@ -1,22 +1,33 @@
-"""Redis clients for each role, with timeouts that fit it.
+"""Redis clients for each role, with timeouts that fit it, on one Redis or a Redis Cluster.
 
 The read path must never wait long on Redis: short socket timeouts and at most one immediate retry (redis-py 8's
 defaults retry with backoff for seconds). Blocking waits (BLPOP on a lease) get their own client whose socket
 timeout exceeds the wait. Errors are translated at this boundary by the callers; URLs are only ever shown masked.
+
+Topology: `cluster=True` (``CACHEWARM_REDIS_CLUSTER=true``) gives redis-py's RedisCluster (sync or asyncio) over
+the node the URL names (it discovers the others); ``redis+sentinel://`` URLs go to sentinel.py; anything else is
+one Redis. A one-Redis client checks, once per new connection (one INFO round trip, never per command), that the
+server is not a cluster node: a cluster reached without cluster mode would half-work (keys on other nodes answer
+MOVED), so it fails at once with a ConfigError naming CACHEWARM_REDIS_CLUSTER instead.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import sentinel
 from .errors import ConfigError
 from .settings import mask_url
+
+NOT_CLUSTER_MODE = ("{url} is a Redis Cluster node: set CACHEWARM_REDIS_CLUSTER=true to use it as the cache "
+                    "(without it, keys on the other nodes would fail with MOVED)")
 
 
 def _retry() -> Retry:
@@ -25,40 +36,95 @@ def _retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
-def sync_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.Redis:
+def _cluster_enabled(info: Any) -> bool:
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    return "cluster_enabled:1" in text
+
+
+def _not_a_cluster_node(url: str) -> Any:
+    def check(conn: Any) -> None:
+        conn.on_connect()
+        conn.send_command("INFO", "cluster")
+        try:
+            info = conn.read_response()
+        except redis.ResponseError:  # INFO not allowed to this ACL user: nothing to tell
+            return
+        if _cluster_enabled(info):
+            conn.disconnect()
+            raise ConfigError(NOT_CLUSTER_MODE.format(url=mask_url(url)))
+    return check
+
+
+def _not_a_cluster_node_async(url: str) -> Any:
+    async def check(conn: Any) -> None:
+        await conn.on_connect()
+        await conn.send_command("INFO", "cluster")
+        try:
+            info = await conn.read_response()
+        except redis.ResponseError:
+            return
+        if _cluster_enabled(info):
+            await conn.disconnect()
+            raise ConfigError(NOT_CLUSTER_MODE.format(url=mask_url(url)))
+    return check
+
+
+def _options(timeout: float, max_connections: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry(),
+                               "health_check_interval": 0}
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    return options
+
+
+def _sentinel() -> Any:
+    from . import sentinel  # only for redis+sentinel:// URLs
+    return sentinel
+
+
+def sync_client(url: str, *, timeout: float, max_connections: int | None = None,
+                cluster: bool = False) -> redis.Redis:
+    """A client of the cache (RedisCluster when `cluster`; its interface is Redis's for what cachewarm uses)."""
     try:
-        if sentinel.is_sentinel_url(url):  # redis+sentinel://: the master the sentinels name (sentinel.py)
-            return sentinel.sync_client(url, timeout=timeout, retry=_retry(), max_connections=max_connections)
-        return redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
-            max_connections=max_connections, health_check_interval=0,
-        )
+        if cluster:
+            return redis.cluster.RedisCluster.from_url(url, **_options(timeout, max_connections))  # type: ignore[return-value]
+        if url.startswith("redis+sentinel://"):
+            return _sentinel().sync_client(url, timeout=timeout, retry=_retry(),  # type: ignore[no-any-return]
+                                           max_connections=max_connections)
+        options = _options(timeout, max_connections)
+        return redis.Redis.from_url(url, redis_connect_func=_not_a_cluster_node(url), **options)
+    except ValueError as exc:
+        raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
+    except redis.RedisError as exc:  # RedisCluster asks a node for the slots as it is built
+        raise redis.ConnectionError(f"redis cluster {mask_url(url)}: {exc}") from None
+
+
+def async_client(url: str, *, timeout: float, max_connections: int | None = None,
+                 cluster: bool = False) -> redis.asyncio.Redis:
+    """The asyncio twin of `sync_client` (a cluster client learns the slots at its first command)."""
+    try:
+        if cluster:
+            return redis.asyncio.cluster.RedisCluster.from_url(  # type: ignore[return-value]
+                url, **_options(timeout, max_connections))
+        if url.startswith("redis+sentinel://"):
+            return _sentinel().async_client(url, timeout=timeout, retry=_retry(),  # type: ignore[no-any-return]
+                                            max_connections=max_connections)
+        options = _options(timeout, max_connections)
+        return redis.asyncio.Redis.from_url(url, redis_connect_func=_not_a_cluster_node_async(url), **options)
     except ValueError as exc:
         raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
 
 
-def async_client(url: str, *, timeout: float, max_connections: int | None = None) -> redis.asyncio.Redis:
-    try:
-        if sentinel.is_sentinel_url(url):  # redis+sentinel://: the master the sentinels name (sentinel.py)
-            return sentinel.async_client(url, timeout=timeout, retry=_retry(), max_connections=max_connections)
-        return redis.asyncio.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
-            max_connections=max_connections, health_check_interval=0,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
-
-
-_shared: dict[tuple[str, float], redis.Redis] = {}
+_shared: dict[tuple[str, float, bool], redis.Redis] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_client(url: str, *, timeout: float) -> redis.Redis:
+def shared_client(url: str, *, timeout: float, cluster: bool = False) -> redis.Redis:
     """The process's client for this URL and timeout, made on first use and kept: for callers that own no client
     but call often (a writer publishing after every commit, the beat's scan), so they reuse one pool.
     redis-py's pool notices a fork and starts afresh in the child."""
     with _shared_lock:
-        client = _shared.get((url, timeout))
+        client = _shared.get((url, timeout, cluster))
         if client is None:
-            client = _shared[(url, timeout)] = sync_client(url, timeout=timeout)
+            client = _shared[(url, timeout, cluster)] = sync_client(url, timeout=timeout, cluster=cluster)
         return client

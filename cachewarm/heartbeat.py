@@ -87,7 +87,8 @@ class NodeBeat:
 
     @classmethod
     def for_settings(cls, settings: Settings, worker_pid: int) -> NodeBeat:
-        return cls(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0)),
+        return cls(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0),
+                               cluster=settings.redis_cluster),
                    KeyLayout(settings.key_prefix), worker_pid)
 
     def beat(self) -> None:

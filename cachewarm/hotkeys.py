@@ -1,7 +1,9 @@
 """The hot set of a keyspace: keys whose decayed popularity is above the threshold, plus the pinned keys.
 
-Popularity is kept by the read path (access.py): ``hot:S`` holds forward-decayed scores relative to
-``hot:S:epoch``, so a key's decayed read count is score / 2^((now - epoch) / half_life). Both the threshold test
+Popularity is kept by the read path (access.py) in HOT_SHARDS shards per keyspace (keys.py): ``hot:{S#n}`` holds
+forward-decayed scores relative to ``hot:{S#n}:epoch``, so a key's decayed read count is score / 2^((now - epoch)
+/ half_life). The hot set is read from every shard and the pins in one pipeline (one round trip; a Redis Cluster
+client sends it to each node at once). Both the threshold test
 and the cleanup are therefore one ZRANGEBYSCORE / ZREMRANGEBYSCORE on a bound computed from the clock: the cost
 grows with the hot set, never with the keyspace. Cold members (far below the threshold) are dropped here so that
 a key nobody reads any more leaves the zset instead of waiting for max_tracked eviction.
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 import redis
 
 from . import script_calls, scripts
-from .keys import KeyLayout
+from .keys import HOT_SHARDS, KeyLayout
 from .popularity import half_life_ms
 from .script_calls import HotSet
 
@@ -26,8 +28,18 @@ COLD_FACTOR = 16.0
 def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold: float,
             half_life: float) -> HotSet:
     """The keyspace's hot keys (decayed reads >= threshold) and pinned keys; drops cold members on the way."""
-    return scripts.run(client, script_calls.hotset(layout, keyspace=keyspace, threshold=threshold,
-                                                   half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR))
+    calls = [script_calls.hotset(layout, keyspace=keyspace, shard=shard, threshold=threshold,
+                                 half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR)
+             for shard in range(HOT_SHARDS)]
+    def pins(pipe: scripts.Pipeline) -> None:
+        pipe.smembers(layout.pinned(keyspace))
+    replies = scripts.execute(client, calls, pins)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    shards: list[HotSet] = replies[:HOT_SHARDS]
+    pinned = sorted(m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m) for m in replies[-1])
+    return HotSet(shards[0].now_ms, [key for shard in shards for key in shard.hot], pinned)
 
 
 def pin(client: redis.Redis, layout: KeyLayout, keyspace: str, keys: Iterable[str]) -> int:

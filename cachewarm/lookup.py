@@ -48,7 +48,7 @@ class ReadAccounting:
     def __init__(self, settings: Settings) -> None:
         self.recorder: AccessRecorder | None = recorder_for(
             settings.redis_url, settings.key_prefix, half_life=settings.hot_half_life,
-            interval=settings.stats_flush_interval, timeout=settings.redis_timeout)
+            interval=settings.stats_flush_interval, timeout=settings.redis_timeout, cluster=settings.redis_cluster)
         self._record = self.recorder.record
 
     def hit(self, plan: Plan, raw: bytes | None) -> tuple[Any, float] | None:

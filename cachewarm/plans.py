@@ -21,13 +21,13 @@ from typing import Any
 
 from . import envelope, script_calls, scripts
 from .errors import UnknownKeyspace
-from .keys import KeyLayout
+from .keys import TAG_GRACE_MS, KeyLayout
 from .keyspaces import Keyspace, KeyspaceRegistry, check_key, placeholders
 from .memo import TwoGenerationMemo
 from .settings import Settings
 from .sources import Source, build_source
 
-TAG_BATCH = 500  # members invalidated per TAG_DRAIN call
+TAG_BATCH = 500  # members a tag invalidation's walk asks for per step (ZSCAN COUNT)
 _NO_PARAMS: Mapping[str, str] = {}
 
 
@@ -188,14 +188,24 @@ class Planner:
             ttl = ttl_ms if ttl_ms is not None else plan.ttl_ms
             px = ttl + plan.stale_ms
         raw = envelope.encode(value_json, fetched_ms=now, ttl_ms=ttl, version=version)
-        return script_calls.write(self.layout, key=plan.key, tags=plan.tags, envelope=raw, px=px, fence=fence,
+        return script_calls.write(self.layout, key=plan.key, envelope=raw, px=px, fence=fence,
                                   lease_token=lease_token, version=version, fence_ttl=self.settings.fence_ttl,
                                   bump=bump)
 
-    def set_call(self, key: str, value: Any, ttl: float | None, tags: Iterable[str],
-                 version: int | None) -> scripts.Call[script_calls.WriteStatus]:
-        """A writer's `set`: unfenced, and fencing every load of the key in flight. The keyspace's TTL and tags,
-        or a bare plan when no keyspace matches (then `ttl` is required)."""
+    def enlist_calls(self, plan: Plan, ttl_ms: int | None = None) -> list[scripts.Call[None]]:
+        """A tagged key's ENLIST in each tag's set: before its load takes its fence token, and with its write
+        (keys.py: why a tag invalidation then fences every load in flight). Empty for an untagged key."""
+        tags = plan.tags
+        if not tags:
+            return []
+        keep = max(plan.negative_ms, (plan.ttl_ms if ttl_ms is None else ttl_ms) + plan.stale_ms) + TAG_GRACE_MS
+        return [script_calls.enlist(self.layout, tag=tag, key=plan.key, keep_ms=keep) for tag in tags]
+
+    def set_calls(self, key: str, value: Any, ttl: float | None, tags: Iterable[str],
+                  version: int | None) -> list[scripts.Call[Any]]:
+        """A writer's `set` (its WRITE first, then its ENLISTs, for one pipeline): unfenced, and fencing every load
+        of the key in flight. The keyspace's TTL and tags, or a bare plan when no keyspace matches (then `ttl` is
+        required)."""
         check_key(key)
         if value is None:
             raise ValueError("None cannot be stored: it means 'no such item'; use delete()")
@@ -210,12 +220,12 @@ class Planner:
         ttl_ms = int(ttl * 1000) if ttl is not None else plan.ttl_ms
         if ttl_ms <= 0:
             raise ValueError("ttl must be positive")
-        return self.write_call(plan, envelope.dumps(value), fence="*", lease_token="", version=version,
-                               ttl_ms=ttl_ms, bump=True)
+        return [self.write_call(plan, envelope.dumps(value), fence="*", lease_token="", version=version,
+                                ttl_ms=ttl_ms, bump=True), *self.enlist_calls(plan, ttl_ms)]
 
     def acquire_call(self, plan: Plan, token: str) -> scripts.Call[script_calls.Acquired]:
-        return script_calls.acquire(self.layout, key=plan.key, tags=plan.tags, token=token,
-                                    lease_ms=self.settings.lease_ms)
+        """ACQUIRE; a tagged key's `enlist_calls` go first (a round trip before it)."""
+        return script_calls.acquire(self.layout, key=plan.key, token=token, lease_ms=self.settings.lease_ms)
 
     def release_call(self, plan: Plan, token: str) -> scripts.Call[None]:
         return script_calls.release(self.layout, key=plan.key, lease_token=token)
@@ -230,14 +240,17 @@ class Planner:
 
     def clear_calls(self, names: list[bytes]) -> list[scripts.Call[script_calls.Invalidated]]:
         """The invalidation of each SCANned value key name."""
-        skip = len(self.layout.value_prefix)
-        return [script_calls.invalidate_key(self.layout, key=name.decode("utf-8", "surrogateescape")[skip:],
-                                            version=None, fence_ttl=self.settings.fence_ttl) for name in names]
+        prefix = self.layout.value_prefix
+        return [script_calls.invalidate_key(self.layout, key=KeyLayout.key_of(name, prefix), version=None,
+                                            fence_ttl=self.settings.fence_ttl) for name in names]
 
-    def tag_bump_call(self, tag: str) -> scripts.Call[script_calls.TagBatch]:
-        return script_calls.tag_bump(self.layout, tag=check_key(tag), fence_ttl=self.settings.fence_ttl,
-                                     batch=TAG_BATCH)
-
-    def tag_drain_call(self, tag: str, members: list[bytes]) -> scripts.Call[script_calls.TagBatch]:
-        return script_calls.tag_drain(self.layout, tag=tag, members=members, fence_ttl=self.settings.fence_ttl,
-                                      batch=TAG_BATCH)
+    def tag_step_calls(self, tag: str, cursor: str, members: list[bytes]) -> list[scripts.Call[Any]]:
+        """One step of a tag invalidation's walk, for one pipeline: the invalidation of each member found by the
+        previous step (each in its own slot), then the next TAG_MEMBERS (cursor "0" and no members: the first)."""
+        fence_ttl = self.settings.fence_ttl
+        calls: list[scripts.Call[Any]] = [
+            script_calls.invalidate_key(self.layout, key=m.decode("utf-8", "surrogateescape"), version=None,
+                                        fence_ttl=fence_ttl) for m in members]
+        if cursor != "0" or not members:
+            calls.append(script_calls.tag_members(self.layout, tag=check_key(tag), cursor=cursor, count=TAG_BATCH))
+        return calls

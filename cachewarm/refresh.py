@@ -12,10 +12,15 @@ max_stale past its TTL and readers are served it (counted ``stale:S``).
 Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_found:S``, ``fenced:S``,
 ``failed:S``, ``stale:S``, ``skipped:S``, and
 - ``late:S``: the key had already expired (or was missing) when its refresh took the lease;
-- ``wasted:S``: nobody read the key since its previous refresh. Detection costs one ZSCORE and one HSET inside
-  LEASE: ``seen:S`` remembers the key's ``hot:S`` score at each refresh; reads only ever add to a score (ZINCRBY),
-  so an unchanged score means no read was flushed in between. (A rescale of the zset changes every score and
-  reads as "read": the counter errs towards not counting.)
+- ``wasted:S``: nobody read the key since its previous refresh. Detection is lua/seen.lua, sent with the key's
+  write (or release) in the same pipeline, in the key's hot-set shard: ``seen:{S#n}`` remembers the key's hot
+  score at each refresh; reads only ever add to a score (ZINCRBY), so an unchanged score means no read was flushed
+  in between. (A rescale of the zset changes every score and reads as "read": the counter errs towards not
+  counting.)
+
+Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
+writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
+a 404 adds FORGET and the unpin.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import redis
@@ -148,8 +153,8 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
-    if keys:
-        pipe.delete(*(ctx.layout.claim(k) for k in keys))
+    for key in keys:  # one DEL per claim: on a Redis Cluster they are in as many slots
+        pipe.delete(ctx.layout.claim(key))
     try:
         await pipe.execute()
     except redis.RedisError:
@@ -167,29 +172,36 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
     try:
         async with ctx.semaphore(plan.label):
             token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
+            enlist = ctx.core.enlist_calls(plan)
+            if enlist:  # a tagged key: enlisted before its fence token is read (keys.py)
+                await asyncio.gather(*(ctx.pipeliner.call(call) for call in enlist))
             leased = await _lease(ctx, plan, token, None if force else int(cfg.refresh_ahead * 1000))
             if leased.status is not LeaseStatus.TAKEN:
                 result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
                 return result
             fence, had_value = leased.fence, leased.had_value
-            result.late, result.wasted = leased.late, leased.wasted
+            result.late = leased.late
+            seen = script_calls.seen(layout, key=key, keyspace=plan.label)
             try:
                 fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
             except SourceError:
-                await _release(ctx, key, token)
+                result.wasted = (await _release(ctx, key, token, seen))[1]
                 result.outcome = FAILED
                 result.stale = had_value
                 return result
             except BaseException:
-                await _release(ctx, key, token)
+                await _release(ctx, key, token, seen)
                 raise
             if not fetched.found:
-                removed = await ctx.pipeliner.call(script_calls.remove(
-                    layout, key=key, keyspace=plan.label, tags=plan.tags, fence=fence, lease_token=token))
+                removed, result.wasted = await _along(ctx, script_calls.remove(
+                    layout, key=key, fence=fence, lease_token=token), seen)
                 result.outcome = NOT_FOUND if removed is RemoveStatus.REMOVED else FENCED
+                if removed is RemoveStatus.REMOVED:
+                    await _forget(ctx, plan)
                 return result
-            written = await ctx.pipeliner.call(ctx.core.write_call(
-                plan, envelope.dumps(fetched.value), fence=fence, lease_token=token, version=fetched.version))
+            write = ctx.core.write_call(plan, envelope.dumps(fetched.value), fence=fence, lease_token=token,
+                                        version=fetched.version)
+            written, result.wasted = await _along(ctx, write, seen, *enlist)
             result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
             return result
     except redis.RedisError:
@@ -204,16 +216,35 @@ async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | No
     """LEASE; a lease held by a worker is asked about once more with that worker's heartbeat key in KEYS (taken
     over when the heartbeat is gone): a second round trip, only for keys another worker holds."""
     def call(suspect: str | None) -> scripts.Call[script_calls.Leased]:
-        return script_calls.lease(ctx.layout, key=plan.key, keyspace=plan.label, tags=plan.tags, token=token,
-                                  lease_ms=ctx.settings.lease_ms, ahead_ms=ahead_ms, suspect=suspect)
+        return script_calls.lease(ctx.layout, key=plan.key, token=token, lease_ms=ctx.settings.lease_ms,
+                                  ahead_ms=ahead_ms, suspect=suspect)
     leased = await ctx.pipeliner.call(call(None))
-    if leased.status is LeaseStatus.HELD and leased.owner is not None:
+    # The heartbeat lives in its own slot: asked first, then the lease taken over if it is gone.
+    if (leased.status is LeaseStatus.HELD and leased.owner is not None
+            and not await ctx.redis.exists(ctx.layout.worker(leased.owner))):
         leased = await ctx.pipeliner.call(call(leased.owner))
     return leased
 
 
-async def _release(ctx: RefreshContext, key: str, token: str) -> None:
-    await ctx.pipeliner.call(script_calls.release(ctx.layout, key=key, lease_token=token))
+async def _along(ctx: RefreshContext, call: scripts.Call[R], seen: scripts.Call[bool],
+                 *more: scripts.Call[Any]) -> tuple[R, bool]:
+    """`call` with the key's SEEN (and `more`) in the same pipeline turn: its reply and whether it was wasted."""
+    reply, wasted, *rest = await asyncio.gather(ctx.pipeliner.call(call), ctx.pipeliner.call(seen),
+                                                *(ctx.pipeliner.call(m) for m in more), return_exceptions=True)
+    for failed in (reply, *rest):
+        if isinstance(failed, BaseException):
+            raise failed
+    return cast(R, reply), wasted is True  # a failed SEEN only loses the wasted count
+
+
+async def _release(ctx: RefreshContext, key: str, token: str, seen: scripts.Call[bool]) -> tuple[None, bool]:
+    return await _along(ctx, script_calls.release(ctx.layout, key=key, lease_token=token), seen)
+
+
+async def _forget(ctx: RefreshContext, plan: Plan) -> None:
+    """A key the source no longer has leaves its hot-set shard and its keyspace's pins."""
+    await asyncio.gather(ctx.pipeliner.call(script_calls.forget(ctx.layout, key=plan.key, keyspace=plan.label)),
+                         ctx.redis.srem(ctx.layout.pinned(plan.label), plan.key))
 
 
 async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:

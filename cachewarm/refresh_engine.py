@@ -59,7 +59,8 @@ class RefreshEngine:
         asyncio.set_event_loop(self.loop)
         try:
             ctx = RefreshContext(
-                self.settings, async_client(self.settings.redis_url, timeout=max(self.settings.redis_timeout, 5.0)),
+                self.settings, async_client(self.settings.redis_url, timeout=max(self.settings.redis_timeout, 5.0),
+                                            cluster=self.settings.redis_cluster),
                 make_http_client(self.settings), self.worker_id)
         except BaseException as exc:
             ready.set_exception(exc)

@@ -17,8 +17,9 @@ expiry - refresh_ahead, the most overdue key is).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis
 
@@ -27,6 +28,8 @@ from .hotkeys import hot_set
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
 from .settings import Settings
+
+R = TypeVar("R")
 
 # The due test and the claims run inside Redis, a chunk of keys per call (lua/due.lua, lua/claim.lua): a round
 # trip per few thousand keys instead of a pipelined command per key (which cost the worker ~40 us of Python per key).
@@ -104,8 +107,7 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     candidates = hs.keys()
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []
-    for chunk in _chunks(candidates, _CHUNK):
-        found = scripts.run(client, script_calls.due(layout, keys=chunk, ahead_ms=ahead_ms))
+    for found in _chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms)):
         due += found.due
         for refresh_at, _ in found.due:
             if refresh_at:
@@ -115,8 +117,18 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     wanted = [key for _, key in due][:room] if room is not None else [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
-    for chunk in _chunks(wanted, _CHUNK):
-        took: list[str] = scripts.run(client, script_calls.claim(layout, keys=chunk, claim_ms=ttl))
+    for took in _chunked(client, wanted, lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl)):
         claimed += took
     figures.claimed = len(claimed)
     return figures, claimed
+
+
+def _chunked(client: redis.Redis, keys: list[str], make: Callable[[list[str]], scripts.Call[R]]) -> Iterator[R]:
+    """The replies of `make` over keys: on one Redis a call per _CHUNK keys; on a Redis Cluster, where the keys
+    are in as many slots, a call per key, pipelined _CHUNK calls at a time."""
+    per_call = 1 if scripts.is_cluster(client) else _CHUNK
+    for group in _chunks(keys, _CHUNK * per_call):
+        for reply in scripts.execute(client, [make(chunk) for chunk in _chunks(group, per_call)]):
+            if isinstance(reply, Exception):
+                raise reply
+            yield reply

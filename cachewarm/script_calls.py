@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
-from .keys import KeyLayout
+from .keys import HOT_SHARDS, KeyLayout, shard_of
 from .scripts import Call, script
 
 
@@ -42,11 +42,16 @@ def _acquired(reply: Any) -> Acquired:
     return Acquired(status, value, "", int(reply[2]) if status is AcquireStatus.WAIT else 0)
 
 
-def acquire(layout: KeyLayout, *, key: str, tags: Sequence[str], token: str, lease_ms: int) -> Call[Acquired]:
+def acquire(layout: KeyLayout, *, key: str, token: str, lease_ms: int) -> Call[Acquired]:
+    """A tagged key must be enlisted (`enlist`) before this call: see keys.py."""
     return Call(script("acquire"),
-                [layout.value(key), layout.lease(key), layout.waiters(key), layout.fence(key),
-                 *(layout.tag_gen(t) for t in tags)],
-                [token, lease_ms, len(tags)], _acquired)
+                [layout.value(key), layout.lease(key), layout.waiters(key), layout.fence(key)],
+                [token, lease_ms], _acquired)
+
+
+def enlist(layout: KeyLayout, *, tag: str, key: str, keep_ms: int) -> Call[None]:
+    """Keeps key in tag's member set for keep_ms (before a load reads its fence token, and with its write)."""
+    return Call(script("enlist"), [layout.tag(tag)], [key, max(keep_ms, 1)], lambda reply: None)
 
 
 class WriteStatus(Enum):
@@ -54,14 +59,14 @@ class WriteStatus(Enum):
     REJECTED = 0    # fenced (an invalidation since the token was taken) or an older version
 
 
-def write(layout: KeyLayout, *, key: str, tags: Sequence[str], envelope: str | bytes, px: int, fence: str,
-          lease_token: str, version: int | None, fence_ttl: int, bump: bool) -> Call[WriteStatus]:
-    """`fence` "*" writes unfenced; `bump` (a writer's set) fences every load of the key in flight."""
+def write(layout: KeyLayout, *, key: str, envelope: str | bytes, px: int, fence: str, lease_token: str,
+          version: int | None, fence_ttl: int, bump: bool) -> Call[WriteStatus]:
+    """`fence` "*" writes unfenced; `bump` (a writer's set) fences every load of the key in flight. A tagged key
+    is enlisted again (`enlist`) in the same pipeline."""
     return Call(script("write"),
-                [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key),
-                 *(layout.tag_gen(t) for t in tags), *(layout.tag(t) for t in tags)],
-                [fence, envelope, max(px, 1), lease_token, "" if version is None else version, len(tags), key,
-                 fence_ttl, "1" if bump else "0"],
+                [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key)],
+                [fence, envelope, max(px, 1), lease_token, "" if version is None else version, fence_ttl,
+                 "1" if bump else "0"],
                 lambda reply: WriteStatus(int(reply)))
 
 
@@ -86,28 +91,16 @@ def invalidate_key(layout: KeyLayout, *, key: str, version: int | None, fence_tt
                 lambda reply: Invalidated(InvalidateStatus(int(reply[0])), bool(int(reply[1]))))
 
 
-class TagBatch(NamedTuple):
-    """A step of a tag invalidation: members dropped by it, and the next members to drop (none: done)."""
+class TagStep(NamedTuple):
+    """A step of a tag invalidation's walk: members to invalidate, and the cursor of the next step ("0": done)."""
 
-    dropped: int
+    cursor: str
     members: list[bytes]
 
 
-def tag_bump(layout: KeyLayout, *, tag: str, fence_ttl: int, batch: int) -> Call[TagBatch]:
-    """Fences every load in flight of the tag's keys; returns the first members to drain."""
-    return Call(script("tag_bump"), [layout.tag_gen(tag), layout.tag(tag)], [fence_ttl, batch],
-                lambda reply: TagBatch(0, list(reply[1])))
-
-
-def tag_drain(layout: KeyLayout, *, tag: str, members: Sequence[bytes], fence_ttl: int,
-              batch: int) -> Call[TagBatch]:
-    """Invalidates `members` (as read by the previous step) and removes them from the tag's set."""
-    value_prefix, fence_prefix = layout.value_prefix.encode(), layout.fence_prefix.encode()
-    keys: list[str | bytes] = [layout.tag(tag)]
-    for member in members:
-        keys += [value_prefix + member, fence_prefix + member]
-    return Call(script("tag_drain"), keys, [fence_ttl, batch, *members],
-                lambda reply: TagBatch(int(reply[0]), list(reply[1])))
+def tag_members(layout: KeyLayout, *, tag: str, cursor: str, count: int) -> Call[TagStep]:
+    return Call(script("tag_members"), [layout.tag(tag)], [cursor, count],
+                lambda reply: TagStep(_text(reply[0]), list(reply[1:])))
 
 
 # ---- the refresh path (refresh.py, scan.py, hotkeys.py, ratelimit.py) --------------------------------------------
@@ -121,7 +114,6 @@ class Leased(NamedTuple):
     status: LeaseStatus
     fence: str = ""
     late: bool = False          # the value had expired (or was missing)
-    wasted: bool = False        # nobody read the key since its previous refresh
     had_value: bool = False
     owner: str | None = None    # HELD: the worker holding it, when a worker does
 
@@ -129,21 +121,32 @@ class Leased(NamedTuple):
 def _leased(reply: Any) -> Leased:
     status = LeaseStatus(int(reply[0]))
     if status is LeaseStatus.TAKEN:
-        return Leased(status, _text(reply[1]), bool(int(reply[2])), bool(int(reply[3])), bool(int(reply[4])))
+        return Leased(status, _text(reply[1]), bool(int(reply[2])), bool(int(reply[3])))
     owner = reply[1] if status is LeaseStatus.HELD and len(reply) > 1 else None
     return Leased(status, owner=_text(owner) if owner else None)
 
 
-def lease(layout: KeyLayout, *, key: str, keyspace: str, tags: Sequence[str], token: str, lease_ms: int,
-          ahead_ms: int | None, suspect: str | None = None) -> Call[Leased]:
-    """`ahead_ms` None: due anyway. `suspect`: a worker (named by a HELD reply) whose lease is taken over when its
-    heartbeat key is gone."""
-    keys = [layout.value(key), layout.lease(key), layout.fence(key), layout.seen(keyspace), layout.hot(keyspace),
-            *(layout.tag_gen(t) for t in tags)]
-    if suspect is not None:
-        keys.append(layout.worker(suspect))
-    return Call(script("lease"), keys,
-                [token, lease_ms, len(tags), "" if ahead_ms is None else ahead_ms, key, suspect or ""], _leased)
+def lease(layout: KeyLayout, *, key: str, token: str, lease_ms: int, ahead_ms: int | None,
+          suspect: str | None = None) -> Call[Leased]:
+    """`ahead_ms` None: due anyway. `suspect`: a worker (named by a HELD reply) whose heartbeat key the caller
+    found gone: its lease is taken over. A tagged key must be enlisted (`enlist`) before this call."""
+    return Call(script("lease"), [layout.value(key), layout.lease(key), layout.fence(key)],
+                [token, lease_ms, "" if ahead_ms is None else ahead_ms, suspect or "",
+                 "1" if suspect is not None else ""], _leased)
+
+
+def seen(layout: KeyLayout, *, key: str, keyspace: str) -> Call[bool]:
+    """Records the key's popularity at this refresh; True when it is unchanged since the previous one (wasted)."""
+    shard = shard_of(key)
+    return Call(script("seen"), [layout.hot(keyspace, shard), layout.seen(keyspace, shard)], [key],
+                lambda reply: bool(int(reply)))
+
+
+def forget(layout: KeyLayout, *, key: str, keyspace: str) -> Call[None]:
+    """Drops a key's popularity (the source no longer has it)."""
+    shard = shard_of(key)
+    return Call(script("forget"), [layout.hot(keyspace, shard), layout.seen(keyspace, shard)], [key],
+                lambda reply: None)
 
 
 class RemoveStatus(Enum):
@@ -151,13 +154,11 @@ class RemoveStatus(Enum):
     FENCED = 0
 
 
-def remove(layout: KeyLayout, *, key: str, keyspace: str, tags: Sequence[str], fence: str,
-           lease_token: str) -> Call[RemoveStatus]:
+def remove(layout: KeyLayout, *, key: str, fence: str, lease_token: str) -> Call[RemoveStatus]:
+    """Removes the value (fenced); the caller then calls `forget` and unpins the key."""
     return Call(script("remove"),
-                [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key),
-                 layout.hot(keyspace), layout.pinned(keyspace), layout.seen(keyspace),
-                 *(layout.tag_gen(t) for t in tags)],
-                [fence, lease_token, key, len(tags)], lambda reply: RemoveStatus(int(reply)))
+                [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key)],
+                [fence, lease_token], lambda reply: RemoveStatus(int(reply)))
 
 
 class DueKeys(NamedTuple):
@@ -194,17 +195,17 @@ class HotSet:
         return list(dict.fromkeys([*self.hot, *self.pinned]))
 
 
-def _hotset(reply: Any) -> HotSet:
+def _hot_shard(reply: Any) -> HotSet:
     items = [_text(item) for item in reply]
-    split = items.index("", 1)
-    return HotSet(int(items[0]), items[1:split], items[split + 1:])
+    return HotSet(int(items[0]), items[1:], [])
 
 
-def hotset(layout: KeyLayout, *, keyspace: str, threshold: float, half_life_ms: int,
+def hotset(layout: KeyLayout, *, keyspace: str, shard: int, threshold: float, half_life_ms: int,
            cold_factor: float) -> Call[HotSet]:
+    """One shard's hot keys (no pins: the caller reads `pin:S` beside it)."""
     return Call(script("hotset"),
-                [layout.hot(keyspace), layout.hot_epoch(keyspace), layout.pinned(keyspace), layout.seen(keyspace)],
-                [repr(threshold), half_life_ms, repr(cold_factor)], _hotset)
+                [layout.hot(keyspace, shard), layout.hot_epoch(keyspace, shard), layout.seen(keyspace, shard)],
+                [repr(threshold), half_life_ms, repr(cold_factor)], _hot_shard)
 
 
 def take(*, bucket: str, rate: float, burst: float) -> Call[int]:
@@ -212,19 +213,20 @@ def take(*, bucket: str, rate: float, burst: float) -> Call[int]:
     return Call(script("take"), [bucket], [repr(rate), repr(burst)], int)
 
 
-def flush(layout: KeyLayout, *, half_life_ms: int, rebase_half_lives: int, counters: dict[str, float],
-          reads: dict[str, dict[str, int]], limits: dict[str, int]) -> Call[None]:
-    """The read counters of a process, and each keyspace's reads per key (its hot set trimmed to its limit)."""
-    keys = [layout.stats]
-    args: list[str | bytes | int | float] = [half_life_ms, rebase_half_lives, len(counters)]
-    for field, delta in counters.items():
-        args += [field, int(delta) if float(delta).is_integer() else repr(delta)]
+def flush(layout: KeyLayout, *, half_life_ms: int, rebase_half_lives: int, reads: dict[str, dict[str, int]],
+          limits: dict[str, int]) -> list[Call[None]]:
+    """Each keyspace's reads per key, one call per hot-set shard read (each shard trimmed to its share of the
+    keyspace's limit). The read counters go beside them as plain HINCRBYFLOATs (access.py)."""
+    calls: list[Call[None]] = []
     for keyspace, per_key in reads.items():
-        keys += [layout.hot(keyspace), layout.hot_epoch(keyspace)]
-        args += [limits.get(keyspace, 100_000), len(per_key)]
+        shards: dict[int, list[str | bytes | int | float]] = {}
         for key, n in per_key.items():
-            args += [key, n]
-    return Call(script("flush"), keys, args, lambda reply: None)
+            shards.setdefault(shard_of(key), []).extend((key, n))
+        limit = max(1, limits.get(keyspace, 100_000) // HOT_SHARDS)  # the keyspace's bound, split evenly
+        for shard, pairs in shards.items():
+            calls.append(Call(script("flush"), [layout.hot(keyspace, shard), layout.hot_epoch(keyspace, shard)],
+                              [half_life_ms, rebase_half_lives, limit, *pairs], lambda reply: None))
+    return calls
 
 
 # ---- invalidation stream gaps (invalidation/gap.py) --------------------------------------------------------------
@@ -247,30 +249,5 @@ def record_gap(layout: KeyLayout, *, upper: str, now_ms: int, consumer: str, for
                 lambda reply: bool(int(reply)))
 
 
-def gap_answered(layout: KeyLayout, *, upper: str, dropped: int) -> Call[None]:
-    return Call(script("gap_answered"), [layout.invalidation_gap(), layout.refresh_stats], [upper, dropped],
-                lambda reply: None)
-
-
-def drop(layout: KeyLayout, *, names: Sequence[bytes], fence_ttl: int) -> Call[list[bytes]]:
-    """Drops what a SCAN batch of names holds: values (fenced, deleted), loads in flight (their lease: fenced),
-    tags (a generation, or a member set: the generation bumped). Returns the cache keys whose value was deleted."""
-    value_p, lease_p = layout.value_prefix.encode(), layout.lease_prefix.encode()
-    gen_p, set_p, fence_p = layout.tag_gen_prefix.encode(), layout.tag_prefix.encode(), layout.fence_prefix.encode()
-    values: list[bytes] = []
-    fences: list[bytes] = []
-    gens: dict[bytes, None] = {}
-    for name in names:
-        if name.startswith(value_p):
-            values.append(name[len(value_p):])
-        elif name.startswith(lease_p):
-            fences.append(fence_p + name[len(lease_p):])
-        elif name.startswith(gen_p):
-            gens.setdefault(name)
-        elif name.startswith(set_p):
-            gens.setdefault(gen_p + name[len(set_p):])
-    keys: list[str | bytes] = []
-    for key in values:
-        keys += [value_p + key, fence_p + key]
-    return Call(script("drop"), [*keys, *fences, *gens], [fence_ttl, len(values), len(fences)],
-                lambda reply: [values[int(i) - 1] for i in reply])
+def gap_answered(layout: KeyLayout, *, upper: str) -> Call[None]:
+    return Call(script("gap_answered"), [layout.invalidation_gap()], [upper], lambda reply: None)

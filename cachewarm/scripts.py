@@ -22,6 +22,8 @@ from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 R = TypeVar("R")
 
@@ -66,12 +68,18 @@ class Call(Generic[R]):
     decode: Callable[[Any], R]
 
     def queue(self, pipe: Pipeline | AsyncPipeline) -> None:
-        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
-
+        # execute_command, not pipe.evalsha: redis-py's cluster pipelines refuse the evalsha method, yet route the
+        # command itself by its first key like any other (all of a call's keys are in one slot: keys.py).
+        pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
 
     def queue_source(self, pipe: Pipeline | AsyncPipeline) -> None:
         """The call as EVAL of the whole source: runs it and leaves it cached in Redis, in one command."""
-        pipe.eval(self.script.source, len(self.keys), *self.keys, *self.args)
+        pipe.execute_command("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether the client talks to a Redis Cluster (a script or a multi-key command must stay in one slot)."""
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
 
 
 def run(client: redis.Redis, call: Call[R]) -> R:

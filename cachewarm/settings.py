@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CACHEWARM_", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # the cache is a Redis Cluster: redis_url names any of its nodes (connections.py)
+    redis_cluster: bool = False
     broker_url: str = ""  # default: the cache's server, database 1
     # a sentinel:// broker's master (default: a Sentinel cache's master)
     broker_sentinel_master: str = Field("", validate_default=True)
@@ -113,6 +115,8 @@ class Settings(BaseSettings):
     def _prefix_shape(cls, value: str) -> str:
         if not value or not value.endswith(":"):
             raise ValueError("must be non-empty and end with ':'")
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain '{' or '}' (they would move the keys' Redis Cluster hash tags)")
         return value
 
     @field_validator("redis_url")

@@ -1,4 +1,10 @@
-"""Shared fixtures: a private redis-server per session (flushed per test), keyspace files, clients."""
+"""Shared fixtures: a private redis-server per session (flushed per test), keyspace files, clients.
+
+Topologies: a module with ``pytestmark = topologies`` (tests/support/redis_cluster.py), or a test marked so, runs
+once on the standalone redis-server and once on a private Redis Cluster (3 masters, 1 replica each), started once
+per session and flushed per test. `redis_url`, `redis_client` and `make_settings` follow the `topology`; the
+Celery broker stays the standalone server (`redis_server.url(1)`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from tests.support import keyspaces
 from tests.support.recording import RecordingState
+from tests.support.redis_cluster import RedisCluster, raw_client
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,18 +33,36 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """A clean database 0 on the session's redis-server (the broker, when used, is database 1)."""
-    client = redis.Redis.from_url(redis_server.url(0))
+def topology(request: pytest.FixtureRequest) -> str:
+    """"standalone" unless the test is parametrised with `topologies`."""
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture
+def redis_url(topology: str, request: pytest.FixtureRequest) -> str:
+    """A clean cache: database 0 on the session's redis-server (the broker, when used, is database 1), or the
+    session's Redis Cluster, flushed."""
+    if topology == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url(0))
     client.flushall()
     client.close()
-    return redis_server.url(0)
+    return server.url(0)
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_url: str, topology: str) -> Iterator[redis.Redis]:
+    client = raw_client(redis_url, topology)
     yield client
     client.close()
 
@@ -64,8 +89,9 @@ def source(request: pytest.FixtureRequest) -> Iterator[SourceServer]:
 
 
 @pytest.fixture
-def make_settings(redis_url: str) -> Callable[..., Settings]:
+def make_settings(redis_url: str, topology: str) -> Callable[..., Settings]:
     def make(config: Path, **overrides: object) -> Settings:
+        overrides.setdefault("redis_cluster", topology == "cluster")
         return Settings.load(redis_url=redis_url, config=config, **overrides)
 
     return make

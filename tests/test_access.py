@@ -15,14 +15,16 @@ import redis
 
 from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.access import AccessRecorder, recorder_for, release_recorder
+from cachewarm.keys import KeyLayout, shard_of
 from tests import sources_fixture
+from tests.support.hot import hot_members, hot_score
 
 KEYSPACES = """
 [keyspaces.item]
 pattern = "item:{id}"
 source = "python:tests.sources_fixture:counted"
 ttl = 60
-max_tracked = 3
+max_tracked = 48  # 3 per hot-set shard (16 shards)
 
 [keyspaces.price]
 pattern = "price:{region}:{id}"
@@ -61,19 +63,21 @@ def test_hits_and_misses_reach_the_stats_hash(cache: Cache, redis_client: redis.
 
 
 def test_hot_zset_gets_the_keys(cache: Cache, redis_client: redis.Redis) -> None:
-    reads = {"item:1": 6, "item:2": 4, "item:3": 2, "item:4": 1, "item:5": 3}
+    # five keys of one hot-set shard (shard_of: 15), and one of another
+    reads = {"item:1": 6, "item:34": 4, "item:55": 2, "item:62": 1, "item:88": 3, "item:2": 1}
+    assert len({shard_of(key) for key in reads}) == 2
     for key, n in reads.items():
         for _ in range(n):
             cache.get(key)
     assert cache.flush_stats()
-    hot = dict(redis_client.zrange("cachewarm:hot:item", 0, -1, withscores=True))
-    # max_tracked = 3: the coldest keys were dropped
-    assert set(hot) == {b"item:1", b"item:2", b"item:5"}
+    hot = {k.encode(): v for k, v in hot_members(redis_client, KeyLayout(), "item").items()}
+    # max_tracked = 48: 3 per shard, so the coldest keys of the crowded shard were dropped
+    assert set(hot) == {b"item:1", b"item:34", b"item:88", b"item:2"}
     # with a one-hour half-life the scores are (nearly) the read counts, relative to the epoch
-    assert redis_client.exists("cachewarm:hot:item:epoch")
+    assert redis_client.exists(KeyLayout().hot_epoch("item", shard_of("item:1")))
     assert math.isclose(hot[b"item:1"], 6, rel_tol=0.01)
-    assert math.isclose(hot[b"item:5"], 3, rel_tol=0.01)
-    assert redis_client.zscore("cachewarm:hot:price", "price:eu:1") is None
+    assert math.isclose(hot[b"item:88"], 3, rel_tol=0.01)
+    assert hot_score(redis_client, KeyLayout(), "price", "price:eu:1") is None
 
 
 def test_a_hit_costs_one_get(cache: Cache, redis_client: redis.Redis) -> None:
@@ -101,7 +105,7 @@ async def test_async_reads_are_counted_too(make_settings: Callable[..., Settings
         assert await cache.flush_stats()
     counted = stats(redis_client)
     assert counted["hit:price"] == 1 and counted["miss:price"] == 1
-    assert redis_client.zscore("cachewarm:hot:price", "price:us:2") is not None
+    assert hot_score(redis_client, KeyLayout(), "price", "price:us:2") is not None
 
 
 def test_counts_flush_by_themselves(make_cache: Callable[..., Cache], write_config: Callable[[str], Path],
@@ -127,7 +131,7 @@ def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.R
     assert int(redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]) == 1
     counted = stats(redis_client)
     assert counted["hit:ks"] == 50 and counted["stale:ks"] == 2
-    assert math.isclose(redis_client.zscore("cachewarm:hot:ks", "ks:1") or 0, 50, rel_tol=0.01)
+    assert math.isclose(hot_score(redis_client, KeyLayout(), "ks", "ks:1") or 0, 50, rel_tol=0.01)
     recorder.close()
 
 

@@ -32,7 +32,7 @@ def _connections(redis_client: redis.Redis) -> int:
 
 def _hold_lease(redis_client: redis.Redis, settings: Settings, key: str) -> None:
     """Another process's lease on key for 100 ms: a read of it waits (BLPOP, the blocking connection)."""
-    call = script_calls.acquire(KeyLayout(settings.key_prefix), key=key, tags=(), token="elsewhere", lease_ms=100)
+    call = script_calls.acquire(KeyLayout(settings.key_prefix), key=key, token="elsewhere", lease_ms=100)
     assert scripts.run(redis_client, call).status is script_calls.AcquireStatus.LOAD
 
 

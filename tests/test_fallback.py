@@ -15,6 +15,7 @@ import redis
 from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.hooks import Hooks, get_hooks, set_hooks
+from cachewarm.keys import KeyLayout
 from tests import sources_fixture
 from tests.support.waiting import wait_until
 
@@ -59,7 +60,7 @@ def settings(server: RedisServer, write_config: Callable[[str], Path]) -> Settin
 def cached_in_redis(server: RedisServer, key: str) -> bool:
     client = redis.Redis.from_url(server.url(0), socket_timeout=1)
     try:
-        return bool(client.exists(f"cachewarm:v:{key}"))
+        return bool(client.exists(KeyLayout().value(key)))
     finally:
         client.close()
 

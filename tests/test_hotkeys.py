@@ -9,7 +9,8 @@ import redis
 
 from cachewarm import Cache
 from cachewarm.hotkeys import COLD_FACTOR, hot_set, pin, unpin
-from cachewarm.keys import KeyLayout
+from cachewarm.keys import KeyLayout, shard_of
+from tests.support.hot import hot_members, hot_score, seed_hot
 
 L = KeyLayout()
 
@@ -37,8 +38,7 @@ def identity(n: str) -> dict[str, str]:
 
 
 def _seed(client: redis.Redis, keyspace: str, scores: dict[str, float], epoch_ms: int) -> None:
-    client.set(L.hot_epoch(keyspace), epoch_ms)
-    client.zadd(L.hot(keyspace), scores)
+    seed_hot(client, L, keyspace, scores, epoch_ms)
 
 
 def test_threshold_uses_decay_relative_to_the_epoch(redis_client: redis.Redis) -> None:
@@ -47,18 +47,19 @@ def test_threshold_uses_decay_relative_to_the_epoch(redis_client: redis.Redis) -
     _seed(redis_client, "s", {"a": 8.0, "b": 40.0}, now - 2 * 10_000)
     hs = hot_set(redis_client, L, "s", threshold=5.0, half_life=10)
     assert hs.hot == ["b"]
-    assert {m.decode() for m in redis_client.zrange(L.hot("s"), 0, -1)} == {"a", "b"}
+    assert set(hot_members(redis_client, L, "s")) == {"a", "b"}
 
 
 def test_cold_members_are_removed_with_their_seen_field(redis_client: redis.Redis) -> None:
     now = int(redis_client.time()[0]) * 1000
     _seed(redis_client, "s", {"cold": 1.0, "warm": 100.0}, now)
-    redis_client.hset(L.seen("s"), mapping={"cold": "1", "warm": "100"})
+    for key, score in {"cold": "1", "warm": "100"}.items():
+        redis_client.hset(L.seen("s", shard_of(key)), key, score)
     hs = hot_set(redis_client, L, "s", threshold=COLD_FACTOR * 1.5, half_life=60)
     assert hs.hot == ["warm"]
-    assert redis_client.zscore(L.hot("s"), "cold") is None
-    assert redis_client.hexists(L.seen("s"), "cold") is False
-    assert redis_client.hexists(L.seen("s"), "warm") is True
+    assert hot_score(redis_client, L, "s", "cold") is None
+    assert redis_client.hexists(L.seen("s", shard_of("cold")), "cold") is False
+    assert redis_client.hexists(L.seen("s", shard_of("warm")), "warm") is True
 
 
 def test_pinned_keys_are_part_of_the_set_once(redis_client: redis.Redis) -> None:

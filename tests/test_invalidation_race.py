@@ -73,13 +73,14 @@ def _refresh(client: redis.Redis, settings: Settings, layout: KeyLayout, key: st
              versioned: bool) -> None:
     """A refresh as a worker does it with the store scripts: lease and fence token, fetch, fenced write."""
     id = key.split(":", 1)[1]
-    leased = scripts.run(client, script_calls.lease(layout, key=key, keyspace=key.split(":", 1)[0], tags=[tag],
-                                                    token="w=race|1", lease_ms=30_000, ahead_ms=None))
+    scripts.run(client, script_calls.enlist(layout, tag=tag, key=key, keep_ms=600_000))  # keys.py: before the token
+    leased = scripts.run(client, script_calls.lease(layout, key=key, token="w=race|1", lease_ms=30_000,
+                                                    ahead_ms=None))
     row = source(id)
     assert row is not None
     version = row["version"] if versioned else None
     raw = envelope.encode(envelope.dumps(row), fetched_ms=int(time.time() * 1000), ttl_ms=300_000, version=version)
-    scripts.run(client, script_calls.write(layout, key=key, tags=[tag], envelope=raw, px=300_000, fence=leased.fence,
+    scripts.run(client, script_calls.write(layout, key=key, envelope=raw, px=300_000, fence=leased.fence,
                                            lease_token="w=race|1", version=version, fence_ttl=settings.fence_ttl,
                                            bump=False))
 

@@ -11,6 +11,7 @@ import redis
 from cachewarm import Settings, envelope
 from cachewarm.keys import KeyLayout
 from cachewarm.scan import scan
+from tests.support.hot import seed_hot
 
 L = KeyLayout()
 
@@ -39,8 +40,7 @@ def _now(client: redis.Redis) -> int:
 
 
 def _hot(client: redis.Redis, keyspace: str, scores: dict[str, float]) -> None:
-    client.set(L.hot_epoch(keyspace), _now(client))
-    client.zadd(L.hot(keyspace), scores)
+    seed_hot(client, L, keyspace, scores, _now(client))
 
 
 def _store(client: redis.Redis, key: str, remaining_ms: int) -> None:

@@ -60,7 +60,7 @@ def test_reads_and_writes_survive_a_script_flush(cache: Cache, redis_client: red
     redis_client.script_flush()
     cache.get("item:3")
     redis_client.script_flush()
-    assert cache.invalidate_tag("items") == 3                  # TAG_BUMP, TAG_DRAIN (item:1..3 carry the tag)
+    assert cache.invalidate_tag("items") == 1                  # TAG_MEMBERS, INVALIDATE_KEY (item:3's value)
     assert redis_client.get(L.value("item:3")) is None
 
 
@@ -78,7 +78,7 @@ async def test_the_async_client_survives_a_script_flush(settings: Settings, redi
         redis_client.script_flush()
         await cache.get("item:3")
         redis_client.script_flush()
-        assert await cache.invalidate_tag("items") == 3
+        assert await cache.invalidate_tag("items") == 1
 
 
 def test_reads_keep_working_while_scripts_are_flushed_again_and_again(cache: Cache,
@@ -151,9 +151,9 @@ def test_a_large_tag_is_drained_batch_by_batch(cache: Cache, redis_client: redis
         cache.set(f"item:{i}", {"i": i})
     redis_client.script_flush()
     assert cache.invalidate_tag("items") == count
-    assert redis_client.scard(L.tag("items")) == 0
-    assert not list(redis_client.scan_iter(match=L.value("*")))
-    assert int(redis_client.get(L.tag_gen("items")) or 0) == 1
+    assert redis_client.zcard(L.tag("items")) == count  # members stay: a load of one may still be in flight
+    assert not list(redis_client.scan_iter(match=L.value_prefix + "*"))
+    assert cache.invalidate_tag("items") == 0
 
 
 def test_a_dead_workers_lease_is_taken_over(redis_client: redis.Redis, settings: Settings) -> None:
@@ -161,13 +161,16 @@ def test_a_dead_workers_lease_is_taken_over(redis_client: redis.Redis, settings:
     redis_client.set(L.lease("item:2"), "w=alive|x")
     redis_client.set(L.worker("alive"), "1")
     for key, owner in (("item:1", "gone"), ("item:2", "alive")):
-        first = scripts.run(redis_client, script_calls.lease(L, key=key, keyspace="item", tags=[], token="w=me|1",
-                                                             lease_ms=1000, ahead_ms=None))
+        first = scripts.run(redis_client, script_calls.lease(L, key=key, token="w=me|1", lease_ms=1000,
+                                                             ahead_ms=None))
         assert first.status is script_calls.LeaseStatus.HELD and first.owner == owner
-        again = scripts.run(redis_client, script_calls.lease(L, key=key, keyspace="item", tags=[], token="w=me|1",
-                                                             lease_ms=1000, ahead_ms=None, suspect=owner))
-        taken = key == "item:1"
-        assert again.status is (script_calls.LeaseStatus.TAKEN if taken else script_calls.LeaseStatus.HELD)
+    # The refresh path names a suspect only once it found its heartbeat gone (it lives in a slot of its own).
+    again = scripts.run(redis_client, script_calls.lease(L, key="item:1", token="w=me|1", lease_ms=1000,
+                                                         ahead_ms=None, suspect="gone"))
+    assert again.status is script_calls.LeaseStatus.TAKEN
+    other = scripts.run(redis_client, script_calls.lease(L, key="item:2", token="w=me|1", lease_ms=1000,
+                                                         ahead_ms=None, suspect="gone"))
+    assert other.status is script_calls.LeaseStatus.HELD and other.owner == "alive"
 
 
 # ---- every key in KEYS ------------------------------------------------------------------------------------------
@@ -237,3 +240,39 @@ def test_every_script_is_loaded_from_its_file_with_the_preamble() -> None:
         if name != "preamble.lua":
             loaded = scripts.script(name.removesuffix(".lua"))
             assert loaded.source.startswith((LUA / "preamble.lua").read_text())
+
+
+# ---- every script call stays in one hash slot (Redis Cluster) ---------------------------------------------------
+def _one_slot_calls() -> Iterator[scripts.Call[object]]:
+    for key in ("product:42", "a}b", "x{y}z", "ü:1"):
+        yield script_calls.acquire(L, key=key, token="t", lease_ms=1)
+        yield script_calls.write(L, key=key, envelope="e", px=1, fence="0", lease_token="t", version=1,
+                                 fence_ttl=1, bump=True)
+        yield script_calls.release(L, key=key, lease_token="t")
+        yield script_calls.invalidate_key(L, key=key, version=3, fence_ttl=1)
+        yield script_calls.lease(L, key=key, token="t", lease_ms=1, ahead_ms=1, suspect="w")
+        yield script_calls.remove(L, key=key, fence="0", lease_token="t")
+        yield script_calls.seen(L, key=key, keyspace="product")
+        yield script_calls.forget(L, key=key, keyspace="product")
+        yield script_calls.enlist(L, tag=key, key="k", keep_ms=1)
+        yield script_calls.tag_members(L, tag=key, cursor="0", count=1)
+        yield script_calls.due(L, keys=[key], ahead_ms=1)
+        yield script_calls.claim(L, keys=[key], claim_ms=1)
+    for shard in range(3):
+        yield script_calls.hotset(L, keyspace="product", shard=shard, threshold=1.0, half_life_ms=1, cold_factor=2.0)
+    yield from script_calls.flush(L, half_life_ms=1, rebase_half_lives=1, reads={"p": {f"p:{i}": 1 for i in range(99)}},
+                                  limits={})
+    yield script_calls.check_and_read(L, stream="cachewarm:invalidations", group="g", consumer="c", count=1, now_ms=1,
+                                      acks=[])
+    yield script_calls.record_gap(L, upper="1-0", now_ms=1, consumer="c", force=False)
+    yield script_calls.gap_answered(L, upper="1-0")
+
+
+def test_every_script_call_touches_one_hash_slot() -> None:
+    from redis.crc import key_slot
+    calls = list(_one_slot_calls())
+    assert {call.script.name for call in calls} >= {n.removesuffix(".lua") for n in _lua_files()} - {
+        "preamble", "take", "unlock"}  # take, unlock: one key
+    for call in calls:
+        slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in call.keys}
+        assert len(slots) == 1, f"{call.script.name}: keys {call.keys} span slots {slots}"

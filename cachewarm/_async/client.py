@@ -72,8 +72,9 @@ class AsyncCache:
         self.layout = self._planner.layout
         self._plans = self._planner.known
         self._breaker = Breaker(settings.redis_backoff)
-        self.redis = async_client(settings.redis_url, timeout=settings.redis_timeout)
-        self._blocking = async_client(settings.redis_url, timeout=settings.wait_timeout + 1)
+        cluster = settings.redis_cluster
+        self.redis = async_client(settings.redis_url, timeout=settings.redis_timeout, cluster=cluster)
+        self._blocking = async_client(settings.redis_url, timeout=settings.wait_timeout + 1, cluster=cluster)
         limits = httpx.Limits(max_connections=100)
         self._http = http or httpx.AsyncClient(timeout=settings.source_timeout, limits=limits)
         self._flight: AsyncSingleFlight[Lookup] = AsyncSingleFlight()
@@ -191,6 +192,12 @@ class AsyncCache:
         loader too slow) load without writing."""
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.settings.wait_timeout
+        enlist = self._planner.enlist_calls(plan)
+        if enlist and not self._breaker.open:  # a tagged key: enlisted before its fence token is read (keys.py)
+            try:
+                await scripts.aexecute(self.redis, enlist)
+            except redis.RedisError:
+                self._breaker.trip("acquire")
         while not self._breaker.open:
             try:
                 result = await scripts.arun(self.redis, self._planner.acquire_call(plan, token))
@@ -228,7 +235,10 @@ class AsyncCache:
             raise
         write = self._planner.write_call(plan, value_json, fence=fence, lease_token=token, version=fetched.version)
         try:
-            await scripts.arun(self.redis, write)
+            if plan.tags:  # enlisted again beside the write (keys.py)
+                await scripts.aexecute(self.redis, [write, *self._planner.enlist_calls(plan)])
+            else:
+                await scripts.arun(self.redis, write)
         except redis.RedisError:
             self._breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
@@ -268,9 +278,11 @@ class AsyncCache:
         """Stores a value (write-through). With `version`, an older version never replaces a newer one.
 
         Returns False when the cache already holds a newer version (nothing was written)."""
-        call = self._planner.set_call(key, value, ttl, tags, version)
+        calls = self._planner.set_calls(key, value, ttl, tags, version)
         self._forget(key)
-        return await self._call(call, "set") is WriteStatus.WRITTEN
+        if len(calls) == 1:
+            return await self._call(calls[0], "set") is WriteStatus.WRITTEN
+        return (await self._pipelined(calls, "set"))[0] is WriteStatus.WRITTEN
 
     async def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
@@ -299,19 +311,21 @@ class AsyncCache:
         return count
 
     async def _invalidate_names(self, names: list[bytes]) -> int:
-        for result in await scripts.aexecute(self.redis, self._planner.clear_calls(names)):
-            if isinstance(result, Exception):
-                raise result
+        await self._pipelined(self._planner.clear_calls(names), "clear")
         return len(names)
 
     async def invalidate_tag(self, tag: str) -> int:
-        """Invalidates every key carrying tag; loads in flight of such keys are fenced. Returns keys dropped."""
-        step = await self._call(self._planner.tag_bump_call(tag), "invalidate_tag")
-        total = 0
-        while step.members:
-            step = await self._call(self._planner.tag_drain_call(tag, step.members), "invalidate_tag")
-            total += step.dropped
-        return total
+        """Invalidates every key carrying tag; loads in flight of such keys are fenced (keys.py: the walk, one
+        round trip per step). Returns the values deleted."""
+        cursor, members, total = "0", list[bytes](), 0
+        while True:
+            replies = await self._pipelined(self._planner.tag_step_calls(tag, cursor, members), "invalidate_tag")
+            total += sum(bool(reply.deleted) for reply in replies[:len(members)])
+            if cursor == "0" and members:
+                return total
+            cursor, members = replies[-1]
+            if cursor == "0" and not members:
+                return total
 
     def _forget(self, key: str) -> None:
         # This process's own change: its local copy goes now, not when Redis's push arrives.
@@ -321,6 +335,15 @@ class AsyncCache:
     async def _call(self, call: scripts.Call[R], operation: str) -> R:
         with _unavailable(operation):
             return await scripts.arun(self.redis, call)
+
+    async def _pipelined(self, calls: list[scripts.Call[Any]], operation: str) -> list[Any]:
+        """Sends calls in one pipeline; an error in any reply is raised as CacheUnavailable."""
+        with _unavailable(operation):
+            replies = await scripts.aexecute(self.redis, calls)
+            for reply in replies:
+                if isinstance(reply, redis.RedisError):
+                    raise reply
+        return replies
 
     # ---- decorator ------------------------------------------------------------------------------------------
     def cached(self, key: str | None = None, *, ttl: float, tags: Iterable[str] = ()) -> Callable[

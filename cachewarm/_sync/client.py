@@ -70,8 +70,9 @@ class Cache:
         self.layout = self._planner.layout
         self._plans = self._planner.known
         self._breaker = Breaker(settings.redis_backoff)
-        self.redis = sync_client(settings.redis_url, timeout=settings.redis_timeout)
-        self._blocking = sync_client(settings.redis_url, timeout=settings.wait_timeout + 1)
+        cluster = settings.redis_cluster
+        self.redis = sync_client(settings.redis_url, timeout=settings.redis_timeout, cluster=cluster)
+        self._blocking = sync_client(settings.redis_url, timeout=settings.wait_timeout + 1, cluster=cluster)
         limits = httpx.Limits(max_connections=100)
         self._http = http or httpx.Client(timeout=settings.source_timeout, limits=limits)
         self._flight: SingleFlight[Lookup] = SingleFlight()
@@ -189,6 +190,12 @@ class Cache:
         loader too slow) load without writing."""
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.settings.wait_timeout
+        enlist = self._planner.enlist_calls(plan)
+        if enlist and not self._breaker.open:  # a tagged key: enlisted before its fence token is read (keys.py)
+            try:
+                scripts.execute(self.redis, enlist)
+            except redis.RedisError:
+                self._breaker.trip("acquire")
         while not self._breaker.open:
             try:
                 result = scripts.run(self.redis, self._planner.acquire_call(plan, token))
@@ -226,7 +233,10 @@ class Cache:
             raise
         write = self._planner.write_call(plan, value_json, fence=fence, lease_token=token, version=fetched.version)
         try:
-            scripts.run(self.redis, write)
+            if plan.tags:  # enlisted again beside the write (keys.py)
+                scripts.execute(self.redis, [write, *self._planner.enlist_calls(plan)])
+            else:
+                scripts.run(self.redis, write)
         except redis.RedisError:
             self._breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
@@ -266,9 +276,11 @@ class Cache:
         """Stores a value (write-through). With `version`, an older version never replaces a newer one.
 
         Returns False when the cache already holds a newer version (nothing was written)."""
-        call = self._planner.set_call(key, value, ttl, tags, version)
+        calls = self._planner.set_calls(key, value, ttl, tags, version)
         self._forget(key)
-        return self._call(call, "set") is WriteStatus.WRITTEN
+        if len(calls) == 1:
+            return self._call(calls[0], "set") is WriteStatus.WRITTEN
+        return (self._pipelined(calls, "set"))[0] is WriteStatus.WRITTEN
 
     def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
@@ -297,19 +309,21 @@ class Cache:
         return count
 
     def _invalidate_names(self, names: list[bytes]) -> int:
-        for result in scripts.execute(self.redis, self._planner.clear_calls(names)):
-            if isinstance(result, Exception):
-                raise result
+        self._pipelined(self._planner.clear_calls(names), "clear")
         return len(names)
 
     def invalidate_tag(self, tag: str) -> int:
-        """Invalidates every key carrying tag; loads in flight of such keys are fenced. Returns keys dropped."""
-        step = self._call(self._planner.tag_bump_call(tag), "invalidate_tag")
-        total = 0
-        while step.members:
-            step = self._call(self._planner.tag_drain_call(tag, step.members), "invalidate_tag")
-            total += step.dropped
-        return total
+        """Invalidates every key carrying tag; loads in flight of such keys are fenced (keys.py: the walk, one
+        round trip per step). Returns the values deleted."""
+        cursor, members, total = "0", list[bytes](), 0
+        while True:
+            replies = self._pipelined(self._planner.tag_step_calls(tag, cursor, members), "invalidate_tag")
+            total += sum(bool(reply.deleted) for reply in replies[:len(members)])
+            if cursor == "0" and members:
+                return total
+            cursor, members = replies[-1]
+            if cursor == "0" and not members:
+                return total
 
     def _forget(self, key: str) -> None:
         # This process's own change: its local copy goes now, not when Redis's push arrives.
@@ -319,6 +333,15 @@ class Cache:
     def _call(self, call: scripts.Call[R], operation: str) -> R:
         with _unavailable(operation):
             return scripts.run(self.redis, call)
+
+    def _pipelined(self, calls: list[scripts.Call[Any]], operation: str) -> list[Any]:
+        """Sends calls in one pipeline; an error in any reply is raised as CacheUnavailable."""
+        with _unavailable(operation):
+            replies = scripts.execute(self.redis, calls)
+            for reply in replies:
+                if isinstance(reply, redis.RedisError):
+                    raise reply
+        return replies
 
     # ---- decorator ------------------------------------------------------------------------------------------
     def cached(self, key: str | None = None, *, ttl: float, tags: Iterable[str] = ()) -> Callable[

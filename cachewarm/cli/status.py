@@ -20,7 +20,7 @@ import redis
 from .. import envelope
 from ..connections import sync_client
 from ..heartbeat import Heartbeat, read_heartbeats
-from ..keys import KeyLayout
+from ..keys import HOT_SHARDS, KeyLayout
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
 from ..popularity import decayed_reads
@@ -61,16 +61,21 @@ def top_keys(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[str], n
     if n <= 0:
         return {name: [] for name in keyspaces}
     pipe = client.pipeline(transaction=False)
-    for name in keyspaces:
-        pipe.zrevrange(layout.hot(name), 0, n - 1, withscores=True)
-        pipe.get(layout.hot_epoch(name))
+    shards = [(name, shard) for name in keyspaces for shard in range(HOT_SHARDS)]  # keys.py: hot sets are sharded
+    for name, shard in shards:
+        pipe.zrevrange(layout.hot(name, shard), 0, n - 1, withscores=True)
+        pipe.get(layout.hot_epoch(name, shard))
     results = pipe.execute()
     ranked: list[tuple[str, str, float]] = []
-    for i, name in enumerate(keyspaces):
-        members, epoch = results[2 * i], results[2 * i + 1]
-        epoch_ms = float(epoch) if epoch is not None else None
-        ranked += [(name, member.decode(), decayed_reads(score, now_ms, epoch_ms, half_life))
-                   for member, score in members]
+    for name in keyspaces:
+        merged: list[tuple[str, str, float]] = []
+        for i, (space, _) in enumerate(shards):
+            if space == name:
+                members, epoch = results[2 * i], results[2 * i + 1]
+                epoch_ms = float(epoch) if epoch is not None else None
+                merged += [(name, member.decode(), decayed_reads(score, now_ms, epoch_ms, half_life))
+                           for member, score in members]
+        ranked += sorted(merged, key=lambda item: -item[2])[:n]
     pipe = client.pipeline(transaction=False)
     for _, key, _ in ranked:
         pipe.getrange(layout.value(key), 0, envelope.TIMES - 1)
@@ -89,7 +94,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
     """The status as a JSON-ready dict; raises redis.RedisError."""
     layout = KeyLayout(settings.key_prefix)
     names = settings.load_keyspaces().names()
-    client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 2.0))
+    client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 2.0), cluster=settings.redis_cluster)
     try:
         snap = read_snapshot(client, layout, names, hot_half_life=settings.hot_half_life,
                              hot_threshold=settings.hot_threshold)

@@ -61,7 +61,7 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
 
 def _pin_and_load(settings: Settings, by_space: dict[str, list[str]], wanted: list[str]) -> Counter[str]:
     layout = KeyLayout(settings.key_prefix)
-    client = sync_client(settings.redis_url, timeout=5.0)
+    client = sync_client(settings.redis_url, timeout=5.0, cluster=settings.redis_cluster)
     try:
         for space, members in by_space.items():
             pin(client, layout, space, members)
@@ -77,7 +77,8 @@ def _pin_and_load(settings: Settings, by_space: dict[str, list[str]], wanted: li
 
 async def load(settings: Settings, keys: list[str], progress: Callable[[int], None]) -> Counter[str]:
     """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time."""
-    ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=5.0), make_http_client(settings),
+    ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=5.0,
+                                                cluster=settings.redis_cluster), make_http_client(settings),
                          f"warm.{worker_id()}")
     counts: Counter[str] = Counter()
     try:

@@ -3,10 +3,11 @@
 A key event runs lua/invalidate_key.lua: it bumps the key's fence generation (so a load or refresh in flight can no
 longer write what it fetched before the change), raises the key's version floor when the event has a version, and
 deletes the value, all atomically. An event whose version the cache already holds (or has passed) changes nothing:
-outcome ``stale``. A tag event bumps the tag's generation (fencing every load in flight of a key carrying it), then
-drains the tag's membership set, invalidating each member as a key event would: the bump's reply names the first
-members, each drain (their keys in KEYS) removes them and names the next ones. The drains of every tag event of
-the batch share one pipeline per step: one round trip more than the batch's own when a tag had members.
+outcome ``stale``. A tag event walks the tag's member set (a ZSCAN per step, lua/tag_members.lua) and invalidates
+each member as a key event would, in the member's own slot (keys.py: why this fences every load in flight of a
+key carrying the tag). The walks of every tag event of the batch share one pipeline per step, each step carrying
+the previous step's invalidations and the next ZSCAN: one round trip more than the batch's own when a tag had
+members. Members stay in the set (a load may still be in flight), so an event applied again walks them again.
 
 The caller learns which of the invalidated keys are hot (pinned, or decayed reads above ``hot_threshold``, as in
 access.py), each once however many events named it, so it can refresh them straight away.
@@ -22,11 +23,11 @@ from typing import Any
 import redis
 
 from .. import script_calls, scripts
-from ..keys import KeyLayout
+from ..keys import KeyLayout, shard_of
 from ..keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
 from ..popularity import decay_scale
-from ..script_calls import InvalidateStatus, TagBatch
+from ..script_calls import InvalidateStatus, TagStep
 from .events import Event
 
 TAG_BATCH = 500
@@ -53,7 +54,7 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                 if hotness is not None else {})
 
     calls = [script_calls.invalidate_key(layout, key=e.target, version=e.version, fence_ttl=fence_ttl)
-             if e.kind == "key" else script_calls.tag_bump(layout, tag=e.target, fence_ttl=fence_ttl, batch=TAG_BATCH)
+             if e.kind == "key" else script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH)
              for e in events]
     replies = scripts.execute(client, calls, lambda pipe: _queue_hot(pipe, by_space, layout))
     tag_replies = _drain_tags(client, layout, events, replies, fence_ttl)
@@ -85,29 +86,41 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
 
 def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event], replies: list[Any],
                 fence_ttl: int) -> dict[int, list[bytes] | Exception]:
-    """Invalidates the members of each tag event's set (its TAG_BUMP reply named the first ones), the tags' drains
-    in one pipeline per step; returns, per tag event (by index), the members invalidated or the error."""
+    """Walks each tag event's member set (its first TAG_MEMBERS reply is in `replies`) and invalidates every member,
+    the walks' steps in one pipeline each; returns, per tag event (by index), the members invalidated or the
+    first error (the event is then left pending and walked again from the start)."""
     out: dict[int, list[bytes] | Exception] = {}
-    steps: dict[int, TagBatch] = {}
+    steps: dict[int, TagStep] = {}
     for i, event in enumerate(events):
         if event.kind != "key":
             reply = replies[i]
             out[i] = reply if isinstance(reply, Exception) else []
-            if isinstance(reply, TagBatch) and reply.members:
+            if isinstance(reply, TagStep) and (reply.members or reply.cursor != "0"):
                 steps[i] = reply
     while steps:
         order = list(steps)
-        calls = [script_calls.tag_drain(layout, tag=events[i].target, members=steps[i].members, fence_ttl=fence_ttl,
-                                        batch=TAG_BATCH) for i in order]
-        for i, reply in zip(order, scripts.execute(client, calls), strict=True):
-            done = out[i]
-            if isinstance(reply, Exception) or isinstance(done, Exception):
-                out[i] = reply
+        calls: list[scripts.Call[Any]] = []
+        spans: list[tuple[int, int, bool]] = []
+        for i in order:
+            step, start = steps[i], len(calls)
+            calls += [script_calls.invalidate_key(layout, key=m.decode("utf-8", "surrogateescape"), version=None,
+                                                  fence_ttl=fence_ttl) for m in step.members]
+            more = step.cursor != "0"
+            if more:
+                calls.append(script_calls.tag_members(layout, tag=events[i].target, cursor=step.cursor,
+                                                      count=TAG_BATCH))
+            spans.append((start, len(calls), more))
+        results = scripts.execute(client, calls)
+        for i, (start, end, more) in zip(order, spans, strict=True):
+            done, mine = out[i], results[start:end]
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            if failed is not None or isinstance(done, Exception):
+                out[i] = failed if failed is not None else done
                 del steps[i]
                 continue
             done += steps[i].members
-            if reply.members:
-                steps[i] = reply
+            if more:
+                steps[i] = mine[-1]
             else:
                 del steps[i]
     return out
@@ -135,23 +148,36 @@ def _by_keyspace(keys: Sequence[str], keyspaces: KeyspaceRegistry) -> dict[str, 
 
 
 def _queue_hot(pipe: redis.client.Pipeline, by_space: dict[str, list[str]], layout: KeyLayout) -> None:
+    """Per keyspace: its pins of the keys, then per hot-set shard holding some of them its epoch and their scores."""
     for space, keys in by_space.items():
-        pipe.get(layout.hot_epoch(space))
-        pipe.zmscore(layout.hot(space), keys)
         pipe.smismember(layout.pinned(space), keys)  # type: ignore[arg-type]
+        for shard, members in _by_shard(keys).items():
+            pipe.get(layout.hot_epoch(space, shard))
+            pipe.zmscore(layout.hot(space, shard), members)
+
+
+def _by_shard(keys: Sequence[str]) -> dict[int, list[str]]:
+    shards: dict[int, list[str]] = {}
+    for key in keys:
+        shards.setdefault(shard_of(key), []).append(key)
+    return shards
 
 
 def _hot_of(by_space: dict[str, list[str]], replies: Sequence[Any], hotness: Hotness) -> list[str]:
     now_ms = time.time() * 1000
     hot: list[str] = []
-    for i, keys in enumerate(by_space.values()):
-        epoch_raw, scores, pinned = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
-        if any(isinstance(r, Exception) for r in (epoch_raw, scores, pinned)):
-            continue
-        scale = decay_scale(now_ms, float(epoch_raw), hotness.half_life) if epoch_raw is not None else None
-        for key, score, pin in zip(keys, scores, pinned, strict=True):
-            if pin or (score is not None and scale is not None and score / scale > hotness.threshold):
-                hot.append(key)
+    at = 0
+    for keys in by_space.values():
+        pinned, at = replies[at], at + 1
+        if not isinstance(pinned, Exception):
+            hot += [key for key, pin in zip(keys, pinned, strict=True) if pin]
+        for members in _by_shard(keys).values():
+            epoch_raw, scores, at = replies[at], replies[at + 1], at + 2
+            if epoch_raw is None or isinstance(epoch_raw, Exception) or isinstance(scores, Exception):
+                continue
+            scale = decay_scale(now_ms, float(epoch_raw), hotness.half_life)
+            hot += [key for key, score in zip(members, scores, strict=True)
+                    if score is not None and score / scale > hotness.threshold]
     return hot
 
 

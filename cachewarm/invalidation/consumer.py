@@ -4,7 +4,7 @@ Each round: claim entries another consumer left pending longer than ``claim_idle
 never acknowledged them), read new entries, then for each entry:
 
 - cannot be parsed, or delivered more than ``max_deliveries`` times: copied to ``cachewarm:invalidations:dead``
-  with a ``reason`` and acknowledged, in one MULTI;
+  with a ``reason`` and acknowledged, in one MULTI (on a Redis Cluster: copied, then acknowledged);
 - otherwise applied (apply.py) and only then acknowledged. An entry whose application fails stays pending and is
   retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again).
 
@@ -30,6 +30,7 @@ from typing import Any, Self
 
 import redis
 
+from .. import scripts
 from ..connections import sync_client
 from ..hooks import get_hooks
 from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
@@ -78,7 +79,8 @@ class InvalidationConsumer:
         self.claim_interval = (claim_interval if claim_interval is not None
                                else min(5.0, max(0.05, self.settings.claim_idle_ms / 2000)))
         self._hotness = Hotness(self.keyspaces, self.settings.hot_half_life, self.settings.hot_threshold)
-        self.redis = sync_client(self.settings.redis_url, timeout=block_ms / 1000 + 5)
+        self.redis = sync_client(self.settings.redis_url, timeout=block_ms / 1000 + 5,
+                                 cluster=self.settings.redis_cluster)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -360,7 +362,11 @@ class InvalidationConsumer:
 
     def _dead_letter(self, dead: Sequence[tuple[Entry, Rejected]]) -> None:
         hooks = get_hooks()
-        pipe = self.redis.pipeline(transaction=True)
+        # One MULTI on one Redis; on a Redis Cluster the two streams are in two slots, so the copies go first and
+        # the XACKs after them (a crash in between delivers an entry again: dead-lettered twice, never lost).
+        cluster = scripts.is_cluster(self.redis)
+        pipe = self.redis.pipeline(transaction=not cluster)
+        acks = self.redis.pipeline(transaction=False) if cluster else pipe
         for (eid, fields), rejected in dead:
             copy: dict[Any, Any] = {"reason": rejected.reason, "original_id": eid, "consumer": self.name}
             for name, value in fields.items():
@@ -370,8 +376,10 @@ class InvalidationConsumer:
                 copy[name if name not in (b"reason", b"original_id", b"consumer", b"truncated")
                      else b"original:" + name] = value
             pipe.xadd(DEAD_LETTER_STREAM, copy, maxlen=self.settings.stream_maxlen, approximate=True)
-            pipe.xack(INVALIDATION_STREAM, CONSUMER_GROUP, eid)
+            acks.xack(INVALIDATION_STREAM, CONSUMER_GROUP, eid)
         pipe.execute()
+        if acks is not pipe:
+            acks.execute()
         for _, rejected in dead:
             self.stats[InvalidationOutcome.DEAD] += 1
             hooks.invalidation(rejected.kind, InvalidationOutcome.DEAD)

@@ -2,8 +2,8 @@
 
 The stream is trimmed to about ``stream_maxlen`` entries; a group offline long enough loses events it never read,
 and nothing tells it which keys they named. So a gap is detected, never ignored, and answered by dropping what any
-lost event could have invalidated: every cached value (fence bumped, value deleted), the fence of every load in
-flight (its lease), and the generation of every tag (fencing loads in flight of tagged keys).
+lost event could have invalidated: every cached value (fence bumped, value deleted) and the fence of every load in
+flight (its lease); a tagged key is one of these too, so tags need nothing of their own.
 
 Detection runs atomically with every read of new entries (`check_and_read`, one Lua script), so the group's
 last-delivered id L cannot move past a hole between the check and the read. With the stream's first entry F,
@@ -67,30 +67,41 @@ def drop_everything(client: redis.Redis, layout: KeyLayout, *, fence_ttl: int,
                     threshold: float = Settings.model_fields["hot_threshold"].default,
                     on_hot_keys: Callable[[list[str]], None] | None = None,
                     heartbeat: Callable[[], None] | None = None) -> int:
-    """Fences and deletes every cached value, fences every load in flight, bumps every tag generation (SCAN in
-    batches, one script per batch). Hot keys among the dropped go to `on_hot_keys`. Returns values deleted."""
+    """Fences and deletes every cached value and fences every load in flight (found by its lease): SCAN (of every
+    node of a Redis Cluster), then one pipelined INVALIDATE_KEY per key, in its own slot. A tag needs nothing of its
+    own: its members are among the keys. Hot keys among the dropped go to `on_hot_keys`. Returns values deleted."""
     dropped_total = 0
-    cursor: Any = 0
     match = _glob_escape(layout.prefix) + "*"
-    wanted = (layout.value_prefix.encode(), layout.lease_prefix.encode(), layout.tag_gen_prefix.encode(),
-              layout.tag_prefix.encode())
-    while True:
-        reply: Any = client.scan(cursor=cursor, match=match, count=SCAN_COUNT)
-        cursor, names = reply
-        batch = [n for n in names if isinstance(n, bytes) and n.startswith(wanted)]
-        if batch:
-            dropped = [k.decode("utf-8", "surrogateescape")
-                       for k in scripts.run(client, script_calls.drop(layout, names=batch, fence_ttl=fence_ttl))]
-            dropped_total += len(dropped)
-            if on_hot_keys is not None and keyspaces is not None and dropped:
-                hot = hot_keys(client, dropped, keyspaces=keyspaces, layout=layout, half_life=half_life,
-                               threshold=threshold)
-                if hot:
-                    on_hot_keys(hot)
+    value_p, lease_p = layout.value_prefix.encode(), layout.lease_prefix.encode()
+    batch: dict[str, None] = {}
+
+    def drop(keys: list[str]) -> None:
+        nonlocal dropped_total
+        calls = [script_calls.invalidate_key(layout, key=key, version=None, fence_ttl=fence_ttl) for key in keys]
+        replies = scripts.execute(client, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        dropped = [key for key, reply in zip(keys, replies, strict=True) if reply.deleted]
+        dropped_total += len(dropped)
+        if on_hot_keys is not None and keyspaces is not None and dropped:
+            hot = hot_keys(client, dropped, keyspaces=keyspaces, layout=layout, half_life=half_life,
+                           threshold=threshold)
+            if hot:
+                on_hot_keys(hot)
         if heartbeat is not None:
             heartbeat()
-        if int(cursor) == 0:
-            return dropped_total
+
+    for name in client.scan_iter(match=match, count=SCAN_COUNT):
+        if isinstance(name, bytes) and name.startswith(value_p):
+            batch.setdefault(KeyLayout.key_of(name, layout.value_prefix))
+        elif isinstance(name, bytes) and name.startswith(lease_p):
+            batch.setdefault(KeyLayout.key_of(name, layout.lease_prefix))
+        if len(batch) >= SCAN_COUNT:
+            drop(list(batch))
+            batch.clear()
+    drop(list(batch))
+    return dropped_total
 
 
 def record_gap(client: redis.Redis, layout: KeyLayout, upper: str, consumer: str, *, force: bool = False) -> bool:
@@ -101,7 +112,12 @@ def record_gap(client: redis.Redis, layout: KeyLayout, upper: str, consumer: str
 
 
 def mark_answered(client: redis.Redis, layout: KeyLayout, upper: str, dropped: int) -> None:
-    scripts.run(client, script_calls.gap_answered(layout, upper=upper, dropped=dropped))
+    """Marks the gap answered (in the stream's slot), then counts it in refresh:stats (a slot of its own)."""
+    scripts.run(client, script_calls.gap_answered(layout, upper=upper))
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(layout.refresh_stats, "invalidation_gaps", 1)
+    pipe.hincrby(layout.refresh_stats, "invalidation_gap_keys", dropped)
+    pipe.execute()
 
 
 def check_and_read(client: redis.Redis, layout: KeyLayout, *, group: str, consumer: str, count: int,

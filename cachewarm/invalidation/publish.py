@@ -23,7 +23,8 @@ from .events import MAX_VERSION
 
 def _default_client(settings: Settings) -> redis_py.Redis:
     """One client per Redis URL per process, so a writer publishing after every commit reuses its connection."""
-    return shared_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0))
+    return shared_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0),
+                         cluster=settings.redis_cluster)
 
 
 def event_fields(key: str | None = None, *, tag: str | None = None, version: int | None = None,

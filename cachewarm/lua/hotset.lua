@@ -1,6 +1,7 @@
--- HOTSET. KEYS: hot, epoch, pin, seen.  ARGV: threshold, half_life_ms, cold_factor.
--- Returns {now_ms, hot members..., '', pinned members...}; removes cold members (and their seen fields).
-local hot_key, epoch_key, pin_key, seen_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- HOTSET (one shard of a keyspace's hot set). KEYS: hot, epoch, seen (one slot: the shard's).
+-- ARGV: threshold, half_life_ms, cold_factor.
+-- Returns {now_ms, hot members...}; removes cold members (and their seen fields).
+local hot_key, epoch_key, seen_key = KEYS[1], KEYS[2], KEYS[3]
 local threshold, half_life_ms, cold_factor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local epoch = tonumber(redis.call('GET', epoch_key) or '')
@@ -14,6 +15,4 @@ if epoch then
   end
   for _, k in ipairs(redis.call('ZRANGEBYSCORE', hot_key, bound, '+inf')) do out[#out + 1] = k end
 end
-out[#out + 1] = ''
-for _, k in ipairs(redis.call('SMEMBERS', pin_key)) do out[#out + 1] = k end
 return out

@@ -20,13 +20,9 @@ local function wake_waiters(wake_key, waiters_key, mark)
     redis.call('PEXPIRE', wake_key, 10000)
   end
 end
--- A key's fence token: its fence generation, then the generation of each of its tags (KEYS[first_tag]...).
-local function fence_token(fence_key, first_tag, ntags)
-  local token = redis.call('HGET', fence_key, 'g') or '0'
-  for i = first_tag, first_tag + ntags - 1 do
-    token = token .. ':' .. (redis.call('GET', KEYS[i]) or '0')
-  end
-  return token
+-- A key's fence token: its fence generation (tag invalidations bump the fences of the tags' members: keys.py).
+local function fence_token(fence_key)
+  return redis.call('HGET', fence_key, 'g') or '0'
 end
 -- Bumps a fence generation (fencing every load in flight of the key) and keeps the fence for fence_ttl.
 local function bump_fence(fence_key, fence_ttl)

@@ -5,8 +5,9 @@ counters and gauges in ``refresh:stats``; this collector turns those into Promet
 endpoint exports the same cluster-wide values, so dashboards aggregate them with ``max``, not ``sum``.
 
 Cost per scrape, whatever the number of keys: one pipeline (two hashes, the invalidation stream's pending summary
-and dead-letter length, one GET per keyspace), a second only for keyspaces whose hot-key gauge the workers have
-not written, and a SCAN over the worker heartbeats bounded by `MAX_SCAN_CALLS`. Keyspace labels come from the
+and dead-letter length, one GET per hot-set shard of each keyspace; on a Redis Cluster, split by node, plus a TIME
+of its own), a second only for keyspaces whose hot-key gauge the workers have not written (a ZCOUNT per shard),
+and a SCAN over the worker heartbeats bounded by `MAX_SCAN_CALLS`. Keyspace labels come from the
 configured keyspace names, never from what Redis holds. When Redis fails, the scrape still answers without these
 metrics and the failure is counted as ``cachewarm_redis_errors_total{operation="scrape"}``.
 """
@@ -22,10 +23,11 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from .. import scripts
 from ..access import AGE_BUCKETS
 from ..connections import sync_client
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, DEFAULT_PREFIX, INVALIDATION_STREAM, KeyLayout
+from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, DEFAULT_PREFIX, HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
 from ..popularity import decay_scale
 from ..settings import Settings
 
@@ -78,19 +80,25 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[st
                   hot_half_life: float, hot_threshold: float) -> ClusterSnapshot:
     """Reads every cluster-wide figure in a bounded number of calls; raises redis.RedisError."""
     snap = ClusterSnapshot(list(keyspaces))
+    cluster = scripts.is_cluster(client)
     pipe = client.pipeline(transaction=False)
-    pipe.time()
+    if not cluster:  # a cluster pipeline refuses TIME (no key to route it by): asked on its own below
+        pipe.time()
     pipe.hgetall(layout.stats)
     pipe.hgetall(layout.refresh_stats)
     pipe.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)
     pipe.xlen(DEAD_LETTER_STREAM)
     for name in keyspaces:
-        pipe.get(layout.hot_epoch(name))
+        for shard in range(HOT_SHARDS):
+            pipe.get(layout.hot_epoch(name, shard))
     results = pipe.execute(raise_on_error=False)
+    if cluster:
+        results.insert(0, client.time())
     for result in results:
         if isinstance(result, redis.ConnectionError | redis.TimeoutError):
             raise result
-    now, stats, refresh, pending, dead, *epochs = results
+    now, stats, refresh, pending, dead, *all_epochs = results
+    epochs = [all_epochs[i:i + HOT_SHARDS] for i in range(0, len(all_epochs), HOT_SHARDS)]
     if isinstance(now, Exception) or isinstance(stats, Exception) or isinstance(refresh, Exception):
         raise redis.RedisError(f"reading cluster stats failed: {now if isinstance(now, Exception) else stats}")
     snap.now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
@@ -100,31 +108,38 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[st
     snap.invalidation_pending = int(pending.get("pending", 0)) if isinstance(pending, dict) else 0
     snap.dead_letters = int(dead) if isinstance(dead, int) else 0
 
-    missing: list[tuple[str, float]] = []
-    for name, epoch in zip(keyspaces, epochs, strict=True):
+    missing: list[tuple[str, int, float]] = []
+    for name, shard_epochs in zip(keyspaces, epochs, strict=True):
         written = snap.refresh.get("hot_keys:" + name)
+        snap.hot_keys[name] = written if written is not None else 0
         if written is not None:
-            snap.hot_keys[name] = written
-        elif epoch is None or isinstance(epoch, Exception):
-            snap.hot_keys[name] = 0
-        else:
-            # Scores are decayed counts scaled by decay_scale: hot means above the threshold, scaled alike.
-            missing.append((name, hot_threshold * decay_scale(snap.now_ms, _num(epoch), hot_half_life)))
+            continue
+        for shard, epoch in enumerate(shard_epochs):
+            if epoch is not None and not isinstance(epoch, Exception):
+                # Scores are decayed counts scaled by decay_scale: hot means above the threshold, scaled alike.
+                missing.append((name, shard, hot_threshold * decay_scale(snap.now_ms, _num(epoch), hot_half_life)))
     if missing:
         pipe = client.pipeline(transaction=False)
-        for name, low in missing:
-            pipe.zcount(layout.hot(name), f"({low!r}", "+inf")
-        for (name, _), count in zip(missing, pipe.execute(), strict=True):
-            snap.hot_keys[name] = float(count)
+        for name, shard, low in missing:
+            pipe.zcount(layout.hot(name, shard), f"({low!r}", "+inf")
+        for (name, _, _), count in zip(missing, pipe.execute(), strict=True):
+            snap.hot_keys[name] += float(count)
 
     snap.workers, snap.workers_exact = count_workers(client, layout)
     return snap
 
 
 def count_workers(client: redis.Redis, layout: KeyLayout) -> tuple[int, bool]:
-    """Live worker heartbeat keys, by SCAN of at most MAX_SCAN_CALLS calls; (count, whether the scan finished)."""
+    """Live worker heartbeat keys, by SCAN of at most MAX_SCAN_CALLS calls (on a Redis Cluster, of every node, at
+    most MAX_SCAN_CALLS * SCAN_COUNT names); (count, whether the scan finished)."""
     match = layout.worker("*").replace("[", "\\[")
     seen: set[bytes | str] = set()
+    if scripts.is_cluster(client):
+        for name in client.scan_iter(match=match, count=SCAN_COUNT):
+            seen.add(name)
+            if len(seen) >= MAX_SCAN_CALLS * SCAN_COUNT:
+                return len(seen), False
+        return len(seen), True
     cursor: int = 0
     for _ in range(MAX_SCAN_CALLS):
         cursor, keys = client.scan(cursor, match=match, count=SCAN_COUNT)
@@ -148,7 +163,8 @@ class ClusterCollector(Collector):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterCollector:
-        client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0))
+        client = sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0),
+                             cluster=settings.redis_cluster)
         return cls(client, settings.load_keyspaces().names(), prefix=settings.key_prefix,
                    hot_half_life=settings.hot_half_life, hot_threshold=settings.hot_threshold)
 

@@ -77,6 +77,7 @@ def start_metrics_server(settings: Settings, *, registry: CollectorRegistry | No
                     settings.metrics_port, exc)
         return None
     log.info("cachewarm metrics at http://%s:%s/metrics", settings.metrics_host, settings.metrics_port)
-    history = HistoryRecorder(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0)),
+    history = HistoryRecorder(sync_client(settings.redis_url, timeout=max(settings.redis_timeout, 1.0),
+                                          cluster=settings.redis_cluster),
                               KeyLayout(settings.key_prefix), settings.load_keyspaces().names()).start()
     return MetricsServer(httpd, thread, history)

@@ -118,7 +118,8 @@ class Relay:
         return len(records)
 
     def _dead_letter(self, dead: Sequence[tuple[OutboxRecord, str]]) -> None:
-        client = self.redis or shared_client(self.settings.redis_url, timeout=max(self.settings.redis_timeout, 1.0))
+        client = self.redis or shared_client(self.settings.redis_url, timeout=max(self.settings.redis_timeout, 1.0),
+                                             cluster=self.settings.redis_cluster)
         pipe = client.pipeline(transaction=False)
         for record, reason in dead:
             pipe.xadd(DEAD_LETTER_STREAM, _dead_fields(record, reason),  # type: ignore[arg-type]

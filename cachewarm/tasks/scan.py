@@ -17,7 +17,7 @@ def scan(task: Any) -> int:
     """The bound task's body: enqueues one refresh task per batch of claimed keys; returns how many keys."""
     settings = settings_of(task.app)
     room = backlog.room(task.app, settings)
-    client: redis.Redis = shared_client(settings.redis_url, timeout=5.0)
+    client: redis.Redis = shared_client(settings.redis_url, timeout=5.0, cluster=settings.redis_cluster)
     result = scan_keyspaces(client, settings, max_keys=room)
     refresh = task.app.tasks[REFRESH]
     for batch in result.batches:

@@ -28,7 +28,7 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.hooks import get_hooks, set_hooks
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import event_fields, publish_events
-from cachewarm.keys import DEAD_LETTER_STREAM, INVALIDATION_STREAM, MAX_KEY_LENGTH
+from cachewarm.keys import DEAD_LETTER_STREAM, HOT_SHARDS, INVALIDATION_STREAM, MAX_KEY_LENGTH, KeyLayout
 from cachewarm.metrics.cluster import ClusterCollector
 from cachewarm.metrics.process import ProcessMetrics, PrometheusHooks
 from tests.faults import _support
@@ -214,8 +214,10 @@ def _run(redis_url: str, redis_client: redis.Redis, write_config: Callable[[str]
     series = [line for line in exposition.splitlines() if line and not line.startswith("#")]
     assert len(series) < 200, len(series)
     hot = {k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}hot:*", count=1000)}
-    assert hot <= {f"{settings.key_prefix}hot:{n}{s}" for n in names for s in ("", ":epoch")}, hot
-    assert redis_client.zcard(f"{settings.key_prefix}hot:item") <= 1000
+    layout = KeyLayout(settings.key_prefix)
+    shards = {name for n in names for i in range(HOT_SHARDS) for name in (layout.hot(n, i), layout.hot_epoch(n, i))}
+    assert hot <= shards, hot
+    assert sum(redis_client.zcard(layout.hot("item", i)) for i in range(HOT_SHARDS)) <= 1000
     outside = [k for k in redis_client.scan_iter(count=10_000) if not k.startswith(b"cachewarm:")]
     assert not outside, outside[:5]
 

@@ -20,7 +20,7 @@ import redis
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.invalidation.publish import event_fields, publish_events
-from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
+from cachewarm.keys import HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
 from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 
@@ -96,8 +96,8 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
             wait_until(lambda: all(g["pending"] == 0 and g["lag"] == 0
                                    for g in client.xinfo_groups(INVALIDATION_STREAM)), 30,
                        "the invalidation group to drain", details=procs.logs)
-            tracked = client.zcard(L.hot("item"))
-            memory = client.memory_usage(L.hot("item")) or 0
+            tracked = sum(client.zcard(L.hot("item", i)) for i in range(HOT_SHARDS))  # keys.py: 16 shards
+            memory = sum(client.memory_usage(L.hot("item", i)) or 0 for i in range(HOT_SHARDS))
             stats = client.hgetall(L.refresh_stats)
             used = client.info("memory")["used_memory"]
         finally:
