@@ -11,7 +11,9 @@ The tests run in this order on one module-wide cluster; each leaves the three ho
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -148,24 +150,33 @@ def test_sigkill_of_a_whole_host_mid_refresh_loses_nothing(cluster: Cluster) -> 
 
     def leases_of_victim() -> dict[str, bytes]:
         idents = {b.ident for b in victim.beats(client) if b.role == "pool"}
-        held = {}
-        for key in client.scan_iter(match=L.lease("product:*"), count=1000):
-            owner = client.get(key) or b""
-            if owner.startswith(b"w=") and owner[2:].split(b"|")[0].decode() in idents:
-                held[key.decode()[len(L.lease("")):]] = owner
-        return held
+        owners = client.mget([L.lease(k) for k in PRODUCTS])
+        return {key: owner for key, owner in zip(PRODUCTS, owners, strict=True)
+                if owner and owner.startswith(b"w=") and owner[2:].split(b"|")[0].decode() in idents}
 
     wait_until(leases_of_victim, 20, f"{victim.name} holding leases mid-refresh", interval=0.01)
-    victim.kill()
+    assert victim.proc is not None
+    os.killpg(victim.proc.pid, signal.SIGSTOP)  # frozen first, so that what it holds can be read, then killed
     killed = time.monotonic()
     killed_ms = int(time.time() * 1000)
-    held = leases_of_victim()  # what it held when it died (its heartbeats are still there for ~3 s)
+    held = leases_of_victim()  # its heartbeats are still there for up to 3 s
+    victim.kill()
     assert held, "the victim held no lease when killed"
 
     def recovered() -> bool:
         return len(cluster.fetched_after(list(held), killed_ms)) == len(held)
 
-    wait_until(recovered, 20, "the dead host's keys refreshed by the others", details=cluster.logs, interval=0.02)
+    def state_of_held() -> str:
+        now_ms = int(time.time() * 1000)
+        rows = []
+        for key in held:
+            raw = client.get(L.value(key))
+            rows.append(f"{key}: lease {client.get(L.lease(key))!r} claim {client.pttl(L.claim(key))} ms, expires in "
+                        f"{(envelope.expires_ms(raw) - now_ms) if raw else None} ms, fetched "
+                        f"{(envelope.fetched_ms(raw) - killed_ms) if raw else None} ms after the kill")
+        return "\n".join(rows) + "\n" + cluster.logs()
+
+    wait_until(recovered, 20, "the dead host's keys refreshed by the others", details=state_of_held, interval=0.02)
     taken_over = time.monotonic() - killed
     items = [k.split(":")[1] for k in held]
     after = [min(t for t in cluster.state.times[item] if t >= killed) - killed for item in items]
