@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 import redis
 
 from . import script_calls, scripts, store
-from .connections import sync_client
+from .connections import REDIS_ERRORS, sync_client
 from .keys import KeyLayout
 from .popularity import half_life_ms
 
@@ -145,7 +145,7 @@ class AccessRecorder:
             if self._client is None:
                 self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0), cluster=self.cluster)
             replies = scripts.execute(self._client, calls, count)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self.flush_errors += 1
             return False
         if any(isinstance(reply, Exception) for reply in replies):

@@ -26,8 +26,13 @@ from redis.retry import Retry
 from .errors import ConfigError
 from .settings import mask_url
 
+# What a Redis failure raises: redis-py's cluster client also raises RedisClusterException (not a RedisError) when it
+# cannot learn the slots, and SlotNotCoveredError while a failed master's slots have no owner yet.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 NOT_CLUSTER_MODE = ("{url} is a Redis Cluster node: set CACHEWARM_REDIS_CLUSTER=true to use it as the cache "
                     "(without it, keys on the other nodes would fail with MOVED)")
+NOT_A_CLUSTER = "{url} is not a Redis Cluster node: unset CACHEWARM_REDIS_CLUSTER, or name a node of the cluster"
 
 
 def _retry() -> Retry:
@@ -95,7 +100,9 @@ def sync_client(url: str, *, timeout: float, max_connections: int | None = None,
         return redis.Redis.from_url(url, redis_connect_func=_not_a_cluster_node(url), **options)
     except ValueError as exc:
         raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None
-    except redis.RedisError as exc:  # RedisCluster asks a node for the slots as it is built
+    except REDIS_ERRORS as exc:  # RedisCluster asks a node for the slots as it is built
+        if "cluster mode is not enabled" in str(exc).lower():
+            raise ConfigError(NOT_A_CLUSTER.format(url=mask_url(url))) from None
         raise redis.ConnectionError(f"redis cluster {mask_url(url)}: {exc}") from None
 
 

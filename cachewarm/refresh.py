@@ -39,6 +39,7 @@ import redis
 import redis.asyncio
 
 from . import envelope, ratelimit, script_calls, scripts
+from .connections import REDIS_ERRORS
 from .errors import SourceError
 from .hooks import get_hooks
 from .keys import KeyLayout
@@ -157,7 +158,7 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
         pipe.delete(ctx.layout.claim(key))
     try:
         await pipe.execute()
-    except redis.RedisError:
+    except REDIS_ERRORS:
         get_hooks().redis_error("refresh_stats")
     return counts
 
@@ -204,7 +205,7 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
             written, result.wasted = await _along(ctx, write, seen, *enlist)
             result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
             return result
-    except redis.RedisError:
+    except REDIS_ERRORS:
         get_hooks().redis_error("refresh")
         result.outcome = FAILED
         return result

@@ -1,4 +1,5 @@
-"""End to end: real `celery worker` and `celery beat` processes, a real redis-server, an HTTP source on a socket."""
+"""End to end: real `celery worker` and `celery beat` processes, a real redis-server (or a Redis Cluster as the cache,
+the broker staying the redis-server), an HTTP source on a socket."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
 from tests.support.keyspaces import product_keyspace, write_config
 from tests.support.processes import Processes, cluster_env
+from tests.support.redis_cluster import raw_client, topologies
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,20 +27,24 @@ L = KeyLayout()
 
 @dataclass
 class Cluster:
-    """Beat and worker processes over a private redis-server and source."""
+    """Beat and worker processes over a private redis-server (the broker; the cache too unless `topology` is
+    "cluster") and source."""
 
     tmp: Path
     server: RedisServer
     source: SourceServer
     procs: Processes
+    cache_url: str
+    topology: str
 
     @property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.server.url(0))
+        return raw_client(self.cache_url, self.topology)
 
     def settings(self) -> Settings:
         # Readers and workers must agree on the half-life: it is the unit of the scores in hot:S.
-        return Settings.load(redis_url=self.server.url(0), config=self.tmp / "cachewarm.toml",
+        return Settings.load(redis_url=self.cache_url, redis_cluster=self.topology == "cluster",
+                             config=self.tmp / "cachewarm.toml",
                              hot_half_life=float(self.procs.env["CACHEWARM_HOT_HALF_LIFE"]),
                              hot_threshold=float(self.procs.env["CACHEWARM_HOT_THRESHOLD"]))
 
@@ -52,17 +58,20 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, source: SourceServer) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(tmp_path: Path, source: SourceServer, topology: str,
+                 request: pytest.FixtureRequest) -> Iterator[Callable[..., Cluster]]:
     """A cluster over the `source` fixture (its latency set by the test's `source` mark)."""
     made: list[tuple[Cluster, RedisServer]] = []
 
     def make(*, ttl: float, refresh_ahead: float, threshold: float = 5.0, half_life: float = 1.0) -> Cluster:
         server = RedisServer().start()
+        cache_url = request.getfixturevalue("redis_url") if topology == "cluster" else server.url(0)
         config = write_config(tmp_path, product_keyspace(source.url, ttl=ttl, refresh_ahead=refresh_ahead))
-        env = cluster_env(tmp_path, redis_url=server.url(0), broker_url=server.url(1), config=config,
+        env = cluster_env(tmp_path, redis_url=cache_url, broker_url=server.url(1), config=config,
                           CACHEWARM_SCAN_INTERVAL="0.25", CACHEWARM_HOT_THRESHOLD=str(threshold),
-                          CACHEWARM_HOT_HALF_LIFE=str(half_life))
-        cluster = Cluster(tmp_path, server, source, Processes(tmp_path, env))
+                          CACHEWARM_HOT_HALF_LIFE=str(half_life),
+                          CACHEWARM_REDIS_CLUSTER=str(topology == "cluster").lower())
+        cluster = Cluster(tmp_path, server, source, Processes(tmp_path, env), cache_url, topology)
         made.append((cluster, server))
         return cluster
 
@@ -79,6 +88,7 @@ def _read_loop(cache: Cache, key: str, stop: threading.Event, interval: float,
         time.sleep(interval)
 
 
+@topologies
 @pytest.mark.source(latency=0.05)
 def test_hot_key_never_misses_and_a_cold_key_stops_being_refreshed(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(ttl=2, refresh_ahead=1)

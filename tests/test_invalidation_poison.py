@@ -15,6 +15,7 @@ from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event, Rejected, parse_entry
 from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
+from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 
 POISON: list[tuple[dict[Any, Any], str]] = [
@@ -49,12 +50,14 @@ def test_parse_accepts_the_wire_format() -> None:
     assert parse_entry("5-2", {"tag": "products"}) == Event("5-2", "tag", "products")
 
 
+@topologies
 def test_poison_goes_to_the_dead_stream_and_good_entries_keep_flowing(
         redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path],
-        make_cache: Callable[..., Cache]) -> None:
+        make_cache: Callable[..., Cache], topology: str) -> None:
     config = write_config("")
     cache = make_cache(config)
-    settings = Settings.load(redis_url=redis_url, config=config, claim_idle_ms=100, max_deliveries=2)
+    settings = Settings.load(redis_url=redis_url, config=config, claim_idle_ms=100, max_deliveries=2,
+                             redis_cluster=topology == "cluster")
     good: list[str] = []
     poison_ids: dict[str, str] = {}
     for i, (fields, reason) in enumerate(POISON):

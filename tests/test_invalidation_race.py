@@ -23,6 +23,7 @@ from cachewarm import Cache, Settings, envelope, script_calls, scripts
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.events import Event
 from cachewarm.keys import KeyLayout
+from tests.support.redis_cluster import topologies
 
 ROUNDS = 240
 SEED = 20261123
@@ -98,6 +99,7 @@ def _plan_round(rng: random.Random) -> dict[str, Any]:
     }
 
 
+@topologies
 def test_no_stale_value_survives_any_interleaving(
         write_config: Callable[[str], Path], make_cache: Callable[..., Cache], redis_client: redis.Redis) -> None:
     cache = make_cache(write_config(CONFIG))

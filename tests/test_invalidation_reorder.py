@@ -21,6 +21,7 @@ from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 
 KEYS = 25
@@ -83,6 +84,7 @@ def _check(cache: Cache, redis_client: redis.Redis) -> list[str]:
     return wrong
 
 
+@topologies
 @pytest.mark.parametrize("seed", [SEED, SEED + 1, SEED + 2])
 def test_direct_apply_ends_equal_to_the_source(
         seed: int, write_config: Callable[[str], Path], make_cache: Callable[..., Cache],
@@ -105,14 +107,16 @@ def test_direct_apply_ends_equal_to_the_source(
     assert _check(cache, redis_client) == []
 
 
+@topologies
 def test_through_the_stream_ends_equal_to_the_source(
         redis_url: str, write_config: Callable[[str], Path], make_cache: Callable[..., Cache],
-        redis_client: redis.Redis) -> None:
+        redis_client: redis.Redis, topology: str) -> None:
     config = write_config(CONFIG)
     cache = make_cache(config)
     DB.clear()
     DB.update({f"{i}": _row(f"{i}", 1) for i in range(KEYS)})
-    consumer = InvalidationConsumer(Settings.load(redis_url=redis_url, config=config), name="c1",
+    settings = Settings.load(redis_url=redis_url, config=config, redis_cluster=topology == "cluster")
+    consumer = InvalidationConsumer(settings, name="c1",
                                     block_ms=50, batch_size=7).start()
     try:
         for op, id, version in _schedule(random.Random(SEED + 10)):

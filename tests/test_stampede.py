@@ -20,6 +20,7 @@ import redis
 
 from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.keys import KeyLayout
+from tests.support.redis_cluster import topologies
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +104,7 @@ def read_in_threads(caches: list[Cache], key: str, n: int = 50) -> list[Any]:
     return results
 
 
+@topologies
 def test_fifty_threads_one_source_call(caches: list[Cache], calls_file: Path) -> None:
     # Ten clients, five threads each: the in-process single flight alone cannot explain one call.
     results = read_in_threads(caches, "slow:1")
@@ -111,6 +113,7 @@ def test_fifty_threads_one_source_call(caches: list[Cache], calls_file: Path) ->
     assert all(c.exists("slow:1") for c in caches)
 
 
+@topologies
 async def test_fifty_tasks_one_source_call(settings: Settings, calls_file: Path) -> None:
     clients = [AsyncCache(settings=settings) for _ in range(10)]
     try:
@@ -122,9 +125,11 @@ async def test_fifty_tasks_one_source_call(settings: Settings, calls_file: Path)
     assert results == [results[0]] * 50 and results[0]["id"] == "2"
 
 
+@topologies
 def test_two_processes_fifty_threads_one_source_call(settings: Settings, calls_file: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CACHEWARM_REDIS_URL": settings.redis_url, "CACHEWARM_CONFIG": str(settings.config),
-           "CACHEWARM_REDIS_TIMEOUT": str(settings.redis_timeout), "PYTHONPATH": str(ROOT)}
+           "CACHEWARM_REDIS_TIMEOUT": str(settings.redis_timeout), "PYTHONPATH": str(ROOT),
+           "CACHEWARM_REDIS_CLUSTER": str(settings.redis_cluster).lower()}
     go = tmp_path / "go"
     ready = [tmp_path / "ready-a", tmp_path / "ready-b"]
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(go), str(r), "slow:3"], env=env, cwd=ROOT,
@@ -150,6 +155,7 @@ def test_two_processes_fifty_threads_one_source_call(settings: Settings, calls_f
     assert all(r == {"id": "3", "loaded_by": loader_pid} for r in results)
 
 
+@topologies
 def test_a_dead_loaders_lease_runs_out(make_settings: Callable[..., Settings], write_config: Callable[[str], Path],
                                        redis_client: redis.Redis, calls_file: Path) -> None:
     """A lease nobody will release (its loader died): readers wait for it to expire, then one loads and stores."""
@@ -164,13 +170,15 @@ def test_a_dead_loaders_lease_runs_out(make_settings: Callable[..., Settings], w
         assert cache.exists("slow:4")
 
 
+@topologies
 def test_a_loader_killed_with_sigkill_does_not_lock_the_key(make_settings: Callable[..., Settings],
                                                             write_config: Callable[[str], Path],
                                                             redis_client: redis.Redis, calls_file: Path) -> None:
     settings = make_settings(write_config(KEYSPACES), lease_ms=500, wait_timeout=30)
     layout = KeyLayout(settings.key_prefix)
     env = {**os.environ, "CACHEWARM_REDIS_URL": settings.redis_url, "CACHEWARM_CONFIG": str(settings.config),
-           "CACHEWARM_LEASE_MS": "500", "CACHEWARM_TEST_DELAY": "60", "PYTHONPATH": str(ROOT)}
+           "CACHEWARM_LEASE_MS": "500", "CACHEWARM_TEST_DELAY": "60", "PYTHONPATH": str(ROOT),
+           "CACHEWARM_REDIS_CLUSTER": str(settings.redis_cluster).lower()}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "slow:5"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -21,12 +21,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
-import redis
-import redis.asyncio
 
 from .. import envelope, scripts
 from ..breaker import Breaker
-from ..connections import async_client
+from ..connections import REDIS_ERRORS, async_client
 from ..decorated import check_function, clear_prefix, function_key
 from ..errors import CacheUnavailable, SourceError
 from ..hooks import get_hooks
@@ -50,7 +48,7 @@ def _unavailable(operation: str) -> Iterator[None]:
     """A write's Redis error, as the CacheUnavailable callers catch."""
     try:
         yield
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise CacheUnavailable(f"redis is unavailable ({operation}): {type(exc).__name__}") from None
 
 
@@ -131,7 +129,7 @@ class AsyncCache:
         # The hit path (`_read` without a Lookup): it is what bench/read_path.py measures.
         try:
             raw = await self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("read")
             return (await self._from_source(plan, self._fetch_source)).value
         found = self._account.hit(plan, raw)
@@ -170,7 +168,7 @@ class AsyncCache:
             return await self._from_source(plan, fetch)
         try:
             raw = await self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("read")
             return await self._from_source(plan, fetch)
         self._breaker.reset()
@@ -196,12 +194,12 @@ class AsyncCache:
         if enlist and not self._breaker.open:  # a tagged key: enlisted before its fence token is read (keys.py)
             try:
                 await scripts.aexecute(self.redis, enlist)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("acquire")
         while not self._breaker.open:
             try:
                 result = await scripts.arun(self.redis, self._planner.acquire_call(plan, token))
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("acquire")
                 break
             stale_raw = result.value or stale_raw
@@ -215,7 +213,7 @@ class AsyncCache:
             wait = min(remaining, max(result.lease_pttl_ms, 10) / 1000 + 0.05)
             try:
                 await self._blocking.blpop([self.layout.wake(plan.key)], timeout=wait)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("wait")
                 break
         return await self._direct(plan, fetch, stale_raw)
@@ -228,7 +226,7 @@ class AsyncCache:
         except BaseException as exc:
             try:
                 await scripts.arun(self.redis, self._planner.release_call(plan, token))
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("release")
             if isinstance(exc, SourceError):
                 return self._stale_or_raise(plan, stale_raw, exc)
@@ -239,7 +237,7 @@ class AsyncCache:
                 await scripts.aexecute(self.redis, [write, *self._planner.enlist_calls(plan)])
             else:
                 await scripts.arun(self.redis, write)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
 
@@ -341,7 +339,7 @@ class AsyncCache:
         with _unavailable(operation):
             replies = await scripts.aexecute(self.redis, calls)
             for reply in replies:
-                if isinstance(reply, redis.RedisError):
+                if isinstance(reply, REDIS_ERRORS):
                     raise reply
         return replies
 

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
-import redis
 
 from .. import envelope, scripts
 from ..breaker import Breaker
-from ..connections import sync_client
+from ..connections import REDIS_ERRORS, sync_client
 from ..decorated import check_function, clear_prefix, function_key
 from ..errors import CacheUnavailable, SourceError
 from ..hooks import get_hooks
@@ -48,7 +47,7 @@ def _unavailable(operation: str) -> Iterator[None]:
     """A write's Redis error, as the CacheUnavailable callers catch."""
     try:
         yield
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise CacheUnavailable(f"redis is unavailable ({operation}): {type(exc).__name__}") from None
 
 
@@ -129,7 +128,7 @@ class Cache:
         # The hit path (`_read` without a Lookup): it is what bench/read_path.py measures.
         try:
             raw = self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("read")
             return self._from_source(plan, self._fetch_source).value
         found = self._account.hit(plan, raw)
@@ -168,7 +167,7 @@ class Cache:
             return self._from_source(plan, fetch)
         try:
             raw = self.redis.execute_command("GET", plan.value_key)  # type: ignore[no-untyped-call]
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("read")
             return self._from_source(plan, fetch)
         self._breaker.reset()
@@ -194,12 +193,12 @@ class Cache:
         if enlist and not self._breaker.open:  # a tagged key: enlisted before its fence token is read (keys.py)
             try:
                 scripts.execute(self.redis, enlist)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("acquire")
         while not self._breaker.open:
             try:
                 result = scripts.run(self.redis, self._planner.acquire_call(plan, token))
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("acquire")
                 break
             stale_raw = result.value or stale_raw
@@ -213,7 +212,7 @@ class Cache:
             wait = min(remaining, max(result.lease_pttl_ms, 10) / 1000 + 0.05)
             try:
                 self._blocking.blpop([self.layout.wake(plan.key)], timeout=wait)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("wait")
                 break
         return self._direct(plan, fetch, stale_raw)
@@ -226,7 +225,7 @@ class Cache:
         except BaseException as exc:
             try:
                 scripts.run(self.redis, self._planner.release_call(plan, token))
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 self._breaker.trip("release")
             if isinstance(exc, SourceError):
                 return self._stale_or_raise(plan, stale_raw, exc)
@@ -237,7 +236,7 @@ class Cache:
                 scripts.execute(self.redis, [write, *self._planner.enlist_calls(plan)])
             else:
                 scripts.run(self.redis, write)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             self._breaker.trip("write")
         return Lookup(fetched.value, False, 0.0)
 
@@ -339,7 +338,7 @@ class Cache:
         with _unavailable(operation):
             replies = scripts.execute(self.redis, calls)
             for reply in replies:
-                if isinstance(reply, redis.RedisError):
+                if isinstance(reply, REDIS_ERRORS):
                     raise reply
         return replies
 
