@@ -45,7 +45,7 @@ def test_a_deferred_field_is_never_fetched_to_remember_it(django_assert_num_quer
 
 
 @pytest.mark.django_db
-def test_loaddata_rows_are_not_changes(django_assert_num_queries: Any) -> None:
+def test_loaddata_rows_are_not_changes() -> None:
     product = Product(name="Fixture", slug="fixture", price="1", pk=77)
     models.signals.post_save.send(Product, instance=product, created=True, raw=True, using="default",
                                   update_fields=None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import router
@@ -61,7 +61,7 @@ class Invalidation:
     keys: tuple[tuple[str, str | None], ...] = ()  # (template, version field)
     tags: tuple[str, ...] = ()
     via: Via = "on_commit"
-    tracked: tuple[str, ...] = field(default=())
+    tracked: tuple[str, ...] = ()  # fields remembered at load (those templates use, but the primary key)
 
     def targets(self, instance: Any) -> list[Target]:
         """Keys (with the version) and tags of the instance as it is now, and those built from the values it was
