@@ -14,9 +14,9 @@
      outbox (DB-API)          + INSERT INTO cachewarm_outbox inside the transaction
      SQLAlchemy ORM: the same update through a Session (get, set, commit), with no hook, then with
      cachewarm.contrib.sqlalchemy's CacheInvalidator in "outbox" and in "publish" mode.
-   Columns: p50 / p99 of the whole write (µs), what the invalidation adds to the p50 of its baseline (µs), and the
-   round trips it adds: Redis commands counted by the server (INFO commandstats) per write, database statements
-   per write by construction.
+   Columns: p50 / p99 of the whole write (µs), p50 / p99 of the invalidation step alone (µs: the publish, the XADD,
+   the INSERT, the hook's own callbacks), and the round trips it adds: Redis commands counted by the server (INFO
+   commandstats) per write, database statements per write by construction.
 3. The relay's own cost: rows drained per second from a full outbox, µs per row.
 
     PYTHONPATH=. python bench/outbox_latency.py [--quick] [--rate 500] [--seconds 20] [--writes 2000] [--markdown]
@@ -151,62 +151,95 @@ def redis_commands(client: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-def time_interleaved(ways: dict[str, Callable[[int], None]], writes: int) -> dict[str, list[float]]:
-    """Each way once per round, `writes` rounds (after a warm-up), so that the machine's noise is spread evenly."""
+Write = Callable[[int], float]  # one write; returns the seconds its invalidation took (0.0: none)
+
+
+def time_interleaved(ways: dict[str, Write], writes: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Each way once per round, `writes` rounds (after a warm-up), so that the machine's noise is spread evenly;
+    per way, the whole writes' times and their invalidations' times."""
     for i in range(min(100, writes)):  # warm-up: connections, statement caches
         for write in ways.values():
             write(i)
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in ways}
     for i in range(writes):
         for name, write in ways.items():
             started = time.perf_counter()
-            write(i)
-            times[name].append(time.perf_counter() - started)
+            added = write(i)
+            times[name][0].append(time.perf_counter() - started)
+            times[name][1].append(added)
     return times
 
 
-def redis_commands_per_write(client: redis.Redis, write: Callable[[int], None], writes: int = 50) -> float:
+def redis_commands_per_write(client: redis.Redis, write: Write, writes: int = 50) -> float:
     before = redis_commands(client)
     for i in range(writes):
         write(i)
     return (redis_commands(client) - before) / writes
 
 
-def dbapi_ways(url: str, redis_url: str, settings: Settings) -> dict[str, tuple[Callable[[Any, str, int], None], int]]:
-    """name -> (write(cursor, mark, i) committed by the caller, database statements added)"""
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def dbapi_ways(cur: Any, mark: str, redis_url: str, settings: Settings) -> dict[str, tuple[Write, int]]:
+    """name -> (write(i), database statements added)"""
     client = redis.Redis.from_url(redis_url)
 
-    def update(cur: Any, mark: str, i: int) -> int:
+    def update(i: int) -> int:
         cur.execute(f"UPDATE items SET version = version + 1 WHERE id = {mark} RETURNING version", (i % ITEMS,))
         return int(cur.fetchone()[0])
 
-    def none(cur: Any, mark: str, i: int) -> None:
-        update(cur, mark, i)
+    def none(i: int) -> float:
+        update(i)
         cur.connection.commit()
+        return 0.0
 
-    def publish(cur: Any, mark: str, i: int) -> None:
-        version = update(cur, mark, i)
+    def publish(i: int) -> float:
+        version = update(i)
         cur.connection.commit()
-        publish_invalidation(f"item:{i % ITEMS}", version=version, redis=client, settings=settings)
+        return _timed(lambda: publish_invalidation(f"item:{i % ITEMS}", version=version, redis=client,
+                                                   settings=settings))
 
-    def raw(cur: Any, mark: str, i: int) -> None:
-        version = update(cur, mark, i)
+    def raw(i: int) -> float:
+        version = update(i)
         cur.connection.commit()
-        client.execute_command("XADD", INVALIDATION_STREAM, "MAXLEN", "~", 1000000, "*", "key",
-                               f"item:{i % ITEMS}", "version", version, "ts", int(time.time() * 1000))
+        return _timed(lambda: client.execute_command(
+            "XADD", INVALIDATION_STREAM, "MAXLEN", "~", 1000000, "*", "key", f"item:{i % ITEMS}",
+            "version", version, "ts", int(time.time() * 1000)))
 
-    def outbox(cur: Any, mark: str, i: int) -> None:
-        version = update(cur, mark, i)
-        cur.execute(f"INSERT INTO cachewarm_outbox (key, version, created_ms) VALUES ({mark}, {mark}, {mark})",
-                    (f"item:{i % ITEMS}", version, int(time.time() * 1000)))
+    def outbox(i: int) -> float:
+        version = update(i)
+        added = _timed(lambda: cur.execute(
+            f"INSERT INTO cachewarm_outbox (key, version, created_ms) VALUES ({mark}, {mark}, {mark})",
+            (f"item:{i % ITEMS}", version, int(time.time() * 1000))))
         cur.connection.commit()
+        return added
 
     return {"no invalidation": (none, 0), "publish after commit": (publish, 0), "raw XADD": (raw, 0),
             "outbox (DB-API)": (outbox, 1)}
 
 
-def orm_ways(url: str, settings: Settings) -> dict[str, tuple[Callable[[int], None], int, Callable[[], None]]]:
-    """name -> (write(i), database statements added, teardown)"""
+class TimedInvalidator(CacheInvalidator):
+    """The hook, timing its own callbacks (what it adds to a write)."""
+
+    spent = 0.0
+
+    def _after_flush(self, session: Session, flush_context: Any) -> None:
+        started = time.perf_counter()
+        super()._after_flush(session, flush_context)
+        self.spent += time.perf_counter() - started
+
+    def _after_commit(self, session: Session) -> None:
+        started = time.perf_counter()
+        super()._after_commit(session)
+        self.spent += time.perf_counter() - started
+
+
+def orm_ways(url: str, settings: Settings) -> tuple[dict[str, tuple[Write, int]], Callable[[], None]]:
+    """name -> (write(i), database statements added); and the teardown"""
+
     class Base(DeclarativeBase):
         pass
 
@@ -220,26 +253,28 @@ def orm_ways(url: str, settings: Settings) -> dict[str, tuple[Callable[[int], No
         __mapper_args__ = {"version_id_col": version}
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    ways: dict[str, tuple[Callable[[int], None], int, Callable[[], None]]] = {}
+    ways: dict[str, tuple[Write, int]] = {}
     for name, mode in (("SQLAlchemy, no hook", None), ("SQLAlchemy hook, outbox", "outbox"),
                        ("SQLAlchemy hook, publish", "publish")):
         class BenchSession(Session):
             pass
 
+        hook = TimedInvalidator(mode=mode or "outbox", table=outbox, settings=settings)  # type: ignore[arg-type]
         if mode is not None:
-            hook = CacheInvalidator(mode=mode, table=outbox, settings=settings)  # type: ignore[arg-type]
             hook.watch(Item, keys=["item:{id}"], version="version")
             hook.install(BenchSession)
 
-        def write(i: int, cls: type[Session] = BenchSession) -> None:
+        def write(i: int, cls: type[Session] = BenchSession, hook: TimedInvalidator = hook) -> float:
+            hook.spent = 0.0
             with cls(engine) as session:
                 item = session.get(Item, i % ITEMS)
                 assert item is not None
                 item.name = f"item {i} {time.monotonic_ns()}"  # a change every time
                 session.commit()
+            return hook.spent
 
-        ways[name] = (write, 1 if mode == "outbox" else 0, engine.dispose)
-    return ways
+        ways[name] = (write, 1 if mode == "outbox" else 0)
+    return ways, engine.dispose
 
 
 def cost_rows(url: str, redis_url: str, writes: int) -> list[list[str]]:
@@ -248,21 +283,15 @@ def cost_rows(url: str, redis_url: str, writes: int) -> list[list[str]]:
     rows: list[list[str]] = []
     with connect(url) as (conn, style):
         mark = "?" if style == "qmark" else "%s"
-        cur = conn.cursor()
-        dbapi = {name: (lambda i, w=write: w(cur, mark, i), statements)  # type: ignore[misc]
-                 for name, (write, statements) in dbapi_ways(url, redis_url, settings).items()}
-        orm = orm_ways(url, settings)
-        ways: dict[str, tuple[Callable[[int], None], int]] = {**dbapi, **{n: (w, s) for n, (w, s, _) in orm.items()}}
+        orm, teardown = orm_ways(url, settings)
+        ways = {**dbapi_ways(conn.cursor(), mark, redis_url, settings), **orm}
         times = time_interleaved({name: write for name, (write, _) in ways.items()}, writes)
-        base = {"dbapi": latency_stats(times["no invalidation"]).p50,
-                "orm": latency_stats(times["SQLAlchemy, no hook"]).p50}
         for name, (write, statements) in ways.items():
-            stats = latency_stats(times[name])
-            added = stats.p50 - base["orm" if name.startswith("SQLAlchemy") else "dbapi"]
-            rows.append([name, f"{stats.p50 * 1e6:.0f}", f"{stats.p99 * 1e6:.0f}", f"{added * 1e6:+.0f}",
-                         f"{redis_commands_per_write(client, write):.2f}", f"+{statements}"])
-        for _, _, teardown in orm.values():
-            teardown()
+            whole, added = latency_stats(times[name][0]), latency_stats(times[name][1])
+            rows.append([name, f"{whole.p50 * 1e6:.0f}", f"{whole.p99 * 1e6:.0f}", f"{added.p50 * 1e6:.0f}",
+                         f"{added.p99 * 1e6:.0f}", f"{redis_commands_per_write(client, write):.2f}",
+                         f"+{statements}"])
+        teardown()
     client.close()
     return rows
 
@@ -318,9 +347,11 @@ def main() -> None:
         for backend, url in urls.items():
             markdown.append(print_table(
                 f"Cost per write, {backend} ({args.writes} sequential writes)",
-                ["way", "p50 µs", "p99 µs", "added to p50 µs", "Redis commands/write", "DB statements"],
+                ["way", "write p50 µs", "write p99 µs", "invalidation p50 µs", "invalidation p99 µs",
+                 "Redis commands/write", "DB statements"],
                 cost_rows(url, redis_url, args.writes),
-                notes=["the ORM rows' baseline is `SQLAlchemy, no hook`; the DB-API rows' is `no invalidation`"]))
+                notes=["invalidation: the time of the added step alone (the XADD, the INSERT, the hook's callbacks)",
+                       "the whole write includes the COMMIT (on PostgreSQL a WAL flush), so its spread is the disk's"]))
         relay_rows = []
         for backend, url in urls.items():
             per_s, per_row = relay_throughput(url, redis_url, 20_000)

@@ -91,13 +91,20 @@ async def test_put_invalidates_through_the_outbox(client: httpx.AsyncClient) -> 
     assert updated.status_code == 200
     assert updated.json()["product"] == {**seeded(1), "price": 899.0, "stock": 11, "version": 2}
 
-    async def read_until_new() -> dict[str, object]:
-        while True:  # the relay and the consumer run in the app: the cached copy goes within milliseconds
-            body: dict[str, object] = (await client.get("/products/1")).json()
+    seen: list[str] = []
+
+    async def read_until_cached_again() -> None:
+        # The relay and the consumer run in the app: the old copy goes within milliseconds. (The tag event that
+        # follows the key's may drop the first new copy again: read until the new product is a hit.)
+        while True:
+            body = (await client.get("/products/1")).json()
             if body["product"] == updated.json()["product"]:
-                return body
+                seen.append(body["source"])
+                if body["source"] == "Redis Cache":
+                    return
+            else:
+                assert body["product"] == seeded(1) and body["source"] == "Redis Cache"
             await asyncio.sleep(0.02)
 
-    body = await asyncio.wait_for(read_until_new(), 10)
-    assert body["source"] == "Database"
-    assert (await client.get("/products/1")).json()["source"] == "Redis Cache"
+    await asyncio.wait_for(read_until_cached_again(), 10)
+    assert seen[0] == "Database"  # the first read of the new row came from the database
