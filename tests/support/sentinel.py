@@ -61,18 +61,29 @@ class SentinelGroup:
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                                    start_new_session=True))
             self.ports.append(port)
+        for port in self.ports:
+            client = redis.Redis(port=port, decode_responses=True)
+            wait_until(lambda c=client: c.sentinel_master(MASTER), 10,  # type: ignore[no-untyped-call]
+                       f"sentinel {port} up", ignore=(redis.RedisError,))
+            client.close()
+        return self
+
+    def wait_ready(self) -> None:
+        """Until a failover can happen: the replica in sync, and each sentinel knowing the replica and the others
+        (they find each other through hello messages every 2 s: `kill_master` waits here, while the test's
+        workers start)."""
+        assert self.replica is not None
         replica = redis.Redis(port=self.replica.port)
         wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 20, "the replica in sync",
                    ignore=(redis.RedisError,))
         replica.close()
-        for port in self.ports:  # each sentinel knows the replica and the other sentinels
+        for port in self.ports:
             client = redis.Redis(port=port, decode_responses=True)
             wait_until(lambda c=client: len(c.sentinel_slaves(MASTER)) == 1 and  # type: ignore[no-untyped-call]
                        len(c.sentinel_sentinels(MASTER)) == self.count - 1,  # type: ignore[no-untyped-call]
                        30, f"sentinel {port} to see the group", ignore=(redis.RedisError,), details=self.logs,
                        interval=0.1)
             client.close()
-        return self
 
     def master_port(self) -> int | None:
         """The master's port as the first sentinel that answers says."""
@@ -88,7 +99,8 @@ class SentinelGroup:
         return None
 
     def kill_master(self) -> int:
-        """SIGKILL of the master; returns its port."""
+        """SIGKILL of the master, once the group can fail over; returns its port."""
+        self.wait_ready()
         assert self.master.process is not None
         port = self.master.port
         self.master.process.send_signal(signal.SIGKILL)
