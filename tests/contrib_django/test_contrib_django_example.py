@@ -1,5 +1,6 @@
 """The example shop end to end: its views, the relay carrying a product's outbox rows to the stream and the
-consumer invalidating the cache, and `cachewarm` processes setting Django up for the ORM sources."""
+consumer invalidating the cache, and `cachewarm` processes setting Django up for the ORM sources (`manage.py
+cachewarm`; a plain `cachewarm` process: here with a broken project, and the worker test's sidecar)."""
 
 from __future__ import annotations
 
@@ -66,26 +67,33 @@ def test_the_relay_publishes_a_saves_rows_and_the_consumer_invalidates_the_cache
     assert cache.get(key)["name"] == "Power drill" and cache.get(key)["version"] == 2
 
 
-def _cachewarm(*args: str, redis_url: str, settings_module: str = "shop.settings") -> subprocess.CompletedProcess[str]:
-    """`cachewarm ARGS` in a fresh process that knows the project only through DJANGO_SETTINGS_MODULE."""
+def _cachewarm(*args: str, redis_url: str, settings_module: str = "shop.settings",
+               manage: bool = False) -> subprocess.CompletedProcess[str]:
+    """`cachewarm ARGS` in a fresh process that knows the project only through DJANGO_SETTINGS_MODULE, or
+    `manage.py cachewarm ARGS` (then the keyspace file comes from the CACHEWARM setting alone)."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "SHOP_DATABASE": connection.settings_dict["NAME"],
-           "CACHEWARM_REDIS_URL": redis_url, "CACHEWARM_CONFIG": str(PROJECT / "cachewarm.toml"),
-           "PYTHONPATH": os.pathsep.join([str(PROJECT), str(REPO)])}
-    code = "import sys; from cachewarm.cli import main; sys.argv[0] = 'cachewarm'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=40,
-                          check=False)
+           "CACHEWARM_REDIS_URL": redis_url, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(REPO)])}
+    env.pop("CACHEWARM_CONFIG", None)
+    if manage:
+        command = [sys.executable, str(PROJECT / "manage.py"), "cachewarm", *args]
+    else:
+        env["CACHEWARM_CONFIG"] = str(PROJECT / "cachewarm.toml")
+        code = "import sys; from cachewarm.cli import main; sys.argv[0] = 'cachewarm'; main()"
+        command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=40, check=False)
 
 
-def test_a_cachewarm_process_sets_django_up_for_the_orm_sources(redis_url: str) -> None:
+def test_manage_py_cachewarm_runs_with_the_cachewarm_setting_and_the_orm(redis_url: str) -> None:
     product = Product.objects.create(name="Level", slug="level", price="7")
-    done = _cachewarm("warm", f"product:{product.pk}", "product:slug:level", "product:424242", redis_url=redis_url)
+    done = _cachewarm("warm", f"product:{product.pk}", "product:slug:level", "product:424242", redis_url=redis_url,
+                      manage=True)
     assert done.returncode == 0, done.stderr
     assert "warmed and pinned 3 keys: 1 not_found, 2 ok" in done.stdout
     Product.objects.filter(pk=product.pk).update(name="Changed in the database only")
     assert caches["cachewarm"].get(f"product:{product.pk}")["name"] == "Level"  # the worker path stored it
 
 
-def test_a_broken_django_project_is_one_line_and_status_2(redis_url: str) -> None:
+def test_a_cachewarm_process_with_a_broken_django_project_is_one_line_and_status_2(redis_url: str) -> None:
     done = _cachewarm("check-config", redis_url=redis_url, settings_module="no_such_settings_module")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1

@@ -1,7 +1,7 @@
 """The example shop's own Celery app (shop/celery.py: `install(app, cachewarm_settings())`) run as a worker: a
 product saved through the outbox reaches the cache with no reader involved. The worker's sidecar relays the row
-(CACHEWARM_OUTBOX_URL), applies the invalidation, and refreshes the hot key through the ORM source: Django set up
-in a process that only had DJANGO_SETTINGS_MODULE."""
+(OUTBOX_URL of the project's CACHEWARM setting, passed on by `install`), applies the invalidation, and refreshes
+the hot key through the ORM source: Django set up in a process that only had DJANGO_SETTINGS_MODULE."""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ def worker(tmp_path: Path, redis_url: str) -> Iterator[Processes]:
     database = connection.settings_dict["NAME"]
     env = cluster_env(tmp_path, redis_url=redis_url, broker_url=redis_url.rsplit("/", 1)[0] + "/1",
                       config=PROJECT / "cachewarm.toml", DJANGO_SETTINGS_MODULE="shop.settings",
-                      SHOP_DATABASE=database, CACHEWARM_OUTBOX_URL=f"sqlite:///{database}",
-                      CELERY_BROKER_URL=redis_url.rsplit("/", 1)[0] + "/1")
+                      SHOP_DATABASE=database, CELERY_BROKER_URL=redis_url.rsplit("/", 1)[0] + "/1")
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT), str(REPO)])
     processes = Processes(tmp_path, env)
     processes.spawn(sys.executable, "-m", "celery", "-A", "shop", "worker", "-Q", "cachewarm.refresh,cachewarm.scan",

@@ -40,7 +40,12 @@ def _database(url: str) -> dict[str, object]:
 DATABASES = {"default": _database(os.environ.get("SHOP_DATABASE_URL", ""))}
 
 # cachewarm's settings (names of the CACHEWARM_* variables without the prefix); the rest from the environment.
-CACHEWARM = {"CONFIG": BASE_DIR / "cachewarm.toml"}
+# OUTBOX_URL: the workers (celery -A shop, manage.py cachewarm run) and `manage.py cachewarm relay` relay this
+# database's cachewarm_outbox rows.
+CACHEWARM = {
+    "CONFIG": BASE_DIR / "cachewarm.toml",
+    "OUTBOX_URL": os.environ.get("SHOP_DATABASE_URL") or f"sqlite:///{DATABASES['default']['NAME']}",
+}
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
