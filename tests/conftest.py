@@ -35,8 +35,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
-    with RedisCluster() as cluster:
+    cluster = RedisCluster.started()
+    try:
         yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from cachewarm import Cache, Settings, envelope
 from cachewarm.demo.redis_server import RedisServer
@@ -25,6 +24,7 @@ from cachewarm.invalidation.publish import event_fields, publish_events
 from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
 from tests.support.processes import Processes, cluster_env
 from tests.support.recording import recorded
+from tests.support.redis_cluster import raw_client, topologies
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -34,9 +34,11 @@ ROUNDS = 10
 L = KeyLayout()
 
 
+@topologies
 @pytest.mark.source(latency=0.05, recording=True)
 def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path, write_config: Callable[[str], Path],
-                                                                 source: SourceServer) -> None:
+                                                                 source: SourceServer, topology: str,
+                                                                 request: pytest.FixtureRequest) -> None:
     state = recorded(source)
     config = write_config(f"""
         [keyspaces.product]
@@ -48,13 +50,15 @@ def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
         version_field = "version"
     """)
     keys = [f"product:{i}" for i in range(N)]
-    with RedisServer() as server:
-        env = cluster_env(tmp_path, redis_url=server.url(0), broker_url=server.url(1), config=config,
+    with RedisServer() as server:  # the broker; the cache too, unless it is the session's Redis Cluster
+        cache_url = request.getfixturevalue("redis_url") if topology == "cluster" else server.url(0)
+        cluster = topology == "cluster"
+        env = cluster_env(tmp_path, redis_url=cache_url, broker_url=server.url(1), config=config,
                           CACHEWARM_SCAN_INTERVAL="0.25", CACHEWARM_HOT_HALF_LIFE="60", CACHEWARM_HOT_THRESHOLD="1",
-                          CACHEWARM_CLAIM_IDLE_MS="1000")
-        settings = Settings.load(redis_url=server.url(0), config=config, hot_half_life=60.0)
+                          CACHEWARM_CLAIM_IDLE_MS="1000", CACHEWARM_REDIS_CLUSTER=str(cluster).lower())
+        settings = Settings.load(redis_url=cache_url, config=config, hot_half_life=60.0, redis_cluster=cluster)
         procs = Processes(tmp_path, env)
-        client = redis.Redis.from_url(server.url(0))
+        client = raw_client(cache_url, topology)
         try:
             first = procs.worker(log="worker1.log", concurrency=2)
             procs.beat()
@@ -87,7 +91,10 @@ def test_kill_9_during_invalidations_and_refreshes_loses_nothing(tmp_path: Path,
                 return all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
 
             def versions() -> dict[str, int | None]:
-                raws = client.mget([L.value(k) for k in keys])
+                pipe = client.pipeline(transaction=False)  # one GET per key: a cluster has them in many slots
+                for key in keys:
+                    pipe.get(L.value(key))
+                raws = pipe.execute()
                 return {k: (envelope.decode(r).version if r is not None else None)
                         for k, r in zip(keys, raws, strict=True)}
 

@@ -18,14 +18,15 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import publish_invalidation
 from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
+from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(60), pytest.mark.source(latency=0.05)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(60), pytest.mark.source(latency=0.05), topologies]
 
 
 def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
         redis_url: str, redis_client: redis.Redis, source: SourceServer,
-        write_config: Callable[[str], Path]) -> None:
+        write_config: Callable[[str], Path], topology: str) -> None:
     config = write_config(f"""
         [keyspaces.product]
         pattern = "product:{{id}}"
@@ -33,7 +34,7 @@ def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
         ttl = 300
         version_field = "version"
     """)
-    settings = Settings.load(redis_url=redis_url, config=config)
+    settings = Settings.load(redis_url=redis_url, config=config, redis_cluster=topology == "cluster")
     keys = [f"product:{i}" for i in range(20)]
     consumer = InvalidationConsumer(settings, block_ms=10)
     consumer.poll(block_ms=10)  # the group exists and has read everything so far
@@ -58,14 +59,15 @@ def test_events_lost_to_trimming_are_detected_and_their_keys_not_served_stale(
 
 # ---- what is and is not a gap ----------------------------------------------------------------------------------
 
-def _settings(redis_url: str, write_config: Callable[[str], Path], **overrides: Any) -> Settings:
+def _settings(make_settings: Callable[..., Settings], write_config: Callable[[str], Path],
+              **overrides: Any) -> Settings:
     config = write_config("""
         [keyspaces.product]
         pattern = "product:{id}"
         source = "http://127.0.0.1:9/products/{id}"
         ttl = 300
     """)
-    return Settings.load(redis_url=redis_url, config=config, **overrides)
+    return make_settings(config, **overrides)
 
 
 def _drain(consumer: InvalidationConsumer) -> None:
@@ -73,12 +75,13 @@ def _drain(consumer: InvalidationConsumer) -> None:
 
 
 def _gaps(client: redis.Redis) -> int:
-    return int(client.hget("cachewarm:refresh:stats", "invalidation_gaps") or 0)
+    return int(client.hget(KeyLayout().refresh_stats, "invalidation_gaps") or 0)
 
 
 def test_no_gap_for_a_new_group_an_untrimmed_stream_or_trimmed_entries_already_read(
-        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config)
+        make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         cache.set("product:99", {"id": 99})
         for i in range(5):  # published before any worker ever ran: the group, created now, reads them all
@@ -96,8 +99,9 @@ def test_no_gap_for_a_new_group_an_untrimmed_stream_or_trimmed_entries_already_r
 
 
 def test_a_group_created_after_the_stream_was_trimmed_answers_the_gap(
-        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config)
+        make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config)
     with Cache(settings=settings) as cache:
         cache.set("product:99", {"id": 99}, tags=["products"])
         for i in range(3):
@@ -112,8 +116,9 @@ def test_a_group_created_after_the_stream_was_trimmed_answers_the_gap(
 
 
 def test_a_stream_trimmed_empty_is_a_gap_answered_once(
-        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config)
+        make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         _drain(consumer)
         cache.set("product:99", {"id": 99})
@@ -132,8 +137,9 @@ def test_a_stream_trimmed_empty_is_a_gap_answered_once(
 
 @pytest.mark.parametrize("who", ["same consumer re-reading its pending", "another consumer claiming"])
 def test_entries_trimmed_while_pending_are_a_gap(
-        who: str, redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config, claim_idle_ms=1)
+        who: str, make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config, claim_idle_ms=1)
     with Cache(settings=settings) as cache:
         with InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
             _drain(consumer)
@@ -152,8 +158,9 @@ def test_entries_trimmed_while_pending_are_a_gap(
 
 
 def test_a_gap_left_half_answered_by_a_killed_consumer_is_taken_over(
-        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config, claim_idle_ms=50)
+        make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config, claim_idle_ms=50)
     with Cache(settings=settings) as cache:
         cache.set("product:99", {"id": 99})
         with InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
@@ -176,8 +183,9 @@ def test_a_gap_left_half_answered_by_a_killed_consumer_is_taken_over(
 
 
 def test_a_stream_removed_under_a_running_consumer_is_a_gap(
-        redis_url: str, redis_client: redis.Redis, write_config: Callable[[str], Path]) -> None:
-    settings = _settings(redis_url, write_config)
+        make_settings: Callable[..., Settings], redis_client: redis.Redis,
+        write_config: Callable[[str], Path]) -> None:
+    settings = _settings(make_settings, write_config)
     with Cache(settings=settings) as cache, InvalidationConsumer(settings, name="c1", block_ms=10) as consumer:
         publish_invalidation("product:1", redis=redis_client)
         _drain(consumer)

@@ -67,6 +67,18 @@ class RedisCluster:
             raise
         return self
 
+    @classmethod
+    def started(cls, attempts: int = 3) -> RedisCluster:
+        """A started cluster; on a loaded machine a start can fail (a port taken meanwhile, a slow join): the
+        nodes are stopped and a new set started, `attempts` times at most."""
+        for attempt in range(attempts):
+            try:
+                return cls().start()
+            except (RedisServerError, subprocess.TimeoutExpired, redis.RedisError):
+                if attempt + 1 == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     def _wait_ok(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
