@@ -141,3 +141,19 @@ def test_a_wrong_setting_is_a_django_system_check_error(settings: Any) -> None:
     assert [e.id for e in errors] == ["cachewarm.E001"] and "CACHEWARM_REDIS_URL" in errors[0].msg
     settings.CACHEWARM = {"NO_SUCH": 1}
     assert "CACHEWARM['NO_SUCH']: unknown cachewarm setting" in checks.run_checks(tags=["cachewarm"])[0].msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_keyspace_reads_fall_back_to_the_source_and_djangos_keys_raise(settings: Any) -> None:
+    from cachewarm.errors import CacheUnavailable
+
+    settings.CACHES = {**settings.CACHES, "down": {
+        "BACKEND": "cachewarm.contrib.django.cache.CachewarmCache", "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"REDIS_TIMEOUT": 0.2}}}
+    product = Product.objects.create(name="Hammer", slug="hammer", price="9.90")
+    down = caches["down"]
+    assert down.get(f"product:{product.pk}")["name"] == "Hammer"  # cachewarm's fallback: straight to the source
+    with pytest.raises(CacheUnavailable):
+        down.get("greeting")
+    with pytest.raises(CacheUnavailable):
+        down.set("greeting", 1)

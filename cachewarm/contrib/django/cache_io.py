@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,36 +107,41 @@ def canonical_loop_cache(settings: Settings) -> AsyncCache:
     return _Shared.for_loop(settings)
 
 
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
+
+
+def _pipeline(client: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe
+
+
 def run_request(cache: Cache, request: Request) -> Any:
     if isinstance(request, Call):
         return getattr(cache, request.method)(*request.args)
-    try:
+    with _redis_errors():
         if isinstance(request, Scan):
             return list(cache.redis.scan_iter(match=request.match, count=1000))
         if len(request.commands) == 1:
             return [cache.redis.execute_command(*request.commands[0])]  # type: ignore[no-untyped-call]
-        pipe = cache.redis.pipeline(transaction=False)
-        for command in request.commands:
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-        return pipe.execute()
-    except redis.RedisError as exc:
-        raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
+        return _pipeline(cache.redis, request.commands).execute()
 
 
 async def arun_request(cache: AsyncCache, request: Request) -> Any:
     if isinstance(request, Call):
         return await getattr(cache, request.method)(*request.args)
-    try:
+    with _redis_errors():
         if isinstance(request, Scan):
             return [name async for name in cache.redis.scan_iter(match=request.match, count=1000)]
         if len(request.commands) == 1:
             return [await cache.redis.execute_command(*request.commands[0])]  # type: ignore[no-untyped-call,unused-ignore]
-        pipe = cache.redis.pipeline(transaction=False)
-        for command in request.commands:
-            pipe.execute_command(*command)
-        return await pipe.execute()
-    except redis.RedisError as exc:
-        raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
+        return await _pipeline(cache.redis, request.commands).execute()
 
 
 def close_clients() -> None:
