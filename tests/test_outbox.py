@@ -5,10 +5,14 @@ without duplicates, Redis down and back, NOTIFY wake-up, the CLI and the sidecar
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from click.testing import CliRunner
@@ -16,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from cachewarm import Settings
 from cachewarm.cli import cli
-from cachewarm.demo.redis_server import RedisServer
+from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.errors import ConfigError
 from cachewarm.keys import DEAD_LETTER_STREAM, INVALIDATION_STREAM
 from cachewarm.outbox import outbox_row, write_outbox
@@ -25,6 +29,7 @@ from cachewarm.outbox.metrics import PrometheusRelayObserver
 from cachewarm.outbox.relay import Relay
 from cachewarm.worker.sidecar import Sidecar
 from tests.support.outbox_db import BACKENDS, connect, new_database, outbox_count
+from tests.support.processes import ROOT
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,6 +180,33 @@ def test_the_sidecar_runs_the_relay_when_the_url_is_set(settings: Settings, outb
     finally:
         sidecar.close()
     assert sidecar.relay is None
+
+
+def test_a_sidecar_process_relays_and_exports_the_metrics(redis_url: str, tmp_path: Path,
+                                                         redis_client: redis.Redis) -> None:
+    """The worker's sidecar as the worker starts it (its own process, settings through the environment)."""
+    url = new_database("sqlite", tmp_path)
+    port = free_port()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEWARM_")}
+    env.update(CACHEWARM_REDIS_URL=redis_url, CACHEWARM_OUTBOX_URL=url, CACHEWARM_OUTBOX_POLL_INTERVAL="0.02",
+               CACHEWARM_METRICS_PORT=str(port), CACHEWARM_INVALIDATION_CONSUMER="0",
+               CACHEWARM_CONFIG=str(tmp_path / "none.toml"), PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "cachewarm.worker.sidecar"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        write(url, outbox_row("product:1", version=3), outbox_row(tag="products"))
+        wait_until(lambda: redis_client.xlen(INVALIDATION_STREAM) == 2, 20, "the sidecar's relay")
+        page = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/metrics").text, 10, "/metrics",
+                          ignore=(httpx.HTTPError,))
+        assert "cachewarm_outbox_published_rows_total 2.0" in page
+        assert "cachewarm_outbox_lag_seconds_count 2.0" in page
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
