@@ -18,6 +18,7 @@ from cachewarm.access import AccessRecorder, recorder_for, release_recorder
 from cachewarm.keys import KeyLayout, shard_of
 from tests import sources_fixture
 from tests.support.hot import hot_members, hot_score
+from tests.support.redis_cluster import topologies
 
 KEYSPACES = """
 [keyspaces.item]
@@ -138,7 +139,8 @@ def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.R
 FORK_CHILD = """
 import os, sys
 from cachewarm.access import AccessRecorder
-recorder = AccessRecorder(sys.argv[1], "cachewarm:", half_life=3600, interval=3600, timeout=1)
+recorder = AccessRecorder(sys.argv[1], "cachewarm:", half_life=3600, interval=3600, timeout=1,
+                          cluster=sys.argv[2] == "cluster")
 for _ in range(5):
     recorder.record("ks", "ks:1", 100, True, 0.1)   # starts the flush thread: the fork below happens beside it
 pid = os.fork()
@@ -156,9 +158,11 @@ recorder.close()
 """
 
 
-def test_a_forked_child_does_not_send_the_parents_counts(redis_url: str, redis_client: redis.Redis) -> None:
+@topologies
+def test_a_forked_child_does_not_send_the_parents_counts(redis_url: str, redis_client: redis.Redis,
+                                                         topology: str) -> None:
     # In a process of its own: pytest's process runs other tests' threads, which a fork here would copy mid-lock.
-    proc = subprocess.Popen([sys.executable, "-c", FORK_CHILD, redis_url], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", FORK_CHILD, redis_url, topology], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     assert proc.stdout.readline().strip() == "0"

@@ -18,6 +18,7 @@ from cachewarm import Cache, CacheUnavailable, Lookup, Settings, UnknownKeyspace
 from cachewarm.demo.redis_server import free_port
 from tests import sources_fixture
 from tests.support.clients import FLAVOURS, blocking_client
+from tests.support.redis_cluster import topologies
 
 KEYSPACES = """
 [keyspaces.item]
@@ -121,6 +122,7 @@ def test_clear_by_prefix_uses_scan(cache: Cache, redis_client: redis.Redis) -> N
     assert not cache.exists("other:1")
 
 
+@topologies
 def test_invalidate_tag(cache: Cache) -> None:
     for i in range(5):
         cache.get(f"item:{i}")

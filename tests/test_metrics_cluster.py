@@ -16,6 +16,7 @@ from cachewarm.hooks import get_hooks, set_hooks
 from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from cachewarm.metrics.cluster import ClusterCollector
 from cachewarm.metrics.process import ProcessMetrics, PrometheusHooks
+from tests.support.redis_cluster import topologies
 
 CONFIG = """
 [keyspaces.product]
@@ -46,6 +47,7 @@ def collect(settings: Settings) -> CollectorRegistry:
     return registry
 
 
+@topologies
 def test_reads_of_every_cache_are_counted_cluster_wide(config: Path, make_cache: Callable[..., Cache],
                                                        make_settings: Callable[..., Settings]) -> None:
     first, second = make_cache(config), make_cache(config)
@@ -83,6 +85,7 @@ def test_age_buckets_are_cumulative(config: Path, make_settings: Callable[..., S
     assert value("cachewarm_served_value_age_seconds_sum", labels) == 4000.5
 
 
+@topologies
 def test_worker_figures_streams_and_heartbeats(config: Path, make_settings: Callable[..., Settings],
                                                redis_client: redis.Redis) -> None:
     layout = KeyLayout()
@@ -111,6 +114,7 @@ def test_worker_figures_streams_and_heartbeats(config: Path, make_settings: Call
     assert b"not-configured" not in generate_latest(registry)
 
 
+@topologies
 def test_hot_keys_counted_from_popularity_when_workers_wrote_none(
         config: Path, make_cache: Callable[..., Cache], make_settings: Callable[..., Settings]) -> None:
     cache = make_cache(config, hot_threshold=2.5)
@@ -123,6 +127,7 @@ def test_hot_keys_counted_from_popularity_when_workers_wrote_none(
     assert value("cachewarm_hot_keys", {"keyspace": "user"}) == 0
 
 
+@topologies
 def test_empty_redis_exports_zeros(config: Path, make_settings: Callable[..., Settings]) -> None:
     value = collect(make_settings(config)).get_sample_value
     assert value("cachewarm_invalidation_pending") == 0

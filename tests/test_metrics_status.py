@@ -16,6 +16,7 @@ from cachewarm.cli import cli
 from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.keys import DEAD_LETTER_STREAM, KeyLayout
 from cachewarm.metrics import history
+from tests.support.redis_cluster import topologies
 
 CONFIG = """
 [keyspaces.product]
@@ -34,8 +35,9 @@ def config(write_config: Callable[[str], Path]) -> Path:
     return write_config(CONFIG)
 
 
-def run_status(url: str, config: Path, *args: str) -> Any:
-    env = {"CACHEWARM_REDIS_URL": url, "CACHEWARM_CONFIG": str(config)}
+def run_status(url: str, config: Path, *args: str, topology: str = "standalone") -> Any:
+    env = {"CACHEWARM_REDIS_URL": url, "CACHEWARM_CONFIG": str(config),
+           "CACHEWARM_REDIS_CLUSTER": str(topology == "cluster").lower()}
     return CliRunner().invoke(cli, ["status", *args], env=env)
 
 
@@ -45,14 +47,15 @@ def read(cache: Cache, keys: list[str]) -> None:
     assert cache.flush_stats()
 
 
+@topologies
 def test_status_json_shows_hot_keys_ratio_and_queues(config: Path, redis_url: str, redis_client: redis.Redis,
-                                                     make_cache: Callable[..., Cache]) -> None:
+                                                     make_cache: Callable[..., Cache], topology: str) -> None:
     cache = make_cache(config)
     read(cache, ["product:1"] * 5 + ["product:2"] * 2 + ["product:3"])  # 3 misses, 5 hits
     redis_client.xadd(DEAD_LETTER_STREAM, {"reason": "bad"})
     redis_client.set(KeyLayout().worker("h.1"), "1", px=5000)
 
-    result = run_status(redis_url, config, "--json", "--top", "2")
+    result = run_status(redis_url, config, "--json", "--top", "2", topology=topology)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     product_status = data["keyspaces"]["product"]

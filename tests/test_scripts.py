@@ -22,6 +22,7 @@ from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh_engine import make_http_client
 from cachewarm.scan import scan
 from tests import sources_fixture
+from tests.support.redis_cluster import topologies
 
 L = KeyLayout()
 KEYSPACES = """
@@ -145,6 +146,7 @@ def test_counters_flush_and_scan_survive_a_script_flush(cache: Cache, settings: 
     assert redis_client.get(L.scan_lock) is None
 
 
+@topologies
 def test_a_large_tag_is_drained_batch_by_batch(cache: Cache, redis_client: redis.Redis) -> None:
     count = 1234
     for i in range(count):
