@@ -5,8 +5,8 @@ an OOM kill) another worker may take the lease at once instead of waiting out it
 matters to the leases; its value says who is beating, for `cachewarm status`: a small JSON object naming the
 Celery node (the "host": ``-n name@host``, several may share a machine), the pid, the process's role and its
 refresh batches in flight. Each refreshing process beats (its refresh engine), and each node's sidecar beats for
-the node as a whole, so an idle node is listed too. How long ago a process last beat comes from the key's PTTL,
-not from any host's clock.
+the node as a whole (naming the worker's main process and its children), so an idle node is listed too. How
+long ago a process last beat comes from the key's PTTL, not from any host's clock.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -76,6 +77,16 @@ async def beat_forever(client: redis.asyncio.Redis, layout: KeyLayout, ident: st
             await client.delete(key)
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a worker's pool, its sidecar, an embedded beat), where Linux tells them
+    (``/proc/PID/task/PID/children``); [] elsewhere."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(item) for item in text.split() if item.isdigit()]
+
+
 class NodeBeat:
     """The node's own heartbeat, renewed by its sidecar's main loop (one SET a second): the node is listed by
     `cachewarm status` from its start, before any of its processes refreshed anything."""
@@ -92,8 +103,9 @@ class NodeBeat:
                    KeyLayout(settings.key_prefix), worker_pid)
 
     def beat(self) -> None:
+        value = beat_value(role="node", worker=self.worker_pid, children=children(self.worker_pid))
         with contextlib.suppress(redis.RedisError):
-            self.client.set(self.key, beat_value(role="node", worker=self.worker_pid), px=TTL_MS)
+            self.client.set(self.key, value, px=TTL_MS)
 
     def close(self) -> None:
         with contextlib.suppress(redis.RedisError):

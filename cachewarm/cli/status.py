@@ -131,14 +131,34 @@ def hosts(beats: list[Heartbeat]) -> list[dict[str, Any]]:
         nodes.setdefault(beat.node, []).append(beat)
     out = []
     for node, members in sorted(nodes.items()):
-        members.sort(key=lambda b: (b.role != "node", b.pid or 0))
+        processes = _processes(members)
         out.append({
             "node": node,
-            "processes": [{"pid": b.pid, "role": b.role, "in_flight": b.in_flight, "heartbeat_age": b.age}
-                          for b in members],
-            "in_flight": sum(b.in_flight or 0 for b in members),
+            "processes": sorted(processes.values(), key=lambda p: (ROLE_ORDER.get(p["role"], 9), p["pid"] or 0)),
+            "in_flight": sum(p["in_flight"] or 0 for p in processes.values()),
             "last_heartbeat_age": min(b.age for b in members),
         })
+    return out
+
+
+# How a host's processes are listed: the worker's main process, its sidecar, then the pool (the children that
+# have refreshed beat for themselves; the others, an embedded beat among them, are only named by the sidecar).
+ROLE_ORDER = {"main": 0, "sidecar": 1, "pool": 2, "child": 3}
+
+
+def _processes(beats: list[Heartbeat]) -> dict[int | None, dict[str, Any]]:
+    """One entry per pid of a host: its own heartbeat if it beats, else what its node's heartbeat says of it."""
+    out: dict[int | None, dict[str, Any]] = {}
+    for beat in sorted(beats, key=lambda b: b.role == "node"):  # processes' own beats first
+        if beat.role != "node":
+            out[beat.pid] = {"pid": beat.pid, "role": beat.role, "in_flight": beat.in_flight,
+                             "heartbeat_age": beat.age}
+            continue
+        out.setdefault(beat.pid, {"pid": beat.pid, "in_flight": None, "heartbeat_age": beat.age})["role"] = "sidecar"
+        named = [("main", beat.extra.get("worker"))] + [("child", pid) for pid in beat.extra.get("children") or []]
+        for role, pid in named:
+            if isinstance(pid, int) and pid not in out:
+                out[pid] = {"pid": pid, "role": role, "in_flight": None, "heartbeat_age": beat.age}
     return out
 
 
