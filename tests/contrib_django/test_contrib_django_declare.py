@@ -24,6 +24,8 @@ pytestmark = pytest.mark.timeout(30)
     ({"keys": ["product:{id:>5}"]}, "plain field names"),
     ({"keys": ["product:{category.name}"]}, "plain field names"),
     ({"keys": {"product:{id}": "version"}, "version": "version"}, "per key"),
+    ({"keys": ["product:{slgu}"]}, "Product has no field or attribute 'slgu'"),
+    ({"keys": ["product:{id}"], "version": "revision"}, "Product has no field or attribute 'revision'"),
 ])
 def test_declarations_refuse_what_cannot_work(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -127,6 +127,11 @@ def invalidate_on_change(model: M | None = None, *, keys: Iterable[str] | Mappin
         template_fields(template)
 
     def declare(target: M) -> M:
+        names = {name for template in templates for name in template_fields(template)}
+        names |= {field for _, field in versioned if field is not None}
+        missing = sorted(name for name in names if not hasattr(target, name))
+        if missing:  # a typo fails here, at import, not inside some later save's transaction
+            raise ValueError(f"{target.__name__} has no field or attribute {missing[0]!r}")
         spec = Invalidation(versioned, tags, via, _tracked(target, templates))
         _connect(target, spec)
         return target
