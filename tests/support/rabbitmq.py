@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -75,12 +76,20 @@ class RabbitMQ:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited with {self.process.returncode}:\n{self.log()}")
-            # await_startup fails at once while the node is not registered with epmd yet: ask again.
-            if self.ctl("await_startup", "--timeout", "20").returncode == 0:
+            # await_startup fails at once while the node is not registered with epmd yet, and each call boots an
+            # Erlang VM (a second of CPU): ask it once the AMQP port listens, which comes last in the boot.
+            if self._listening() and self.ctl("await_startup", "--timeout", "20").returncode == 0:
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"rabbitmq-server not up within {START_TIMEOUT:g} s:\n{self.log()}")
-            time.sleep(0.5)
+            time.sleep(0.1)
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stops the node (rabbitmqctl stop, as an operator would; SIGKILL of its group if that fails)."""
