@@ -71,6 +71,8 @@ def test_other_keys_follow_djangos_semantics(cache: CachewarmCache, redis_client
     assert redis_client.exists("cachewarm:django:shop:1:greeting")  # KEY_PREFIX "shop", VERSION 1
     assert cache.get("greeting", version=2) is None
     assert cache.get("absent", "default") == "default"
+    cache.set("nothing", None)
+    assert cache.get("nothing", "default") is None and cache.get_or_set("nothing", "computed") is None
     assert cache.add("counter", 10) and not cache.add("counter", 99)
     assert cache.incr("counter") == 11 and cache.decr("counter", 5) == 6
     assert cache.get("counter") == 6

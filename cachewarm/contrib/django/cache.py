@@ -128,10 +128,9 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
     def _get(self, key: Any, default: Any, version: int | None) -> Op:
         if self.is_keyspace_key(key):
             value = yield Call("get", (key,))
-        else:
-            (raw,) = yield Commands((("GET", self.django_key(key, version)),))
-            value = None if raw is None else self._serializer.loads(raw)
-        return default if value is None else value
+            return default if value is None else value  # None: the source has no such item
+        (raw,) = yield Commands((("GET", self.django_key(key, version)),))
+        return default if raw is None else self._serializer.loads(raw)  # a stored None is None, as in Django
 
     def _set(self, key: Any, value: Any, timeout: Any, version: int | None, *, only_new: bool = False) -> Op:
         if self.is_keyspace_key(key):
