@@ -31,7 +31,7 @@ def mask_url(url: str) -> str:
 
 # Schemes of the cache's URL, and of the broker's without asking kombu (any kombu transport is a broker).
 CACHE_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp", "sentinel")  # unix: accepted before
 
 
 def _broker_scheme_known(scheme: str) -> bool:
