@@ -319,6 +319,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--writes", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="5 s of commits, 500 writes")
+    parser.add_argument("--only", choices=("latency", "cost", "relay"), default=None, help="one part only")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -331,7 +332,7 @@ def main() -> None:
         for url in urls.values():
             prepare(url)
         latency_rows = []
-        for backend, url in urls.items():
+        for backend, url in urls.items() if args.only in (None, "latency") else ():
             poll = 0.1
             rate = args.rate if backend == "PostgreSQL" else args.sqlite_rate
             lags = commit_to_stream(redis_url, url, rate=rate, seconds=args.seconds, poll=poll)
@@ -340,11 +341,11 @@ def main() -> None:
             latency_rows.append([backend, how, f"{rate:g}/s", str(stats.count), f"{stats.p50 * 1000:.2f}",
                                  f"{stats.p99 * 1000:.2f}", f"{stats.max * 1000:.2f}"])
         markdown.append(print_table(
-            "Commit-to-stream latency (ms)",
+            "Commit-to-stream latency (ms)" if latency_rows else "Commit-to-stream latency: not run",
             ["database", "relay wakes by", "commits", "rows", "p50", "p99", "max"], latency_rows,
             notes=[f"{args.seconds:g} s of commits; `cachewarm relay` in its own process; goal p99 <= 20 ms "
                    "on PostgreSQL"]))
-        for backend, url in urls.items():
+        for backend, url in urls.items() if args.only in (None, "cost") else ():
             markdown.append(print_table(
                 f"Cost per write, {backend} ({args.writes} sequential writes)",
                 ["way", "write p50 µs", "write p99 µs", "invalidation p50 µs", "invalidation p99 µs",
@@ -353,7 +354,7 @@ def main() -> None:
                 notes=["invalidation: the time of the added step alone (the XADD, the INSERT, the hook's callbacks)",
                        "the whole write includes the COMMIT (on PostgreSQL a WAL flush), so its spread is the disk's"]))
         relay_rows = []
-        for backend, url in urls.items():
+        for backend, url in urls.items() if args.only in (None, "relay") else ():
             per_s, per_row = relay_throughput(url, redis_url, 20_000)
             relay_rows.append([backend, "20000", f"{per_s:,.0f}", f"{per_row:.1f}"])
         markdown.append(print_table("Relay throughput (a full outbox drained, batches of 500)",
