@@ -209,6 +209,23 @@ def test_a_sidecar_process_relays_and_exports_the_metrics(redis_url: str, tmp_pa
     assert proc.returncode == 0, err.decode()[-2000:]
 
 
+def test_cachewarm_relay_runs_until_sigterm(redis_url: str, tmp_path: Path, redis_client: redis.Redis) -> None:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEWARM_")}
+    env.update(CACHEWARM_REDIS_URL=redis_url, CACHEWARM_OUTBOX_URL=url, CACHEWARM_OUTBOX_POLL_INTERVAL="0.02",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", "from cachewarm.cli import main; main()", "relay",
+                             "--create-table"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: outbox_count(url) == 0, 20, "the table", ignore=(Exception,))
+        write(url, outbox_row("product:4", version=4))
+        wait_until(lambda: redis_client.xlen(INVALIDATION_STREAM) == 1, 10, "the relayed row")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()[-2000:]
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_cli_creates_the_table_and_relays_once(backend: str, redis_url: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis) -> None:

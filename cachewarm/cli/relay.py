@@ -57,7 +57,7 @@ def relay(url: str | None, once: bool, create_table: bool, metrics_port: int | N
         click.echo(f"cachewarm relay: database {worker.dialect.description}: {exc}", err=True)
         raise SystemExit(1) from None
     finally:
-        if once or create_table:
+        if once:
             worker.close()
     stop = threading.Event()
 
