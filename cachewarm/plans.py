@@ -225,7 +225,12 @@ class Planner:
 
     def acquire_call(self, plan: Plan, token: str) -> scripts.Call[script_calls.Acquired]:
         """ACQUIRE; a tagged key's `enlist_calls` go first (a round trip before it)."""
-        return script_calls.acquire(self.layout, key=plan.key, token=token, lease_ms=self.settings.lease_ms)
+        return script_calls.acquire(self.layout, key=plan.key, token=token, lease_ms=self.settings.lease_ms,
+                                    fence_keep_ms=self.fence_keep_ms(plan))
+
+    def fence_keep_ms(self, plan: Plan) -> int:
+        """How long a fence made when a load takes its token is kept: the value's life and the lease's."""
+        return max(plan.negative_ms, plan.ttl_ms + plan.stale_ms) + self.settings.lease_ms
 
     def release_call(self, plan: Plan, token: str) -> scripts.Call[None]:
         return script_calls.release(self.layout, key=plan.key, lease_token=token)

@@ -218,7 +218,7 @@ async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | No
     over when the heartbeat is gone): a second round trip, only for keys another worker holds."""
     def call(suspect: str | None) -> scripts.Call[script_calls.Leased]:
         return script_calls.lease(ctx.layout, key=plan.key, token=token, lease_ms=ctx.settings.lease_ms,
-                                  ahead_ms=ahead_ms, suspect=suspect)
+                                  ahead_ms=ahead_ms, suspect=suspect, fence_keep_ms=ctx.core.fence_keep_ms(plan))
     leased = await ctx.pipeliner.call(call(None))
     # The heartbeat lives in its own slot: asked first, then the lease taken over if it is gone.
     if (leased.status is LeaseStatus.HELD and leased.owner is not None

@@ -42,11 +42,16 @@ def _acquired(reply: Any) -> Acquired:
     return Acquired(status, value, "", int(reply[2]) if status is AcquireStatus.WAIT else 0)
 
 
-def acquire(layout: KeyLayout, *, key: str, token: str, lease_ms: int) -> Call[Acquired]:
-    """A tagged key must be enlisted (`enlist`) before this call: see keys.py."""
+FENCE_KEEP_MS = 600_000  # how long a fence made by a token is kept when the caller does not say
+
+
+def acquire(layout: KeyLayout, *, key: str, token: str, lease_ms: int,
+            fence_keep_ms: int = FENCE_KEEP_MS) -> Call[Acquired]:
+    """A tagged key must be enlisted (`enlist`) before this call: see keys.py. A missing fence is made, with a
+    generation from Redis's clock, and kept `fence_keep_ms` (about the value's life): see lua/preamble.lua."""
     return Call(script("acquire"),
                 [layout.value(key), layout.lease(key), layout.waiters(key), layout.fence(key)],
-                [token, lease_ms], _acquired)
+                [token, lease_ms, max(fence_keep_ms, 1)], _acquired)
 
 
 def enlist(layout: KeyLayout, *, tag: str, key: str, keep_ms: int) -> Call[None]:
@@ -127,12 +132,12 @@ def _leased(reply: Any) -> Leased:
 
 
 def lease(layout: KeyLayout, *, key: str, token: str, lease_ms: int, ahead_ms: int | None,
-          suspect: str | None = None) -> Call[Leased]:
+          suspect: str | None = None, fence_keep_ms: int = FENCE_KEEP_MS) -> Call[Leased]:
     """`ahead_ms` None: due anyway. `suspect`: a worker (named by a HELD reply) whose heartbeat key the caller
     found gone: its lease is taken over. A tagged key must be enlisted (`enlist`) before this call."""
     return Call(script("lease"), [layout.value(key), layout.lease(key), layout.fence(key)],
                 [token, lease_ms, "" if ahead_ms is None else ahead_ms, suspect or "",
-                 "1" if suspect is not None else ""], _leased)
+                 "1" if suspect is not None else "", max(fence_keep_ms, 1)], _leased)
 
 
 def seen(layout: KeyLayout, *, key: str, keyspace: str) -> Call[bool]:

@@ -21,12 +21,29 @@ local function wake_waiters(wake_key, waiters_key, mark)
   end
 end
 -- A key's fence token: its fence generation (tag invalidations bump the fences of the tags' members: keys.py).
+-- '0' when the fence does not exist: a token never is '0' (take_fence_token), so a write fails closed when its
+-- fence expired or was evicted after the token was taken.
 local function fence_token(fence_key)
   return redis.call('HGET', fence_key, 'g') or '0'
 end
+-- A generation for a fence that does not exist (never made, expired, or evicted under maxmemory): Redis's clock in
+-- microseconds, as a string, so that a fence made again never repeats a generation a load in flight may hold.
+local function fresh_generation()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+-- The token a load takes before its fetch; a missing fence is made first (kept keep_ms: about its value's life).
+local function take_fence_token(fence_key, keep_ms)
+  local g = redis.call('HGET', fence_key, 'g')
+  if g then return g end
+  g = fresh_generation()
+  redis.call('HSET', fence_key, 'g', g)
+  if redis.call('PTTL', fence_key) < keep_ms then redis.call('PEXPIRE', fence_key, keep_ms) end
+  return g
+end
 -- Bumps a fence generation (fencing every load in flight of the key) and keeps the fence for fence_ttl.
 local function bump_fence(fence_key, fence_ttl)
-  redis.call('HINCRBY', fence_key, 'g', 1)
+  if redis.call('HSETNX', fence_key, 'g', fresh_generation()) == 0 then redis.call('HINCRBY', fence_key, 'g', 1) end
   redis.call('EXPIRE', fence_key, fence_ttl)
 end
 -- Stream entry ids ('ms-seq') compared as numbers of any length.
