@@ -46,7 +46,8 @@ def load(id: str) -> None:
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from cachewarm import Settings
 
-    return Settings.load(redis_url=args.redis, config=Path(args.config), redis_timeout=0.5, redis_backoff=0.2)
+    return Settings.load(redis_url=args.redis, config=Path(args.config), redis_timeout=0.5, redis_backoff=0.2,
+                         redis_cluster=args.cluster)
 
 
 def writer(args: argparse.Namespace) -> None:
@@ -113,6 +114,8 @@ def reader(args: argparse.Namespace) -> None:
         from cachewarm import Cache
 
         with Cache(settings=_settings(args)) as cache:
+            cache.get("near:0")
+            Path(args.out + ".reading").write_text("reading")
             started = time.monotonic()
             while time.monotonic() - started < args.seconds:
                 _pace(started, len(log), args.read_rate)
@@ -127,6 +130,8 @@ async def _read_async(args: argparse.Namespace, rng: random.Random, log: list[tu
     from cachewarm import AsyncCache
 
     async with AsyncCache(settings=_settings(args)) as cache:
+        await cache.get("near:0")
+        Path(args.out + ".reading").write_text("reading")
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
             await asyncio.sleep(_pace_delay(started, len(log), args.read_rate))
@@ -136,10 +141,14 @@ async def _read_async(args: argparse.Namespace, rng: random.Random, log: list[tu
 
 
 def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[tuple[int, int, float]], *,
-                slack: float = 0.005, losses: Iterable[float] = ()) -> list[tuple[int, int, int, float]]:
+                slack: float = 0.005, losses: Iterable[float] = (),
+                lost_keys: Callable[[int], bool] = lambda key: True,
+                ignore_missing: bool = False) -> list[tuple[int, int, int, float]]:
     """The reads that got a version older than one acknowledged `slack` s before they began: (key, got, expected,
-    read start). `losses`: times Redis lost its data (a restart): a write acknowledged before a loss is no longer
-    held after it."""
+    read start). `losses`: times Redis lost data (a restart; a failover, whose replica may lack the last writes
+    its master acknowledged) for the keys `lost_keys` accepts: a write acknowledged before a loss may no longer
+    be held after it. `ignore_missing`: reads that got nothing (-1: Redis unreachable, the test source answered
+    "no such item") are not judged: they did not come from a cache."""
     acked: dict[int, list[tuple[float, int]]] = defaultdict(list)
     for key, version, at in writes:
         acked[key].append((at, version))
@@ -148,13 +157,15 @@ def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[tuple[
     loss_times = sorted(losses)
     bad = []
     for key, got, began in reads:
+        if ignore_missing and got < 0:
+            continue
         entries = acked.get(key, [])
         index = bisect.bisect_right(entries, (began - slack, float("inf")))
         if index == 0:
             continue
         at, expected = entries[index - 1]
         loss = bisect.bisect_right(loss_times, began)
-        if loss and loss_times[loss - 1] >= at:
+        if loss and loss_times[loss - 1] >= at and lost_keys(key):
             continue  # Redis lost it (a restart) before this read began
         if got < expected:
             bad.append((key, got, expected, began))
@@ -162,13 +173,14 @@ def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[tuple[
 
 
 def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_rate: float = 1000,
-             no_push: bool = False, during: Callable[[], None] | None = None) -> tuple[list, list, list[dict]]:
+             no_push: bool = False, cluster: bool = False,
+             during: Callable[[], None] | None = None) -> tuple[list, list, list[dict]]:
     """Runs the writer and four readers (two async); `during()` runs in this process meanwhile. Returns the writes,
     the reads and the sync readers' near-cache figures."""
     config = tmp_path / "near.toml"
     config.write_text(KEYSPACE_TOML)
     base = [sys.executable, "-m", "tests.support.near_load"]
-    common = ["--redis", url, "--config", str(config), "--keys", str(keys)]
+    common = ["--redis", url, "--config", str(config), "--keys", str(keys), *(["--cluster"] if cluster else [])]
     writes_path = tmp_path / "writes.json"
     writer = subprocess.Popen([*base, "writer", *common, "--rate", "1000", "--seconds", str(seconds + 2),
                                "--out", str(writes_path)])
@@ -180,7 +192,9 @@ def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_
             readers.append(subprocess.Popen([*base, "reader", *common, "--seconds", str(seconds),
                                              "--read-rate", str(read_rate), "--out", str(tmp_path / f"reads{n}.json"),
                                              *extra]))
-        if during is not None:
+        wait_until(lambda: all(Path(str(tmp_path / f"reads{n}.json") + ".reading").exists() for n in range(4)),
+                   timeout=60, what="the readers reading")
+        if during is not None:  # once every reader reads
             during()
         for proc in [*readers, writer]:
             assert proc.wait(timeout=seconds + 60) == 0
@@ -211,6 +225,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--read-rate", type=float, default=2000, help="reads/s per reader (0: as fast as it can)")
     parser.add_argument("--async", dest="use_async", action="store_true")
     parser.add_argument("--no-push", action="store_true")
+    parser.add_argument("--cluster", action="store_true", help="the URL names a Redis Cluster node")
     args = parser.parse_args(argv)
     (writer if args.role == "writer" else reader)(args)
 
