@@ -160,6 +160,8 @@ def _watch(conn: Any, url: str, prefix: str, naive: bool, fence_prefix: str | No
     if fence_channel is not None:  # the invalidation script bumps the fence as it deletes
         pubsub.psubscribe(fence_channel + "*")
     skip = len(channel) + len(prefix)
+    # cachewarm's per-key names are P v:{K} (keys.py: the hash tag): the key is what lies between the braces
+    suffix = "}" if prefix.endswith("{") else ""
     log: list[tuple[float, str, str, int | None]] = []  # (time, key, del|set, version of a set)
     conn.send("ready")
     while True:
@@ -176,6 +178,7 @@ def _watch(conn: Any, url: str, prefix: str, naive: bool, fence_prefix: str | No
         name = message["channel"].decode()
         fence = fence_channel is not None and name.startswith(fence_channel)
         key = name[len(fence_channel):] if fence and fence_channel else name[skip:]
+        key = key[:len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
         if message["data"] in (b"del", b"hincrby"):
             log.append((now, key, "del", None))
         elif not fence and message["data"] == b"set":
@@ -309,7 +312,7 @@ def _measure(client: redis.Redis, source: SourceProcess, keys: list[str], args: 
              fence_prefix: str | None = None,
              invalidate: Callable[[str, int], None]) -> Run:
     run = Run()
-    watcher = Watcher(_url(client), value_key(""), naive, fence_prefix)
+    watcher = Watcher(_url(client), value_key("").removesuffix("}"), naive, fence_prefix)
     watcher.start()
     stop = threading.Event()
     readers = _readers(args.readers, keys, read, stop, run.reads)
