@@ -115,9 +115,9 @@ def test_writers_killed_at_random_points_lose_no_invalidation(backend: str, tmp_
     latest: dict[int, int] = defaultdict(int)
     for txn, item in committed.items():
         latest[item] = max(latest[item], txn)
-    fences = KeyLayout(settings.key_prefix).fence_prefix
+    layout = KeyLayout(settings.key_prefix)
     for item, version in latest.items():
-        assert int(redis_client.hget(f"{fences}item:{item}", "v") or -1) == version
+        assert int(redis_client.hget(layout.fence(f"item:{item}"), "v") or -1) == version
     print(f"\n{backend}: {begun} transactions begun, {kills} writers SIGKILLed, {len(committed)} committed, "
           f"{begun - len(committed)} rolled back, {len(published)} events, 0 lost")
 
