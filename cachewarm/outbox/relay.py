@@ -21,7 +21,7 @@ from typing import Any
 
 import redis as redis_py
 
-from ..connections import shared_client
+from ..connections import REDIS_ERRORS, shared_client
 from ..errors import CacheUnavailable
 from ..invalidation.publish import event_fields, publish_events
 from ..keys import DEAD_LETTER_STREAM
@@ -34,6 +34,8 @@ log = logging.getLogger("cachewarm.outbox")
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 THREAD_NAME = "cachewarm-outbox-relay"
+# publish_events raises CacheUnavailable; the dead-letter pipeline raises the client's own errors
+_PUBLISH_FAILURES: tuple[type[Exception], ...] = (CacheUnavailable, *REDIS_ERRORS)
 
 
 def _event_or_reason(record: OutboxRecord) -> dict[str, str] | str:
@@ -102,7 +104,7 @@ class Relay:
             published_ms = time.time() * 1000
             if dead:
                 self._dead_letter(dead)
-        except (CacheUnavailable, redis_py.RedisError):
+        except _PUBLISH_FAILURES:
             self._rollback()
             raise
         self.dialect.delete([r.id for r in records])
@@ -164,7 +166,7 @@ class Relay:
                 continue
             except CacheUnavailable as exc:
                 failed, detail = "redis", str(exc)
-            except redis_py.RedisError as exc:
+            except REDIS_ERRORS as exc:  # (a cluster client's errors are not all RedisErrors)
                 failed, detail = "redis", type(exc).__name__
             except OutboxDatabaseError as exc:
                 failed, detail = "database", str(exc)
