@@ -32,6 +32,7 @@ from .popularity import half_life_ms
 
 AGE_BUCKETS: tuple[float, ...] = store.AGE_BUCKETS
 REBASE_HALF_LIVES = 200
+LOCAL_HIT = 2  # `hit` of a read the near cache answered (a hit all the same; also counted as local_hit:S)
 
 
 class AccessRecorder:
@@ -53,8 +54,8 @@ class AccessRecorder:
         self._counters: defaultdict[str, float] = defaultdict(float)
         self._reads: defaultdict[str, dict[str, int]] = defaultdict(dict)
         self._limits: dict[str, int] = {}
-        self._fields: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
-        self._pending: deque[tuple[str, str, int, bool, float]] = deque(maxlen=self.MAX_PENDING_READS)
+        self._fields: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {}
+        self._pending: deque[tuple[str, str, int, int, float]] = deque(maxlen=self.MAX_PENDING_READS)
         self._pid = os.getpid()
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
@@ -64,7 +65,8 @@ class AccessRecorder:
         _track(self)  # reset in a forked child (see _after_fork_all), flushed at exit
 
     # ---- called on every read ----
-    def record(self, keyspace: str, key: str, max_tracked: int, hit: bool, age_s: float) -> None:
+    def record(self, keyspace: str, key: str, max_tracked: int, hit: int, age_s: float) -> None:
+        """hit: 0 a miss, 1 a hit in Redis, LOCAL_HIT a hit in the near cache."""
         # Every microsecond here is paid by every hit, so a read only appends (deque.append is atomic); the
         # flush thread does the counting. Forks are handled by os.register_at_fork, not a getpid() per read.
         self._pending.append((keyspace, key, max_tracked, hit, age_s))
@@ -81,9 +83,11 @@ class AccessRecorder:
             if fields is None:
                 fields = all_fields[keyspace] = (
                     "hit:" + keyspace, "miss:" + keyspace, "agesum:" + keyspace,
-                    tuple(f"age:{keyspace}:{i}" for i in range(len(AGE_BUCKETS) + 1)))
+                    tuple(f"age:{keyspace}:{i}" for i in range(len(AGE_BUCKETS) + 1)), "local_hit:" + keyspace)
             if hit:
                 counters[fields[0]] += 1
+                if hit == LOCAL_HIT:
+                    counters[fields[4]] += 1
                 counters[fields[3][bisect_left(AGE_BUCKETS, age_s)]] += 1
                 counters[fields[2]] += age_s
             else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import envelope
-from .access import AccessRecorder, recorder_for, release_recorder
+from .access import LOCAL_HIT, AccessRecorder, recorder_for, release_recorder
 from .hooks import get_hooks
 from .plans import Plan
 from .settings import Settings
@@ -67,7 +67,7 @@ class ReadAccounting:
         age = time.time() - fetched_ms / 1000
         if age < 0.0:
             age = 0.0
-        self._record(plan.label, plan.key, plan.max_tracked, True, age)
+        self._record(plan.label, plan.key, plan.max_tracked, LOCAL_HIT, age)
         return age
 
     def miss(self, plan: Plan) -> None:

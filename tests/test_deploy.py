@@ -24,6 +24,7 @@ DEPLOY = ROOT / "deploy"
 METRIC_NAMES = (
     "cachewarm_cache_hits_total",
     "cachewarm_cache_misses_total",
+    "cachewarm_cache_local_hits_total",
     "cachewarm_refreshes_total",
     "cachewarm_source_request_duration_seconds",
     "cachewarm_invalidations_total",

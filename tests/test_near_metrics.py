@@ -41,3 +41,17 @@ def test_figures_are_exported_per_keyspace(write_config, make_cache, redis_clien
     assert sample("cachewarm_local_links_healthy") == 1
     cache.close()
     assert sample("cachewarm_local_entries", keyspace="near") is None     # a closed cache is not counted
+
+
+def test_local_hits_are_counted_cluster_wide(write_config, make_cache, redis_client) -> None:
+    """Local hits reach the stats hash (hits all the same, and local_hit:S), so `cachewarm status` and the workers'
+    endpoint show them."""
+    cache = make_cache(write_config(KEYSPACE))
+    cache.set("near:1", {"version": 1})
+    cache.get("near:1")          # a Redis hit: the copy kept
+    for _ in range(5):
+        cache.get("near:1")      # local hits
+    assert cache.flush_stats()
+    stats = {k.decode(): float(v) for k, v in redis_client.hgetall(cache.layout.stats).items()}
+    assert stats["local_hit:near"] == 5
+    assert stats["hit:near"] == 6

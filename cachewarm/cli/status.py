@@ -48,6 +48,7 @@ class KeyspaceStatus:
     backlog_keys: float
     backlog_seconds: float
     top: list[HotKey] = field(default_factory=list)
+    local_hits: float = 0.0  # of the hits, those a process's near cache answered (local = true keyspaces)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -119,7 +120,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         "keyspaces": {ks.name: {
             "hit_ratio": ks.hit_ratio, "hits": ks.hits, "misses": ks.misses, "window_hits": ks.window_hits,
             "window_misses": ks.window_misses, "stale_served": ks.stale, "hot_keys": ks.hot_keys,
-            "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds,
+            "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds, "local_hits": ks.local_hits,
             "top": [vars(k) for k in ks.top]} for ks in spaces},
     }
 
@@ -169,7 +170,7 @@ def _keyspace(snap: ClusterSnapshot, name: str, past: history.Snapshot | None, t
     return KeyspaceStatus(
         name, hits, misses, max(0.0, hits - base_hits), max(0.0, misses - base_misses), snap.stat("stale", name),
         snap.hot_keys.get(name, 0.0), snap.refresh.get("backlog_keys:" + name, 0.0),
-        snap.refresh.get("backlog_seconds:" + name, 0.0), top)
+        snap.refresh.get("backlog_seconds:" + name, 0.0), top, snap.stat("local_hit", name))
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -188,11 +189,13 @@ def render(status: dict[str, Any]) -> str:
     lines = [f"cachewarm status of {status['redis']}",
              f"workers: {workers}   invalidations pending: {status['invalidation_pending']}   "
              f"dead letters: {status['dead_letters']}", ""]
-    rows = [["keyspace", f"hit ratio ({since})", "hits", "misses", "stale", "hot keys", "backlog", "behind s"]]
+    rows = [["keyspace", f"hit ratio ({since})", "hits", "local hits", "misses", "stale", "hot keys", "backlog",
+             "behind s"]]
     for name, ks in status["keyspaces"].items():
         ratio = "-" if ks["hit_ratio"] is None else f"{ks['hit_ratio']:.1%}"
-        rows.append([name, ratio, f"{ks['hits']:.0f}", f"{ks['misses']:.0f}", f"{ks['stale_served']:.0f}",
-                     f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}", f"{ks['backlog_seconds']:.1f}"])
+        rows.append([name, ratio, f"{ks['hits']:.0f}", f"{ks['local_hits']:.0f}", f"{ks['misses']:.0f}",
+                     f"{ks['stale_served']:.0f}", f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}",
+                     f"{ks['backlog_seconds']:.1f}"])
     lines += _table(rows)
     if status["hosts"]:
         lines += ["", "worker hosts"]

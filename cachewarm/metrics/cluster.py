@@ -184,6 +184,9 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
                                labels=["keyspace"])
     misses = CounterMetricFamily("cachewarm_cache_misses", "Reads that went to the source, all processes.",
                                  labels=["keyspace"])
+    local = CounterMetricFamily("cachewarm_cache_local_hits",
+                                "Of the hits, those a process's near cache answered (local = true), all processes.",
+                                labels=["keyspace"])
     stale = CounterMetricFamily("cachewarm_stale_served",
                                 "Expired values served because the source failed, all processes.",
                                 labels=["keyspace"])
@@ -202,6 +205,7 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
     for name in snap.keyspaces:
         hits.add_metric([name], snap.stat("hit", name))
         misses.add_metric([name], snap.stat("miss", name))
+        local.add_metric([name], snap.stat("local_hit", name))
         stale.add_metric([name], snap.stat("stale", name))
         buckets, total = snap.age_buckets(name)
         age.add_metric([name], buckets, total)
@@ -210,7 +214,7 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
         hot.add_metric([name], snap.hot_keys.get(name, 0.0))
         backlog.add_metric([name], snap.refresh.get("backlog_keys:" + name, 0.0))
         behind.add_metric([name], snap.refresh.get("backlog_seconds:" + name, 0.0))
-    yield from (hits, misses, stale, age, late, wasted, hot, backlog, behind)
+    yield from (hits, misses, local, stale, age, late, wasted, hot, backlog, behind)
     yield GaugeMetricFamily("cachewarm_invalidation_pending",
                             "Invalidation events delivered to a consumer but not yet acknowledged.",
                             value=snap.invalidation_pending)
