@@ -14,6 +14,7 @@ sidecar and as `cachewarm relay`, where an ORM would add start-up time and a dep
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,6 +210,9 @@ def dialect_for(url: str) -> Dialect:
         parts = urlsplit(url)
         if not parts.path.strip("/"):
             raise ConfigError(f"CACHEWARM_OUTBOX_URL: {mask_url(url)} names no database")
+        if importlib.util.find_spec("psycopg") is None:
+            raise ConfigError("CACHEWARM_OUTBOX_URL: a PostgreSQL outbox needs psycopg 3 "
+                              "(pip install 'cachewarm[postgresql]')")
         return PostgresDialect("postgresql://" + rest, mask_url(url))
     if base == "sqlite":
         if not rest.startswith("/") or len(rest) < 2:

@@ -20,7 +20,7 @@ class RelayObserver:
         """Malformed rows were moved to the dead-letter stream."""
 
     def unavailable(self, dependency: str) -> None:
-        """A batch failed because `dependency` (``redis`` or ``database``) could not be used; it will be retried."""
+        """A batch failed because `dependency` (``redis``, ``database``; ``relay`` for a bug) failed; it is retried."""
 
 
 class PrometheusRelayObserver(RelayObserver):

@@ -171,6 +171,10 @@ class Relay:
             except OutboxDatabaseError as exc:
                 failed, detail = "database", str(exc)
                 self._disconnect()
+            except Exception as exc:  # a bug must not stop the relay for good: say so, start afresh, retry
+                log.exception("cachewarm relay: unexpected error")
+                failed, detail = "relay", f"{type(exc).__name__}: {exc}"
+                self._disconnect()
             self.observer.unavailable(failed)
             if outage != failed:
                 log.warning("cachewarm relay: %s unavailable (%s); rows stay in the outbox, retrying with backoff",
