@@ -7,8 +7,12 @@ tracking on, as in production. The async half does the same for `AsyncCache.get`
     .venv/bin/python -m bench.read_path            # about 15 s
     .venv/bin/python -m bench.read_path --quick    # a smoke run
 
-Goal: `Cache.get` on a hit within 1.10x of the raw pair (median). Accounting is buffered in-process and flushed
-every `stats_flush_interval` (0.25 s) in one script call, so a hit is one GET (see cachewarm/access.py).
+    .venv/bin/python -m bench.read_path --topology cluster   # a private 3-master Redis Cluster (raw: RedisCluster)
+    .venv/bin/python -m bench.read_path --topology both      # both, then side by side
+
+Goal: `Cache.get` on a hit within 1.10x of the raw pair (median), on either topology. Accounting is buffered
+in-process and flushed every `stats_flush_interval` (0.25 s) in one script call, so a hit is one GET (see
+cachewarm/access.py).
 """
 
 from __future__ import annotations
@@ -28,8 +32,16 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from bench.topology import (
+    CacheServers,
+    Figure,
+    add_topology_arg,
+    cache_servers,
+    load_average,
+    side_by_side,
+    topologies_of,
+)
 from cachewarm import AsyncCache, Cache, Settings
-from cachewarm.demo.redis_server import RedisServer
 
 KEY = "product:1"
 VALUE: dict[str, Any] = {
@@ -115,12 +127,14 @@ def report(title: str, results: dict[str, list[float]], base_name: str) -> None:
         print(row(name, samples, None if name == base_name else base))
 
 
-def run(redis_url: str, rounds: int, per_round: int) -> float:
+def run(servers: CacheServers, rounds: int, per_round: int) -> dict[str, float]:
+    """The sync and async tables of one topology; returns the medians (µs) and the sync ratio."""
+    raw_name = "raw RedisCluster GET + json.loads" if servers.cluster else "raw redis-py GET + json.loads"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cachewarm.toml"
         config.write_text(KEYSPACES)
-        settings = Settings.load(redis_url=redis_url, config=config)
-        raw_client = redis.Redis.from_url(redis_url)
+        settings = Settings.load(redis_url=servers.redis_url, config=config, redis_cluster=servers.cluster)
+        raw_client = servers.client()
         raw_key = "bench:raw:" + KEY
         raw_client.set(raw_key, json.dumps(load("1"), separators=(",", ":")))
 
@@ -133,28 +147,28 @@ def run(redis_url: str, rounds: int, per_round: int) -> float:
 
             # The read path sets a short socket timeout (CACHEWARM_REDIS_TIMEOUT); with any timeout set, Python
             # polls the socket before each recv. This row is the raw pair paying the same price.
-            timed_client = redis.Redis.from_url(redis_url, socket_timeout=settings.redis_timeout)
+            timed_client = servers.client(socket_timeout=settings.redis_timeout)
 
             def timed_pair() -> Any:
                 return json.loads(timed_client.get(raw_key))  # type: ignore[arg-type]
 
             sync_results = interleave_sync({
-                "raw redis-py GET + json.loads": raw_pair,
+                raw_name: raw_pair,
                 f"raw GET + json.loads, socket_timeout={settings.redis_timeout}": timed_pair,
                 "Cache.get (hit, counting + access tracking)": lambda: cache.get(KEY),
             }, rounds, per_round)
             assert cache.flush_stats()
             hits = int(float(raw_client.hget(settings.key_prefix + "stats", "hit:product") or 0))
-        report(f"sync: {rounds} interleaved rounds x {per_round} reads each", sync_results,
-               "raw redis-py GET + json.loads")
+        report(f"{servers.topology} sync: {rounds} interleaved rounds x {per_round} reads each", sync_results,
+               raw_name)
 
         async def run_async() -> dict[str, list[float]]:
-            araw = redis.asyncio.Redis.from_url(redis_url)
+            araw = servers.async_client()
             async with AsyncCache(settings=settings) as acache:
                 await acache.get(KEY)
 
                 async def araw_pair() -> Any:
-                    return json.loads(await araw.get(raw_key))
+                    return json.loads(await araw.get(raw_key))  # type: ignore[arg-type]
 
                 results = await interleave_async({
                     "raw redis.asyncio GET + json.loads": araw_pair,
@@ -164,14 +178,26 @@ def run(redis_url: str, rounds: int, per_round: int) -> float:
             return results
 
         async_results = asyncio.run(run_async())
-        report(f"async: {rounds} interleaved rounds x {per_round} reads each", async_results,
+        report(f"{servers.topology} async: {rounds} interleaved rounds x {per_round} reads each", async_results,
                "raw redis.asyncio GET + json.loads")
         raw_client.close()
 
-    expected = len(sync_results["Cache.get (hit, counting + access tracking)"]) + 200
+    cache_row = "Cache.get (hit, counting + access tracking)"
+    expected = len(sync_results[cache_row]) + 200
     print(f"\nhits counted in Redis for the sync client: {hits} (expected {expected})")
-    return statistics.median(sync_results["Cache.get (hit, counting + access tracking)"]) / statistics.median(
-        sync_results["raw redis-py GET + json.loads"])
+    medians = {
+        "raw GET + json.loads, median µs": statistics.median(sync_results[raw_name]) / 1000,
+        "Cache.get hit, median µs": statistics.median(sync_results[cache_row]) / 1000,
+        "raw asyncio GET + json.loads, median µs":
+            statistics.median(async_results["raw redis.asyncio GET + json.loads"]) / 1000,
+        "AsyncCache.get hit, median µs":
+            statistics.median(async_results["AsyncCache.get (hit, counting + access tracking)"]) / 1000,
+    }
+    medians["Cache.get / raw GET (median)"] = (medians["Cache.get hit, median µs"]
+                                               / medians["raw GET + json.loads, median µs"])
+    medians["AsyncCache.get / raw GET (median)"] = (medians["AsyncCache.get hit, median µs"]
+                                                    / medians["raw asyncio GET + json.loads, median µs"])
+    return medians
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,16 +206,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=800)
     parser.add_argument("--per-round", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="40 rounds x 50 reads")
+    add_topology_arg(parser)
     args = parser.parse_args(argv)
     rounds, per_round = (40, 50) if args.quick else (args.rounds, args.per_round)
-    print(f"python {sys.version.split()[0]}, redis-py {redis.__version__}")
+    print(f"python {sys.version.split()[0]}, redis-py {redis.__version__}, {load_average()}")
+    results: dict[str, dict[str, float]] = {}
     if args.redis_url:
-        ratio = run(args.redis_url, rounds, per_round)
+        results["standalone"] = run(CacheServers("standalone", args.redis_url, args.redis_url), rounds, per_round)
     else:
-        with RedisServer() as server:
-            ratio = run(server.url(0), rounds, per_round)
-    verdict = "within" if ratio <= 1.10 else "OVER"
-    print(f"Cache.get hit / raw GET+loads (median): {ratio:.3f}x ({verdict} the 1.10x goal)")
+        for topology in topologies_of(args):
+            with cache_servers(topology) as servers:
+                results[topology] = run(servers, rounds, per_round)
+    for topology, figures in results.items():
+        ratio = figures["Cache.get / raw GET (median)"]
+        verdict = "within" if ratio <= 1.10 else "OVER"
+        print(f"{topology}: Cache.get hit / raw GET+loads (median): {ratio:.3f}x ({verdict} the 1.10x goal)")
+    if len(results) > 1:
+        side_by_side("read_path: standalone and cluster", [Figure(name) for name in results["standalone"]], results,
+                     notes=["the goal (<= 1.10x) is Cache.get against the raw GET of its own topology: the "
+                            "`/ raw GET` rows; cluster/standalone is the cost of the cluster itself",
+                            f"after the runs: {load_average()}"])
 
 
 if __name__ == "__main__":
