@@ -74,6 +74,19 @@ def _not_a_cluster_node_async(url: str) -> Any:
     return check
 
 
+class AsyncClusterClient(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client, with one fix: when a command fails on a broken connection it learns the
+    slots again and closes the connections of the nodes it replaces, including ones another task is using at that
+    moment, whose command then fails with AttributeError (its stream is gone; seen under load in
+    tests/test_stampede.py). That is a broken connection, raised as one: the read path falls back to the source."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            raise redis.ConnectionError(f"connection closed under the command ({exc})") from exc
+
+
 def _options(timeout: float, max_connections: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry(),
                                "health_check_interval": 0}
@@ -111,8 +124,7 @@ def async_client(url: str, *, timeout: float, max_connections: int | None = None
     """The asyncio twin of `sync_client` (a cluster client learns the slots at its first command)."""
     try:
         if cluster:
-            return redis.asyncio.cluster.RedisCluster.from_url(  # type: ignore[return-value]
-                url, **_options(timeout, max_connections))
+            return AsyncClusterClient.from_url(url, **_options(timeout, max_connections))  # type: ignore[return-value]
         if url.startswith("redis+sentinel://"):
             return _sentinel().async_client(url, timeout=timeout, retry=_retry(),  # type: ignore[no-any-return]
                                             max_connections=max_connections)
