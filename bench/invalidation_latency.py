@@ -20,6 +20,11 @@ started after the event's deletion was seen yet returned an older version than t
 source latency + 50 ms.
 
     PYTHONPATH=. python bench/invalidation_latency.py [--quick] [--events N] [--rate R] [--markdown]
+        [--topology standalone|cluster|both]
+
+On a cluster (`--topology cluster`, a private 3-master Redis Cluster) the watcher listens on every master (keyspace
+notifications are per node); the stream lives on the master of its slot. Goal on a cluster: p99s within 1.2x of
+standalone's (`--topology both` prints the two side by side).
 """
 
 from __future__ import annotations
@@ -46,8 +51,16 @@ import httpx
 import redis
 
 from bench.common import format_ms, latency_stats, print_table
-from cachewarm import Cache, Settings, envelope, publish_invalidation
-from cachewarm.demo.redis_server import RedisServer
+from bench.topology import (
+    CacheServers,
+    Figure,
+    add_topology_arg,
+    cache_servers,
+    load_average,
+    side_by_side,
+    topologies_of,
+)
+from cachewarm import Cache, envelope, publish_invalidation
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 
@@ -118,14 +131,14 @@ class Watcher:
     process of the machine); the events are matched to the log at the end. In its own process, the watcher's
     stamps do not wait for the GIL behind the bench's driver and reader threads."""
 
-    def __init__(self, url: str, prefix: str, naive: bool, fence_prefix: str | None = None) -> None:
+    def __init__(self, urls: list[str], prefix: str, naive: bool, fence_prefix: str | None = None) -> None:
         self.naive = naive
         self.records: list[Rec] = []
         # spawn, not fork: this process already runs threads (a source, readers), whose locks a fork would copy held
         context = multiprocessing.get_context("spawn")
         self._parent, child = context.Pipe()
         self._proc = context.Process(
-            target=_watch, args=(child, url, prefix, naive, fence_prefix), daemon=True)
+            target=_watch, args=(child, urls, prefix, naive, fence_prefix), daemon=True)
 
     def start(self) -> None:
         self._proc.start()
@@ -149,17 +162,18 @@ class Watcher:
         self._proc.join(10)
 
 
-def _watch(conn: Any, url: str, prefix: str, naive: bool, fence_prefix: str | None) -> None:
-    client = redis.Redis.from_url(url)
-    client.config_set("notify-keyspace-events", "Kgh$")
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    channel = f"__keyspace@{db}__:"
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.psubscribe(channel + prefix + "*")
-    fence_channel = (channel + fence_prefix) if fence_prefix else None
-    if fence_channel is not None:  # the invalidation script bumps the fence as it deletes
-        pubsub.psubscribe(fence_channel + "*")
-    skip = len(channel) + len(prefix)
+def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: str | None) -> None:
+    """Logs the notifications of every node in `urls` (a cluster's masters: notifications are per node)."""
+    clients = [redis.Redis.from_url(url) for url in urls]
+    subscriptions = []
+    for client in clients:
+        client.config_set("notify-keyspace-events", "Kgh$")
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(f"__keyspace@{db}__:" + prefix + "*")
+        if fence_prefix:  # the invalidation script bumps the fence as it deletes
+            pubsub.psubscribe(f"__keyspace@{db}__:" + fence_prefix + "*")
+        subscriptions.append((client, pubsub, f"__keyspace@{db}__:"))
     # cachewarm's per-key names are P v:{K} (keys.py: the hash tag): the key is what lies between the braces
     suffix = "}" if prefix.endswith("{") else ""
     log: list[tuple[float, str, str, int | None]] = []  # (time, key, del|set, version of a set)
@@ -171,20 +185,23 @@ def _watch(conn: Any, url: str, prefix: str, naive: bool, fence_prefix: str | No
                 break
             conn.send(log)
             log = []
-        message = pubsub.get_message(timeout=0.05)
-        if message is None:
-            continue
-        now = time.perf_counter()
-        name = message["channel"].decode()
-        fence = fence_channel is not None and name.startswith(fence_channel)
-        key = name[len(fence_channel):] if fence and fence_channel else name[skip:]
-        key = key[:len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
-        if message["data"] in (b"del", b"hincrby"):
-            log.append((now, key, "del", None))
-        elif not fence and message["data"] == b"set":
-            log.append((now, key, "set", _version(client.get(name[len(channel):]), naive)))
-    pubsub.close()
-    client.close()
+        for client, pubsub, channel in subscriptions:
+            message = pubsub.get_message(timeout=0.05 / len(subscriptions))
+            if message is None:
+                continue
+            now = time.perf_counter()
+            name = message["channel"].decode()
+            fence_channel = channel + fence_prefix if fence_prefix else None
+            fence = fence_channel is not None and name.startswith(fence_channel)
+            key = name[len(fence_channel):] if fence and fence_channel else name[len(channel) + len(prefix):]
+            key = key[:len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
+            if message["data"] in (b"del", b"hincrby"):
+                log.append((now, key, "del", None))
+            elif not fence and message["data"] == b"set":
+                log.append((now, key, "set", _version(client.get(name[len(channel):]), naive)))
+    for client, pubsub, _ in subscriptions:
+        pubsub.close()
+        client.close()
 
 
 def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]]) -> None:
@@ -251,16 +268,15 @@ def _drive(source: SourceProcess, keys: list[str], events: int, rate: float, wat
     return time.perf_counter() - started
 
 
-def run_cachewarm(server: RedisServer, source: SourceProcess, config: Path, args: argparse.Namespace) -> Run:
-    url = server.url(0)
-    settings = Settings.load(redis_url=url, config=config)
+def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, args: argparse.Namespace) -> Run:
+    settings = servers.settings(config=config)
     layout = KeyLayout(settings.key_prefix)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    servers.flush()
+    client = servers.client()
     keys = [f"product:{i}" for i in range(args.keys)]
     client.sadd(layout.pinned("product"), *keys)
     client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
-    env = {**os.environ, "CACHEWARM_REDIS_URL": url, "CACHEWARM_CONFIG": str(config),
+    env = {**os.environ, **servers.env(), "CACHEWARM_CONFIG": str(config),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, str(args.switch_interval), args.refresher], env=env,
                                 stdout=subprocess.PIPE)
@@ -269,7 +285,7 @@ def run_cachewarm(server: RedisServer, source: SourceProcess, config: Path, args
     try:
         for key in keys:
             cache.get(key)
-        return _measure(client, source, keys, args, naive=False, value_key=layout.value,
+        return _measure(servers, source, keys, args, naive=False, value_key=layout.value,
                         fence_prefix=layout.fence_prefix,
                         read=lambda key: int(cache.get(key)["version"]),
                         invalidate=lambda key, version: publish_invalidation(key, version=version, redis=client,
@@ -281,9 +297,9 @@ def run_cachewarm(server: RedisServer, source: SourceProcess, config: Path, args
         client.close()
 
 
-def run_naive(server: RedisServer, source: SourceProcess, args: argparse.Namespace) -> Run:
-    client = redis.Redis.from_url(server.url(0))
-    client.flushdb()
+def run_naive(servers: CacheServers, source: SourceProcess, args: argparse.Namespace) -> Run:
+    servers.flush()
+    client = servers.client()
     keys = [f"product:{i}" for i in range(args.keys)]
     http = httpx.Client(base_url=source.url, timeout=10, limits=httpx.Limits(max_connections=50))
 
@@ -300,19 +316,19 @@ def run_naive(server: RedisServer, source: SourceProcess, args: argparse.Namespa
     try:
         for key in keys:
             read(key)
-        return _measure(client, source, keys, args, naive=True, value_key=value_key, read=read,
+        return _measure(servers, source, keys, args, naive=True, value_key=value_key, read=read,
                         invalidate=lambda key, version: client.delete(value_key(key)) and None)
     finally:
         http.close()
         client.close()
 
 
-def _measure(client: redis.Redis, source: SourceProcess, keys: list[str], args: argparse.Namespace, *,
+def _measure(servers: CacheServers, source: SourceProcess, keys: list[str], args: argparse.Namespace, *,
              naive: bool, value_key: Callable[[str], str], read: Callable[[str], int | None],
              fence_prefix: str | None = None,
              invalidate: Callable[[str, int], None]) -> Run:
     run = Run()
-    watcher = Watcher(_url(client), value_key("").removesuffix("}"), naive, fence_prefix)
+    watcher = Watcher(servers.master_urls(), value_key("").removesuffix("}"), naive, fence_prefix)
     watcher.start()
     stop = threading.Event()
     readers = _readers(args.readers, keys, read, stop, run.reads)
@@ -325,11 +341,6 @@ def _measure(client: redis.Redis, source: SourceProcess, keys: list[str], args: 
     run.source_requests = int(source.stats()["requests"])
     run.records = watcher.records
     return run
-
-
-def _url(client: redis.Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
-    return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 def _stale_reads(run: Run) -> tuple[int, int]:
@@ -366,18 +377,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--switch-interval", type=float, default=0.0005,
                         help="sys.setswitchinterval of the bench and consumer processes (Python's 5 ms default "
                              "makes an I/O thread wait behind a busy one)")
+    add_topology_arg(parser)
     args = parser.parse_args(argv)
     sys.setswitchinterval(args.switch_interval)
     if args.quick:
         args.events = min(args.events, 1000)
+    print(f"before the runs: {load_average()}")
+    figures: dict[str, dict[str, float]] = {}
+    for topology in topologies_of(args):
+        figures[topology] = run_topology(topology, args)
+    if len(figures) > 1:
+        names = [name for name in figures["standalone"] if name.endswith("ms")]
+        side_by_side("Invalidation latency: standalone and cluster",
+                     [Figure(name, 1.2 if "p99" in name and "cachewarm" in name else None) for name in names],
+                     figures, notes=["goal: the cluster's cachewarm p99s within 1.2x of standalone's",
+                                     f"after the runs: {load_average()}"])
+
+
+def run_topology(topology: str, args: argparse.Namespace) -> dict[str, float]:
+    """One topology's table; returns its figures (ms) by name."""
     rows = []
-    with RedisServer() as server, SourceProcess(latency=SOURCE_LATENCY, items=max(args.keys, 1000)) as source, \
+    figures: dict[str, float] = {}
+    with cache_servers(topology) as servers, \
+            SourceProcess(latency=SOURCE_LATENCY, items=max(args.keys, 1000)) as source, \
             tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cachewarm.toml"
         config.write_text(CONFIG.format(url=source.url))
         for system in args.systems.split(","):
-            run = (run_cachewarm(server, source, config, args) if system == "cachewarm"
-                   else run_naive(server, source, args))
+            run = (run_cachewarm(servers, source, config, args) if system == "cachewarm"
+                   else run_naive(servers, source, args))
             deleted = latency_stats([r.t_del - r.t_pub for r in run.records if r.t_del is not None])
             new = latency_stats([r.t_new - r.t_pub for r in run.records if r.t_new is not None])
             missing = sum(1 for r in run.records if r.t_new is None)
@@ -386,16 +414,21 @@ def main(argv: list[str] | None = None) -> None:
                          format_ms(deleted.p50, 1), format_ms(deleted.p99, 1), format_ms(deleted.max, 1),
                          format_ms(new.p50, 1), format_ms(new.p99, 1), format_ms(new.max, 1), missing,
                          len(run.reads), after, before, run.source_requests])
+            figures.update({f"{system} del p50 ms": deleted.p50 * 1000, f"{system} del p99 ms": deleted.p99 * 1000,
+                            f"{system} new p50 ms": new.p50 * 1000, f"{system} new p99 ms": new.p99 * 1000,
+                            f"{system} stale after del": after, f"{system} no new value": missing})
     md = print_table(
-        f"Invalidation latency: {args.events} events at {args.rate:g}/s over {args.keys} hot keys, "
+        f"Invalidation latency ({topology}): {args.events} events at {args.rate:g}/s over {args.keys} hot keys, "
         f"source {SOURCE_LATENCY * 1000:g} ms",
         ["system", "events", "del p50", "del p99", "del max", "new p50", "new p99", "new max", "no new",
          "reads", "stale after del", "stale before del", "src req"], rows,
         notes=["times in ms from publish (the naive writer's DEL) to deleted / to new value readable",
-               f"goals: del p99 <= 20 ms; new p99 <= {SOURCE_LATENCY * 1000 + 50:g} ms; stale after del = 0"])
+               f"goals: del p99 <= 20 ms; new p99 <= {SOURCE_LATENCY * 1000 + 50:g} ms; stale after del = 0",
+               load_average()])
     if args.markdown:
         print()
         print(md)
+    return figures
 
 
 if __name__ == "__main__":
