@@ -175,7 +175,6 @@ def test_watch_refuses_unknown_attributes_and_empty_mappings() -> None:
 
 
 async def test_async_session_through_its_sync_class(tmp_path: Path) -> None:
-    pytest.importorskip("greenlet", reason="SQLAlchemy's asyncio needs greenlet (sqlalchemy[asyncio])")
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     class AppSession(Session):
