@@ -20,6 +20,11 @@ refreshed for --stall seconds) fails, naming how many were refreshed, with py-sp
 (if py-spy is installed) and the logs kept; whatever way the bench ends, it leaves no process behind.
 
     PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--systems ...] [--markdown]
+        [--topology standalone|cluster|both]
+
+`--topology cluster` runs the same rows with the cache on a private 3-master Redis Cluster (the broker a standalone
+redis-server); `both` runs the two one after the other and prints them side by side (goal on a cluster: keys/s
+>= 0.9x standalone's).
 """
 
 from __future__ import annotations
@@ -45,8 +50,16 @@ import redis
 from celery import Celery
 
 from bench.common import print_table
+from bench.topology import (
+    CacheServers,
+    Figure,
+    add_topology_arg,
+    cache_servers,
+    load_average,
+    side_by_side,
+    topologies_of,
+)
 from cachewarm.connections import async_client
-from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.keys import KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
@@ -86,12 +99,11 @@ def keys_of(n: int) -> list[str]:
     return [f"product:{i}" for i in range(n)]
 
 
-def floor_row(redis_url: str, source_url: str, n: int, concurrency: int, ttl_ms: int) -> tuple[float, float]:
+def floor_row(servers: CacheServers, source_url: str, n: int, concurrency: int, ttl_ms: int) -> tuple[float, float]:
     """The floor: the least a Python refresher does per key, in one asyncio process. `concurrency` coroutines GET
     keys from the source over one aiohttp session; a writer sends each answer as SET PX, every SET that piled up
     since its last round trip in one pipeline. No Celery, no Lua, no fence, no envelope. Keys/s, CPU seconds."""
     import aiohttp
-    import redis.asyncio as aioredis
 
     async def go() -> tuple[float, float]:
         todo: asyncio.Queue[str] = asyncio.Queue()
@@ -99,7 +111,7 @@ def floor_row(redis_url: str, source_url: str, n: int, concurrency: int, ttl_ms:
         written = 0
         done = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=concurrency)
-        r = aioredis.Redis.from_url(redis_url)
+        r = servers.async_client()
 
         async def fetcher(session: aiohttp.ClientSession) -> None:
             while not todo.empty():
@@ -243,7 +255,8 @@ def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -
                 httpx.AsyncClient(timeout=settings.source_timeout,
                                   limits=httpx.Limits(max_connections=concurrency,
                                                       max_keepalive_connections=concurrency)))
-        ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=10), http, "bench")
+        ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=10, cluster=settings.redis_cluster),
+                             http, "bench")
         try:
             await refresh_batch(ctx, keys_of(min(200, n)))   # warm the pool
             keys = keys_of(n)
@@ -324,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the workers' logs into this directory (a failed run keeps them anyway)")
     parser.add_argument("--markdown", action="store_true")
+    add_topology_arg(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.keys = min(args.keys, 2000)
@@ -331,19 +345,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job starts ignoring it
         signal.signal(sig, _interrupt)
     limit = args.concurrency / args.latency
-    rows: list[list[str]] = []
-    try:
-        notes = measure(args, rows)
-    except (ShortRun, KeyboardInterrupt) as exc:
-        log(f"refresh_throughput FAILED: {exc or type(exc).__name__}")
-        return 1
-    title = (f"refresh_throughput: {args.keys:,} keys due at once, source {args.latency * 1000:g} ms, "
-             f"concurrency {args.concurrency} (physical limit {limit:,.0f} keys/s, goal {GOAL:,.0f})")
-    markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}", "CPU ms/key"], rows,
-                           notes=notes)
-    if args.markdown:
-        print()
-        print(markdown)
+    figures: dict[str, dict[str, float]] = {}
+    log(f"before the runs: {load_average()}")
+    for topology in topologies_of(args):
+        rows: list[list[str]] = []
+        try:
+            notes = measure(args, rows, topology)
+        except (ShortRun, KeyboardInterrupt) as exc:
+            log(f"refresh_throughput FAILED ({topology}): {exc or type(exc).__name__}")
+            return 1
+        title = (f"refresh_throughput ({topology}): {args.keys:,} keys due at once, source {args.latency * 1000:g} "
+                 f"ms, concurrency {args.concurrency} (physical limit {limit:,.0f} keys/s, goal {GOAL:,.0f})")
+        markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}", "CPU ms/key"], rows,
+                               notes=[*notes, load_average()])
+        if args.markdown:
+            print()
+            print(markdown)
+        figures[topology] = {f"{row[0]}, keys/s": float(row[1].replace(",", "")) for row in rows}
+        figures[topology].update({f"{row[0]}, CPU ms/key": float(row[4]) for row in rows})
+    if len(figures) > 1:
+        side_by_side("refresh_throughput: standalone and cluster",
+                     [Figure(name, 0.9 if name.endswith("keys/s") else None, higher=True)
+                      for name in figures["standalone"]], figures,
+                     notes=["goal: keys/s on the cluster >= 0.9x standalone's (the Celery batched row is the one "
+                            "that counts; the others are for context)", f"after the runs: {load_average()}"])
     return 0
 
 
@@ -359,7 +384,7 @@ def save_logs(workdir: Path, keep: Path | None, failed: bool) -> None:
         log(f"logs of the failed run: {target}")
 
 
-def measure(args: argparse.Namespace, rows: list[list[str]]) -> list[str]:
+def measure(args: argparse.Namespace, rows: list[list[str]], topology: str) -> list[str]:
     """Runs the rows asked for, appending to `rows`; returns the table's notes."""
     limit = args.concurrency / args.latency
 
@@ -370,40 +395,41 @@ def measure(args: argparse.Namespace, rows: list[list[str]]) -> list[str]:
                      f"{cpu_ms:.2f}"])
 
     failed = True
-    with (RedisServer() as server, SourceProcess(latency=args.latency, items=max(100_000, args.keys)) as source,
+    with (cache_servers(topology) as servers,
+          SourceProcess(latency=args.latency, items=max(100_000, args.keys)) as source,
           tempfile.TemporaryDirectory(prefix="cachewarm-bench-") as tmp):
-        for child in (server.process, source.process):
+        children = [server.process for server in (*servers.nodes, servers.broker) if server is not None]
+        for child in (*children, source.process):
             if child is not None:
                 _groups.add(child.pid)  # both run in sessions of their own: killed at exit if their owner could not
         workdir = Path(tmp)
         try:
-            notes = measure_in(args, server, source, workdir, row)
+            notes = measure_in(args, servers, source, workdir, row)
             failed = False
             return notes
         finally:
             save_logs(workdir, args.keep, failed)
 
 
-def measure_in(args: argparse.Namespace, server: RedisServer, source: SourceProcess, workdir: Path,
+def measure_in(args: argparse.Namespace, servers: CacheServers, source: SourceProcess, workdir: Path,
                row: Callable[[str, float, float, int], None]) -> list[str]:
     config = write_config(workdir, source.url)
-    client = redis.Redis.from_url(server.url(0))
-    settings = Settings.load(redis_url=server.url(0), config=config, refresh_concurrency=args.concurrency,
-                             source_timeout=30.0)
+    client = servers.client()
+    settings = servers.settings(config=config, refresh_concurrency=args.concurrency, source_timeout=30.0)
     systems = {name.strip() for name in args.systems.split(",")}
     if "floor" in systems:
-        client.flushall()
+        servers.flush()
         log(f"floor: aiohttp GET + pipelined SET PX: {args.keys} keys, concurrency {args.concurrency}")
-        row("floor: aiohttp + SET PX", *floor_row(server.url(0), source.url, args.keys, args.concurrency, 600_000),
+        row("floor: aiohttp + SET PX", *floor_row(servers, source.url, args.keys, args.concurrency, 600_000),
             args.keys)
     for aiohttp in (False, True) if "transport" in systems else ():
-        client.flushall()
+        servers.flush()
         name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
         log(f"{name}: {args.transport_keys} keys, concurrency {args.concurrency}")
         row(name, *transport_row(settings, args.transport_keys, args.concurrency, aiohttp), args.transport_keys)
 
-    env = {**os.environ, "CACHEWARM_REDIS_URL": server.url(0), "CACHEWARM_BROKER_URL": server.url(1),
-           "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": "0", "CACHEWARM_SOURCE_TIMEOUT": "30",
+    env = {**os.environ, **servers.env(), "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": "0",
+           "CACHEWARM_SOURCE_TIMEOUT": "30",
            "CACHEWARM_REFRESH_BATCH_SIZE": str(args.batch),
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                       os.environ.get("PYTHONPATH")) if p)}
@@ -411,8 +437,8 @@ def measure_in(args: argparse.Namespace, server: RedisServer, source: SourceProc
     celery = CeleryRow(workdir, args.stall)
 
     # baseline: one task per key
-    client.flushall()
-    baseline_app.conf.broker_url = server.url(1)
+    servers.flush()
+    baseline_app.conf.broker_url = servers.broker_url
     base_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(args.concurrency)}
 
     def send_per_key() -> None:
@@ -429,13 +455,13 @@ def measure_in(args: argparse.Namespace, server: RedisServer, source: SourceProc
         row("celery: one task per key", rate, celery.cpu_seconds, args.keys)
 
     # cachewarm: one scan, batched refresh tasks
-    client.flushall()
+    servers.flush()
     per_process = max(1, args.concurrency // args.processes)
     cw_env = {**env, "CACHEWARM_REFRESH_CONCURRENCY": str(per_process), "CACHEWARM_SCAN_INTERVAL": "1"}
     from cachewarm.tasks.refresh import MAX_IN_FLIGHT
     from cachewarm.worker.celery_app import create_app
 
-    cw_app = create_app(Settings.load(redis_url=server.url(0), broker_url=server.url(1), config=config))
+    cw_app = create_app(servers.settings(config=config))
 
     def start_batched() -> None:
         client.sadd(L.pinned("product"), *keys)      # all due at once (missing), from now on
