@@ -75,12 +75,17 @@ def _not_a_cluster_node_async(url: str) -> Any:
 
 
 class AsyncClusterClient(redis.asyncio.cluster.RedisCluster):
-    """redis-py's asyncio cluster client, with one fix: when a command fails on a broken connection it learns the
-    slots again and closes the connections of the nodes it replaces, including ones another task is using at that
-    moment, whose command then fails with AttributeError (its stream is gone; seen under load in
-    tests/test_stampede.py). That is a broken connection, raised as one: the read path falls back to the source."""
+    """redis-py's asyncio cluster client, with one fix. While it learns the slots (at its first commands, and again
+    after a broken connection) it replaces node objects and closes their connections, including one another task
+    has just taken, whose command then fails with AttributeError while connecting, before it is sent (no stream:
+    tests/test_stampede.py's fifty concurrent first reads hit it about once in 125 commands). Such a command is
+    sent once more; failing again, it is raised as the broken connection it is (readers fall back to the source)."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError:
+            pass
         try:
             return await super().execute_command(*args, **kwargs)
         except AttributeError as exc:

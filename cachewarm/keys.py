@@ -9,14 +9,16 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
 
     P v:{K}          string   the value envelope (see envelope.py); PTTL = ttl + max_stale
     P f:{K}          hash     the key's fence: g = generation (bumped by every invalidation of the key or of one
-                              of its tags), v = highest version seen; TTL = fence_ttl, refreshed on every bump
+                              of its tags; a missing fence is made with a generation from Redis's clock, so it
+                              never repeats one: eviction, ARCHITECTURE.md), v = highest version seen;
+                              TTL = fence_ttl, refreshed on every bump (made by a load: the value's life)
     P l:{K}          string   the load lease: random token, SET NX PX lease_ms (one loader per key cluster-wide)
     P w:{K}          list     wake-up tokens for readers waiting on a lease (BLPOP), short TTL
     P n:{K}          string   number of readers waiting on K's lease
     P claim:{K}      string   scan's claim on a due key: at most one enqueue per claim window
-    P t:{T}          set      keys carrying tag T (enlisted before each load's fence is read); TTL follows the
-                              longest-lived member
-    P hot:{S#n}      zset     decayed popularity of shard n of S's keys (member = K), at most max_tracked / N
+    P t:{T}          zset     keys carrying tag T (enlisted before each load's fence is read), score = ms until
+                              which the member stays (its value's life + TAG_GRACE_MS); TTL: the longest
+    P hot:{S#n}      zset     decayed popularity of shard n of S's keys (member = K), at most max_tracked / 16
     P hot:{S#n}:epoch string  the epoch (ms) that shard n's scores are relative to
     P seen:{S#n}     hash     K -> its hot score at its last refresh (unchanged at the next one: nobody read it
                               in between, the refresh was wasted); fields dropped with cold members
