@@ -203,8 +203,8 @@ class Planner:
 
     def set_calls(self, key: str, value: Any, ttl: float | None, tags: Iterable[str],
                   version: int | None) -> list[scripts.Call[Any]]:
-        """A writer's `set` (its WRITE first, then its ENLISTs, for one pipeline): unfenced, and fencing every load
-        of the key in flight. The keyspace's TTL and tags, or a bare plan when no keyspace matches (then `ttl` is
+        """A writer's `set` (its WRITE, then its ENLISTs, to be sent first): unfenced, and fencing every load of the
+        key in flight. The keyspace's TTL and tags, or a bare plan when no keyspace matches (then `ttl` is
         required)."""
         check_key(key)
         if value is None:

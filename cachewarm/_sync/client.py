@@ -275,11 +275,11 @@ class Cache:
         """Stores a value (write-through). With `version`, an older version never replaces a newer one.
 
         Returns False when the cache already holds a newer version (nothing was written)."""
-        calls = self._planner.set_calls(key, value, ttl, tags, version)
+        write, *enlist = self._planner.set_calls(key, value, ttl, tags, version)
         self._forget(key)
-        if len(calls) == 1:
-            return self._call(calls[0], "set") is WriteStatus.WRITTEN
-        return (self._pipelined(calls, "set"))[0] is WriteStatus.WRITTEN
+        if enlist:  # a tagged key is enlisted before it is written, as a load is (keys.py): a round trip more
+            self._pipelined(enlist, "set")
+        return self._call(write, "set") is WriteStatus.WRITTEN
 
     def delete(self, key: str) -> bool:
         """Removes a key and fences any load of it in flight; True if a value was there."""
