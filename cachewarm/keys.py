@@ -51,20 +51,22 @@ slot; its rate limit is the subject of docs/SCALING.md.
 
 **Tags across slots.** A tag's set lives in the tag's slot, its members' fences in theirs, so a tag invalidation
 cannot bump them all in one script. Instead a load (read miss or refresh) of a tagged key first enlists the key in
-each tag's set (SADD, in the tag's slot) and only then reads its fence token with its lease; a tag invalidation
-walks the tag's set and bumps each member's fence (and deletes its value) in the member's slot. Why this still
+each tag's set (ENLIST: ZADD, in the tag's slot) and only then reads its fence token with its lease; a tag
+invalidation walks the tag's set (ZSCAN steps) and bumps each member's fence (and deletes its value) in the
+member's slot. Why this still
 fences every load in flight of a tagged key, including a key loaded for the first time during the invalidation
 (the writer publishes after committing):
 
-- a load enlisted before the walk read the set is a member, so the walk bumps its fence: if the load read its
-  token before that bump, its write is refused; if after, it fetched after the bump, so after the commit;
-- a load enlisted after the walk read the set read its token after enlisting, so after the invalidation started,
-  so after the commit: what it fetched is new.
+- a load enlisted before the walk started is a member for the whole walk, which ZSCAN guarantees to return, so
+  the walk bumps its fence: if the load read its token before that bump, its write is refused; if after, it
+  fetched after the bump, so after the commit;
+- a load enlisted after the walk started read its token after enlisting, so after the invalidation started, so
+  after the commit: what it fetched is new.
 
-The walk removes the members it invalidated from the set; a load whose enlisting a walk undid before the load
-took its token would then write a value no later walk would find, so a write enlists its key again, in the same
-pipeline as the write (either order is safe: an invalidation between the two fences the write or deletes the
-value it wrote).
+The walk does not remove members (a load of one may still be in flight): a member stays until its score, its
+value's lifetime plus TAG_GRACE_MS from its enlisting (ENLIST drops members whose time is up), so a load slower
+than ten minutes is the only one a walk could miss; a write enlists its key again, in the same pipeline, which
+only extends its stay. A writer's `set` enlists before writing, as a load does.
 """
 
 from __future__ import annotations
