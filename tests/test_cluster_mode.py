@@ -37,6 +37,10 @@ def test_the_flag_selects_the_cluster_clients(redis_cluster: RedisCluster,
         assert cache.lookup("item:1").hit
         assert cache.invalidate_tag("items") == 1
         assert not cache.exists("item:1")
+        for i in range(20):  # on every node
+            cache.set(f"item:{i}", {"i": i})
+        assert cache.clear("item:1") == 11   # SCAN of every node: item:1, item:10..19
+        assert cache.exists("item:2") and not cache.exists("item:12")
         publish_invalidation("item:1", settings=settings)
 
 
