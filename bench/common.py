@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.cluster
 
 __all__ = [
     "LatencyStats",
@@ -224,13 +225,15 @@ def run_readers(read_fn: ReadFn, threads: int, seconds: float, sampler: ZipfSamp
 
 
 def measure_raw_get(redis_url: str, seconds: float, *, threads: int = 1,
-                    key: str = "bench:raw-get") -> LatencyStats:
+                    key: str = "bench:raw-get", cluster: bool = False) -> LatencyStats:
     """Latency of a plain redis-py GET of a small stored JSON value: the reference for read latencies.
 
-    Run it with the same number of threads as the systems' readers, so that it pays the same GIL and
-    connection-pool contention and only the systems' own work shows in the ratio.
+    `cluster`: through a RedisCluster client (the URL names one node). Run it with the same number of threads as
+    the systems' readers, so that it pays the same GIL and connection-pool contention and only the systems' own
+    work shows in the ratio.
     """
-    client = redis.Redis.from_url(redis_url)
+    client = (redis.cluster.RedisCluster.from_url(redis_url) if cluster  # type: ignore[assignment]
+              else redis.Redis.from_url(redis_url))
     try:
         value = {"id": "0", "name": "Product 0", "price": 1.0, "version": 1, "fetched_at": time.time()}
         client.set(key, json.dumps(value).encode())

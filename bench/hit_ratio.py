@@ -17,6 +17,11 @@ Columns:
 Goals: hot hit ratio >= 99.5 %, read p99 <= 3x raw GET p99, req/hot key/period <= 1.05.
 
     PYTHONPATH=. python bench/hit_ratio.py [--quick] [--systems classic,locked] [--markdown]
+        [--topology standalone|cluster|both]
+
+`--topology cluster` runs cachewarm alone (the baselines are single-server clients) with the cache on a private
+3-master Redis Cluster and a standalone broker, the raw GET reference through a RedisCluster; `both` runs the
+two and prints cachewarm's figures side by side (goal: the hit ratios unchanged within noise).
 """
 
 from __future__ import annotations
@@ -50,8 +55,16 @@ from bench.common import (
     print_table,
     run_readers,
 )
-from cachewarm import Cache, Settings
-from cachewarm.demo.redis_server import RedisServer
+from bench.topology import (
+    CacheServers,
+    Figure,
+    add_topology_arg,
+    cache_servers,
+    load_average,
+    side_by_side,
+    topologies_of,
+)
+from cachewarm import Cache
 from cachewarm.demo.source_process import SourceProcess
 
 # The systems, in the order they run; `--systems` picks a subset by name. The first one is the baseline of the
@@ -73,7 +86,8 @@ class CachewarmWorkers:
     HALF_LIFE = 60.0      # the defaults; readers and workers must agree: it is the unit of the hot:S scores
     THRESHOLD = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, servers: CacheServers | None = None) -> None:
+        self._servers = servers  # a cluster's; standalone: the database given to setup, the broker in db 1
         self._cache: Cache | None = None
         self._worker: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -84,15 +98,14 @@ class CachewarmWorkers:
         config = tmp / "cachewarm.toml"
         config.write_text(f'[keyspaces.product]\npattern = "product:{{id}}"\nsource = "{source_url}/products/{{id}}"'
                           f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\n")
-        broker = redis_url.rsplit("/", 1)[0] + "/1"
-        settings = Settings.load(redis_url=redis_url, broker_url=broker, config=config,
-                                 scan_interval=self.SCAN_INTERVAL, hot_half_life=self.HALF_LIFE,
-                                 hot_threshold=self.THRESHOLD)
-        env = {**os.environ, "CACHEWARM_REDIS_URL": redis_url, "CACHEWARM_BROKER_URL": broker,
-               "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": str(self.SCAN_INTERVAL),
+        cache = self._servers or CacheServers("standalone", redis_url, redis_url.rsplit("/", 1)[0] + "/1")
+        settings = cache.settings(config=config, scan_interval=self.SCAN_INTERVAL, hot_half_life=self.HALF_LIFE,
+                                  hot_threshold=self.THRESHOLD)
+        env = {**os.environ, **cache.env(), "CACHEWARM_CONFIG": str(config),
+               "CACHEWARM_SCAN_INTERVAL": str(self.SCAN_INTERVAL),
                "CACHEWARM_HOT_HALF_LIFE": str(self.HALF_LIFE), "CACHEWARM_HOT_THRESHOLD": str(self.THRESHOLD),
                "CACHEWARM_METRICS_PORT": "0"}
-        client = redis.Redis.from_url(broker)
+        client = redis.Redis.from_url(cache.broker_url)
         try:
             client.flushdb()
         finally:
@@ -104,10 +117,10 @@ class CachewarmWorkers:
             env=env, cwd=tmp, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         log_file.close()
         self._cache = Cache(settings=settings)
-        self._wait_for_scans(redis_url)
+        self._wait_for_scans(cache)
 
-    def _wait_for_scans(self, redis_url: str) -> None:
-        client = redis.Redis.from_url(redis_url)
+    def _wait_for_scans(self, cache: CacheServers) -> None:
+        client = cache.client()
         deadline = time.monotonic() + 60
         try:
             while not client.hexists("cachewarm:refresh:stats", "hot_keys:product"):
@@ -170,12 +183,15 @@ def log(message: str) -> None:
 
 
 def run_system(name: str, factory: Callable[[], System], *, redis_url: str, source: SourceProcess,
-               args: argparse.Namespace) -> Result:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+               args: argparse.Namespace, servers: CacheServers | None = None) -> Result:
+    if servers is not None and servers.cluster:
+        servers.flush()
+    else:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
     source.reset_stats()
     system = factory()
     system.setup(redis_url, source.url, args.ttl, args.refresh_ahead)
@@ -270,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--s", type=float, default=1.1, help="Zipf exponent (default 1.1)")
     parser.add_argument("--raw-seconds", type=float, default=None,
                         help="duration of the raw-GET reference (default seconds/6, between 2 and 10)")
+    add_topology_arg(parser)
     args = parse_common_args(parser, argv)
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 10.0
@@ -287,18 +304,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if FIRST_SYSTEM_DB + len(SYSTEMS) > 16:
         parser.error("more systems than Redis databases")
 
+    log(f"before the runs: {load_average()}")
+    figures: dict[str, dict[str, float]] = {}
+    for topology in topologies_of(args):
+        figures[topology] = run_topology(topology, selected, names, args)
+    if len(figures) > 1:
+        side_by_side("hit_ratio: cachewarm on standalone and cluster",
+                     [Figure(name, 0.995 if name.startswith("hit%") else None, higher=name.startswith("hit%"))
+                      for name in figures["standalone"]], figures,
+                     notes=["goal: hit ratios unchanged within noise (here: cluster >= 0.995x standalone's)",
+                            f"after the runs: {load_average()}"])
+    return 0
+
+
+def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]], names: list[str],
+                 args: argparse.Namespace) -> dict[str, float]:
+    """One topology's table; returns cachewarm's figures (if it ran) by name."""
     sampler = ZipfSampler(args.keys, args.s, args.seed)
     hot = min(args.hot, args.keys)
     results: list[Result] = []
     items = max(100_000, args.keys)
-    with RedisServer() as server, SourceProcess(latency=args.latency, items=items) as source:
-        log(f"raw GET reference: {args.threads} threads, then 1 thread, {args.raw_seconds:g} s each")
-        raw = measure_raw_get(server.url(0), args.raw_seconds, threads=args.threads)
-        raw_single = measure_raw_get(server.url(0), args.raw_seconds, threads=1)
+    with cache_servers(topology) as servers, SourceProcess(latency=args.latency, items=items) as source:
+        log(f"{topology}: raw GET reference: {args.threads} threads, then 1 thread, {args.raw_seconds:g} s each")
+        raw = measure_raw_get(servers.redis_url, args.raw_seconds, threads=args.threads, cluster=servers.cluster)
+        raw_single = measure_raw_get(servers.redis_url, args.raw_seconds, threads=1, cluster=servers.cluster)
         for name, factory in selected:
-            db = FIRST_SYSTEM_DB + names.index(name)
-            log(f"{name}: {args.warmup:g} s warm-up + {args.seconds:g} s, db {db}")
-            result = run_system(name, factory, redis_url=server.url(db), source=source, args=args)
+            if servers.cluster and name != "cachewarm":
+                log(f"{name}: skipped on a cluster (a single-server client)")
+                continue
+            if servers.cluster:
+                factory = lambda: CachewarmWorkers(servers)  # noqa: E731 - used within this iteration
+                url = servers.redis_url
+            else:
+                url = servers.redis_url.rsplit("/", 1)[0] + f"/{FIRST_SYSTEM_DB + names.index(name)}"
+            log(f"{topology} {name}: {args.warmup:g} s warm-up + {args.seconds:g} s, {url}")
+            result = run_system(name, factory, redis_url=url, source=source, args=args, servers=servers)
             log(f"{name}: {len(result.records):,} reads, {result.source_requests:,} source requests")
             results.append(result)
 
@@ -306,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "hot p99/raw", "src req/s", f"src/{results[0].name}", "req/hot key/period",
                "goals hit,p99,req"]
     rows, notes = build_rows(results, raw, raw_single, args)
-    title = (f"hit_ratio: Zipf s={args.s:g} over {args.keys:,} keys, {args.threads} threads, "
+    title = (f"hit_ratio ({topology}): Zipf s={args.s:g} over {args.keys:,} keys, {args.threads} threads, "
              f"{args.seconds:g} s "
              f"(+{args.warmup:g} s warm-up), ttl {args.ttl:g} s, refresh ahead {args.refresh_ahead:g} s, "
              f"source {args.latency * 1000:g} ms")
@@ -318,12 +358,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"goals: hit% hot{hot} >= {GOAL_HOT_HIT * 100:g}, p99 <= {GOAL_P99_RATIO:g}x raw GET p99, "
         f"req/hot key/period <= {GOAL_REQ_PER_PERIOD:g}",
         *notes,
+        load_average(),
     ]
     markdown = print_table(title, columns, rows, notes=notes)
     if args.markdown:
         print()
         print(markdown)
-    return 0
+    mine = next((row for row in rows if row[0] == "cachewarm"), None)
+    if mine is None:
+        return {}
+    return {"hit% all": float(mine[2]), f"hit% hot{hot}": float(mine[3]), "read p50 ms": float(mine[4]),
+            "read p99 ms": float(mine[5]), "raw GET p99 ms": raw.p99 * 1000,
+            "src req/s": float(mine[8].replace(",", "")), "req/hot key/period": float(mine[10])}
 
 
 if __name__ == "__main__":
