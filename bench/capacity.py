@@ -7,6 +7,7 @@ HTTP process answering at once), in one process, phase after phase:
   hit           N x R Cache.get of those keys drawn Zipf (s = 1.1), as the benches read (hit counting and
                 hot-key tracking on, their buffered flushes included: Cache.flush_stats() closes the phase); the
                 ZINCRBYs of the tracking are one per distinct key per flush (0.25 s), so a skewed load pays fewer
+  raw GET       the same reads as plain redis-py GETs of the value keys: the reference a hit is compared with
   refresh       refresh_batch(force=True) of the N keys (the worker's path: claim, HTTP GET, fenced store), 100
                 concurrent fetches over the workers' aiohttp transport
   publish       publish_invalidation(key, version=v) of N events (the writer's side)
@@ -45,7 +46,7 @@ from cachewarm import Cache, publish_invalidation
 from cachewarm.connections import async_client
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh_engine import make_http_client
 from cachewarm.settings import Settings
@@ -167,6 +168,15 @@ def run(servers: CacheServers, keys: int, repeat: int) -> list[Phase]:
 
                 phases.append(Phase("miss (Cache.get, loads)", keys, meter.measure(misses)))
                 phases.append(Phase("hit (Cache.get)", keys * repeat, meter.measure(hits)))
+                raw = servers.client()
+                values = [KeyLayout(settings.key_prefix).value(name) for name in reads]
+
+                def raw_gets() -> None:
+                    for value in values:
+                        raw.get(value)
+
+                phases.append(Phase("raw GET of the same values (reference)", len(values), meter.measure(raw_gets)))
+                raw.close()
             phases.append(Phase("refresh (refresh_batch)", keys, meter.measure(lambda: refresh(settings, names))))
             client = servers.client()
             client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
