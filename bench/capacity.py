@@ -67,6 +67,7 @@ STREAM_COMMANDS = ("xadd", "xreadgroup", "xack", "xautoclaim", "xinfo|stream", "
 class Snapshot:
     calls: dict[str, int] = field(default_factory=dict)
     usec: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)  # error replies (a NOSCRIPT, a MOVED...)
     net_in: int = 0
     net_out: int = 0
     server_cpu: float = 0.0
@@ -78,6 +79,7 @@ class Snapshot:
         names = set(self.calls) | set(other.calls)
         return Snapshot({n: self.calls.get(n, 0) - other.calls.get(n, 0) for n in names},
                         {n: self.usec.get(n, 0) - other.usec.get(n, 0) for n in names},
+                        {n: self.failed.get(n, 0) - other.failed.get(n, 0) for n in names},
                         self.net_in - other.net_in, self.net_out - other.net_out, self.server_cpu - other.server_cpu,
                         self.memory - other.memory, self.client_cpu - other.client_cpu, self.wall - other.wall)
 
@@ -104,6 +106,8 @@ class Meter:
                     command = name.removeprefix("cmdstat_")
                     snap.calls[command] = snap.calls.get(command, 0) + int(value["calls"])
                     snap.usec[command] = snap.usec.get(command, 0) + int(value["usec"])
+                    errors = int(value.get("failed_calls", 0)) + int(value.get("rejected_calls", 0))
+                    snap.failed[command] = snap.failed.get(command, 0) + errors
         return snap
 
     def measure(self, work: Callable[[], None]) -> Snapshot:
@@ -134,6 +138,10 @@ class Phase:
     def commands(self) -> str:
         top = sorted(self.delta.calls.items(), key=lambda item: -item[1])
         return " ".join(f"{name.upper()} {calls / self.ops:.2f}" for name, calls in top if calls / self.ops >= 0.01)
+
+    def failures(self) -> str:
+        failed = sorted(((n, c) for n, c in self.delta.failed.items() if c > 0), key=lambda item: -item[1])
+        return " ".join(f"{name.upper()} {calls / self.ops:.2f}" for name, calls in failed) or "none"
 
     def stream_usec(self) -> float:
         return sum(self.delta.usec.get(name, 0) for name in STREAM_COMMANDS) / self.ops

@@ -469,11 +469,19 @@ def measure_in(args: argparse.Namespace, servers: CacheServers, source: SourcePr
 
     if "batched" in systems:
         log(f"celery: cachewarm batched: {args.keys} keys, {args.processes} processes x {per_process}")
+        from bench.capacity import Meter, Phase
+
+        meter = Meter(servers)
+        before = meter.snapshot()
         rate = celery.run(cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"),
                                    "--pool", "prefork", "--concurrency", str(args.processes), "--loglevel", "INFO",
                                    "--without-gossip", "--without-mingle"],
                           client, args.keys, start_batched, cw_app, "cachewarm")
         row("celery: cachewarm batched", rate, celery.cpu_seconds, args.keys)
+        counted = Phase("batched", args.keys, meter.snapshot().minus(before))
+        log(f"Redis commands per key over the batched row (scans, claims, refreshes): {counted.commands()}; "
+            f"of which error replies: {counted.failures()}")
+        meter.close()
         log(f"refresh:stats after the batched run: {refresh_stats(client, L)}")
     client.close()
     return [
