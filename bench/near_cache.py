@@ -35,7 +35,6 @@ import redis.asyncio
 
 from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.near.link import LINK_NAME
 from cachewarm.near.store import LocalStore
 
 from .common import ZipfSampler, print_table
@@ -188,33 +187,21 @@ def readers(url: str, config: Path, *, local: bool, seconds: float, keys: int) -
 
 
 def correctness(seconds: float) -> list[list[str]]:
-    from tests.support.near_load import run_load, stale_reads
+    from tests.support.near_load import kill_tracking_links, restart_redis, run_load, stale_reads
 
     rows = []
     for name in ("pushes on", "pushes ignored (must be stale)", "tracking connections killed", "redis restarted"):
         with tempfile.TemporaryDirectory() as tmp, RedisServer() as server:
             losses: list[float] = []
-            killer = redis.Redis.from_url(server.url(0))
 
-            def during(name: str = name, server: RedisServer = server, losses: list[float] = losses,
-                       killer: redis.Redis = killer) -> None:
+            def during(name: str = name, server: RedisServer = server, losses: list[float] = losses) -> None:
                 if name == "tracking connections killed":
-                    deadline = time.monotonic() + seconds - 1
-                    while time.monotonic() < deadline:
-                        time.sleep(0.7)
-                        for client in killer.client_list():
-                            if client["name"] == LINK_NAME:
-                                killer.client_kill_filter(_id=client["id"])
+                    kill_tracking_links(server.url(0), seconds - 1)
                 elif name == "redis restarted":
-                    time.sleep(seconds / 3)
-                    server.stop()  # a write acknowledged while it shuts down is lost too: the loss is when it is gone
-                    losses.append(time.monotonic())
-                    time.sleep(0.5)
-                    server.start()
+                    restart_redis(server, seconds / 3, losses)
 
             writes, reads, figures = run_load(server.url(0), Path(tmp), seconds=seconds, keys=200,
                                               no_push=name.startswith("pushes ignored"), during=during)
-            killer.close()
             hits = sum(f["near"]["hits"] for f in figures)
             resets = sum(f["_link"]["resets"] for f in figures)
             bad = stale_reads(writes, reads, losses=losses, ignore_missing=name == "redis restarted")

@@ -5,15 +5,12 @@ acknowledged 5 ms before the read began. The same run with the readers deaf to R
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.near.link import LINK_NAME
-from tests.support.near_load import run_load, stale_reads
+from tests.support.near_load import kill_tracking_links, restart_redis, run_load, stale_reads
 
 SECONDS = 6.0
 KEYS = 200
@@ -41,21 +38,10 @@ def test_the_check_bites_without_pushes(redis_url: str, tmp_path: Path) -> None:
 
 
 def test_killed_tracking_connections(redis_url: str, tmp_path: Path) -> None:
-    killer = redis.Redis.from_url(redis_url)
-    killed = []
-
-    def kill_links() -> None:
-        deadline = time.monotonic() + SECONDS - 1
-        while time.monotonic() < deadline:
-            time.sleep(0.7)
-            for client in killer.client_list():
-                if client["name"] == LINK_NAME:
-                    killer.client_kill_filter(_id=client["id"])
-                    killed.append(client["id"])
-
-    writes, reads, figures = run_load(redis_url, tmp_path, seconds=SECONDS, keys=KEYS, during=kill_links)
-    killer.close()
-    assert len(killed) >= 10
+    killed: list[int] = []
+    writes, reads, figures = run_load(redis_url, tmp_path, seconds=SECONDS, keys=KEYS,
+                                      during=lambda: killed.append(kill_tracking_links(redis_url, SECONDS - 1)))
+    assert killed[0] >= 10
     assert sum(f["_link"]["resets"] for f in figures) >= 4
     assert stale_reads(writes, reads) == []
 
@@ -63,14 +49,8 @@ def test_killed_tracking_connections(redis_url: str, tmp_path: Path) -> None:
 def test_redis_restarted(tmp_path: Path) -> None:
     losses: list[float] = []
     with RedisServer() as server:
-        def restart() -> None:
-            time.sleep(SECONDS / 3)
-            server.stop()  # a write acknowledged while it shuts down is lost too: the loss is when it is gone
-            losses.append(time.monotonic())
-            time.sleep(0.5)
-            server.start()
-
-        writes, reads, _ = run_load(server.url(0), tmp_path, seconds=SECONDS, keys=KEYS, during=restart)
+        writes, reads, _ = run_load(server.url(0), tmp_path, seconds=SECONDS, keys=KEYS,
+                                    during=lambda: restart_redis(server, SECONDS / 3, losses))
     assert losses
     # Readers whose Redis connection broke read from the source for a while (CACHEWARM_REDIS_BACKOFF): those -1s did
     # not come from a cache; a -1 the near cache served is judged.

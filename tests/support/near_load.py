@@ -183,6 +183,36 @@ def stale_reads(writes: Iterable[tuple[int, int, float]], reads: Iterable[Sequen
     return bad
 
 
+def kill_tracking_links(url: str, seconds: float, interval: float = 0.7) -> int:
+    """For `seconds`, every `interval` s, CLIENT KILL every near cache's tracking connection; returns how many."""
+    import redis
+
+    from cachewarm.near.link import LINK_NAME
+
+    killer = redis.Redis.from_url(url)
+    killed = 0
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            for client in killer.client_list():
+                if client["name"] == LINK_NAME:
+                    killer.client_kill_filter(_id=client["id"])
+                    killed += 1
+    finally:
+        killer.close()
+    return killed
+
+
+def restart_redis(server: Any, after: float, losses: list[float]) -> None:
+    """After `after` s, stops the RedisServer (its data is lost), notes when it is gone, and starts it again."""
+    time.sleep(after)
+    server.stop()  # a write acknowledged while it shuts down is lost too: the loss is when it is gone
+    losses.append(time.monotonic())
+    time.sleep(0.5)
+    server.start()
+
+
 def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_rate: float = 1000,
              no_push: bool = False, cluster: bool = False,
              during: Callable[[], None] | None = None) -> tuple[list, list, list[dict]]:
