@@ -1,11 +1,15 @@
 """Running the Lua scripts of cachewarm/lua/: loading, the one NOSCRIPT retry, and pipelines.
 
 Each script is a .lua file (its KEYS, ARGV and reply documented at its top) with lua/preamble.lua prepended. It is
-run by EVALSHA; a NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) sends the call again as EVAL of its source,
-which runs it and caches it in Redis in one command: here and nowhere else. redis-py's own `register_script`
-reloads by itself too, but on pipelines it sends a SCRIPT EXISTS before every execute: a round trip more per
-pipeline, ~20% on a pipeline of 20 calls (measured for issue 9), and the refresh and invalidation paths run one
-pipeline after another.
+run by EVALSHA; a NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) sends a single call again as EVAL of its source,
+which runs it and caches it in Redis in one command: here and nowhere else. A pipeline whose calls got NOSCRIPT
+loads each of their scripts once (SCRIPT LOAD, on every master of a cluster) and sends them again as EVALSHA: on a
+fresh server every call of the first pipeline of a script fails, and resending each as EVAL of the whole source
+cost ~2 full-source EVALs per key in the first scan of a cluster (BENCHMARKS.md, issue 10).
+
+redis-py's own `register_script` reloads by itself too, but on pipelines it sends a SCRIPT EXISTS before every
+execute: a round trip more per pipeline, ~20% on a pipeline of 20 calls (measured for issue 9), and the refresh and
+invalidation paths run one pipeline after another.
 
 A script is called through a typed function of script_calls.py that returns a `Call`: the script, its KEYS (every
 key the script touches, none built inside Lua) and ARGV, and how to decode the reply into a named result. `run`,
@@ -68,8 +72,19 @@ class Call(Generic[R]):
     decode: Callable[[Any], R]
 
     def queue(self, pipe: Pipeline | AsyncPipeline) -> None:
-        # execute_command, not pipe.evalsha: redis-py's cluster pipelines refuse the evalsha method, yet route the
-        # command itself by its first key like any other (all of a call's keys are in one slot: keys.py).
+        # execute_command, not pipe.evalsha: redis-py's cluster pipelines refuse the evalsha method. The sync
+        # cluster pipeline of redis-py 8.1 would ask the server (COMMAND GETKEYS, a round trip) for every EVALSHA
+        # it routes; it is given the node owning the first key's slot instead (all of a call's keys are in one
+        # slot: keys.py). A MOVED/ASK reply is resent by redis-py routed afresh, as without `target_nodes`.
+        if isinstance(pipe, redis.cluster.ClusterPipeline) and self.keys:
+            try:
+                node = pipe.nodes_manager.get_node_from_slot(pipe.keyslot(self.keys[0]))
+            except redis.exceptions.SlotNotCoveredError:  # a failed master's slots: left to redis-py's routing
+                node = None
+            if node is not None:
+                pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args,
+                                     target_nodes=node)
+                return
         pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
 
     def queue_source(self, pipe: Pipeline | AsyncPipeline) -> None:
@@ -114,11 +129,19 @@ def _queued(pipe: Any, calls: Sequence[Call[Any]]) -> Any:
     return pipe
 
 
-def _queue_retry(pipe: Any, calls: Sequence[Call[Any]], again: list[int]) -> Any:
-    """Queues, as EVAL of their source, the calls whose script Redis lacked (which loads it again)."""
+def _queue_retry(pipe: Any, calls: Sequence[Call[Any]], again: list[int], *, source: bool) -> Any:
+    """Queues the calls whose script Redis lacked: as EVALSHA once their scripts are loaded, else as EVAL of their
+    source (which loads it)."""
     for i in again:
-        calls[i].queue_source(pipe)
+        if source:
+            calls[i].queue_source(pipe)
+        else:
+            calls[i].queue(pipe)
     return pipe
+
+
+def _scripts_of(calls: Sequence[Call[Any]], again: list[int]) -> list[Script]:
+    return list({calls[i].script.sha: calls[i].script for i in again}.values())
 
 
 def _splice(replies: list[Any], again: list[int], retried: list[Any]) -> list[Any]:
@@ -130,15 +153,22 @@ def _splice(replies: list[Any], again: list[int], retried: list[Any]) -> list[An
 def execute(client: redis.Redis, calls: Sequence[Call[Any]],
             then: Callable[[Pipeline], None] | None = None) -> list[Any]:
     """Sends calls (then the plain commands `then` queues) in one pipeline, errors returned in place. Calls whose
-    script Redis did not have are sent again as EVAL (one more round trip): only those, so nothing runs twice."""
+    script Redis did not have are sent again (only those, so nothing runs twice), after one SCRIPT LOAD per
+    script."""
     pipe = _queued(client.pipeline(transaction=False), calls)
     if then is not None:
         then(pipe)
     replies: list[Any] = pipe.execute(raise_on_error=False)
     again = _unloaded(calls, replies)
-    if again:
-        _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again).execute(
+    if again:  # SCRIPT LOAD goes to every master of a cluster (redis-py routes it so)
+        for missing in _scripts_of(calls, again):
+            client.script_load(missing.source)
+        _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again, source=False).execute(
             raise_on_error=False))
+        again = _unloaded(calls, replies)  # a node that lost them meanwhile (a failover): EVAL, which cannot miss
+        if again:
+            _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again,
+                                                 source=True).execute(raise_on_error=False))
     return _decoded(calls, replies)
 
 
@@ -147,6 +177,12 @@ async def aexecute(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> l
     replies: list[Any] = await _queued(client.pipeline(transaction=False), calls).execute(raise_on_error=False)
     again = _unloaded(calls, replies)
     if again:
-        _splice(replies, again, await _queue_retry(client.pipeline(transaction=False), calls, again).execute(
-            raise_on_error=False))
+        for missing in _scripts_of(calls, again):
+            await client.script_load(missing.source)  # type: ignore[misc]
+        _splice(replies, again, await _queue_retry(client.pipeline(transaction=False), calls, again,
+                                                   source=False).execute(raise_on_error=False))
+        again = _unloaded(calls, replies)
+        if again:
+            _splice(replies, again, await _queue_retry(client.pipeline(transaction=False), calls, again,
+                                                       source=True).execute(raise_on_error=False))
     return _decoded(calls, replies)
