@@ -17,6 +17,7 @@ from tests.support.redis_cluster import RedisCluster
 pytestmark = pytest.mark.timeout(60)
 
 LAYOUT = KeyLayout("cw")
+ClusterAndMasters = tuple[redis.cluster.RedisCluster, list[redis.Redis]]
 
 
 def masters(cluster: RedisCluster) -> list[redis.Redis]:
@@ -41,7 +42,7 @@ def calls_of(nodes: list[redis.Redis]) -> dict[str, int]:
 
 
 @pytest.fixture
-def cluster(redis_cluster: RedisCluster) -> Iterator[tuple[redis.cluster.RedisCluster, list[redis.Redis]]]:
+def cluster(redis_cluster: RedisCluster) -> Iterator[ClusterAndMasters]:
     redis_cluster.flush()
     client = redis_cluster.client(socket_timeout=5)
     nodes = masters(redis_cluster)
@@ -56,7 +57,7 @@ def invalidations(n: int) -> list[scripts.Call[script_calls.Invalidated]]:
 
 
 def test_a_pipelined_call_asks_the_server_nothing(
-        cluster: tuple[redis.cluster.RedisCluster, list[redis.Redis]]) -> None:
+        cluster: ClusterAndMasters) -> None:
     client, nodes = cluster
     scripts.execute(client, invalidations(3))  # the script loaded on every master
     for node in nodes:
@@ -70,7 +71,7 @@ def test_a_pipelined_call_asks_the_server_nothing(
 
 
 async def test_the_async_pipeline_neither(redis_cluster: RedisCluster,
-                                          cluster: tuple[redis.cluster.RedisCluster, list[redis.Redis]]) -> None:
+                                          cluster: ClusterAndMasters) -> None:
     _, nodes = cluster
     client = redis.asyncio.cluster.RedisCluster.from_url(redis_cluster.url, socket_timeout=5)
     try:
@@ -87,7 +88,7 @@ async def test_the_async_pipeline_neither(redis_cluster: RedisCluster,
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_a_fresh_cluster_loads_each_script_once_per_master(
-        flavour: str, redis_cluster: RedisCluster, cluster: tuple[redis.cluster.RedisCluster, list[redis.Redis]]) -> None:
+        flavour: str, redis_cluster: RedisCluster, cluster: ClusterAndMasters) -> None:
     client, nodes = cluster
     for node in nodes:
         node.script_flush()
@@ -113,7 +114,7 @@ def _node_id(node: redis.Redis) -> str:
     return str(node.execute_command("CLUSTER", "MYID")).removeprefix("b'").removesuffix("'")
 
 
-def test_a_moved_slot_is_followed(cluster: tuple[redis.cluster.RedisCluster, list[redis.Redis]]) -> None:
+def test_a_moved_slot_is_followed(cluster: ClusterAndMasters) -> None:
     """The client's slot table goes stale (an empty slot handed to another master behind its back): the call
     routed to the old owner gets MOVED and redis-py sends it again to the new one; every call runs once."""
     client, nodes = cluster
