@@ -5,6 +5,7 @@ as EVAL of its source, and a slot that moved (MOVED) or a script a node lost sti
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -17,7 +18,7 @@ from tests.support.redis_cluster import RedisCluster
 pytestmark = pytest.mark.timeout(60)
 
 LAYOUT = KeyLayout("cw")
-ClusterAndMasters = tuple[redis.cluster.RedisCluster, list[redis.Redis]]
+ClusterAndMasters = tuple[Any, list[redis.Redis]]  # a RedisCluster, typed loosely (redis-py's stubs)
 
 
 def masters(cluster: RedisCluster) -> list[redis.Redis]:
@@ -110,7 +111,7 @@ async def test_a_fresh_cluster_loads_each_script_once_per_master(
     assert int(client.hget(LAYOUT.fence("item:7"), "v") or 0) == 8
 
 
-def _node_id(node: redis.Redis) -> str:
+def _node_id(node: Any) -> str:
     return str(node.execute_command("CLUSTER", "MYID")).removeprefix("b'").removesuffix("'")
 
 
@@ -122,8 +123,8 @@ def test_a_moved_slot_is_followed(cluster: ClusterAndMasters) -> None:
     key = "item:moved"
     slot = client.keyslot(LAYOUT.fence(key))
     owner = client.nodes_manager.get_node_from_slot(slot)
-    old = next(n for n in nodes if n.connection_pool.connection_kwargs["port"] == owner.port)
-    new = next(n for n in nodes if n is not old)
+    old: Any = next(n for n in nodes if n.connection_pool.connection_kwargs["port"] == owner.port)
+    new: Any = next(n for n in nodes if n is not old)
     new_id, old_id = _node_id(new), _node_id(old)
     try:
         for node in (new, old):  # the slot is empty (flushed): it can be handed over without MIGRATE
