@@ -53,6 +53,7 @@ MAX_BACKOFF = 5.0
 # are removed from the group (removing one with pending entries would lose them, so those are left to XAUTOCLAIM).
 PRUNE_IDLE_MS = 3_600_000
 PRUNE_INTERVAL = 300.0
+HANDOFF_RETRY_MS = 10  # the longest wait while hot keys wait for room in the hand-off to the refresher
 
 
 def consumer_name() -> str:
@@ -198,7 +199,11 @@ class InvalidationConsumer:
             if own:
                 return handled + self.handle(own, self._deliveries(own))
             self._read_own_pending = False
-        new = self._read_new(self.block_ms if block_ms is None else block_ms)
+        wait = self.block_ms if block_ms is None else block_ms
+        if getattr(self.on_hot_keys, "backlog", 0):  # a hand-off (handoff.py) that had no room for some hot keys
+            self._hot_safe([])
+            wait = min(wait, HANDOFF_RETRY_MS)
+        new = self._read_new(wait)
         if new:
             handled += self.handle(new, {}, defer_ack=True)
         return handled

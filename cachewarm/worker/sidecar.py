@@ -7,10 +7,16 @@ logging handler's) stays held in the child forever, and the child blocks on it t
 how a `worker -B` used to start with a dead beat about one time in five: the consumer's thread was importing a
 codec as the beat forked. So the main process runs no thread of cachewarm's; the services that need threads run
 here, in a process of their own that is started with fork + exec (`subprocess`, nothing inherited but the
-environment) and never forks itself. Its refresh engine (for the hot keys the consumer names) is its own too.
+environment) and forks nothing but that same way. Its refresh engine (for the hot keys the consumer names) is
+its own too.
+
+The invalidation consumer itself runs in one more process, the sidecar's child (invalidation_process.py, fork +
+exec again), so that its round trips never wait for a GIL held by the engine's refresh work; it hands the hot keys
+its events name to the engine here through a pipe, read by a thread of this process.
 
 Started and stopped by `sidecar_step.SidecarStep`; it also exits within about a second when its worker is gone
-(a kill -9 of the main process), leaving its unacknowledged entries pending for another consumer to claim.
+(a kill -9 of the main process), and its consumer's process within about a second of it, leaving their
+unacknowledged entries pending for another consumer to claim.
 Run by hand for a look: ``python -m cachewarm.worker.sidecar --parent PID``.
 """
 
@@ -28,11 +34,11 @@ from typing import TYPE_CHECKING, Self
 from .. import refresh_engine
 from ..errors import ConfigError
 from ..heartbeat import NodeBeat
-from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
 from ..settings import Settings
+from .invalidation_process import ConsumerProcess
 
 if TYPE_CHECKING:
     from ..metrics.server import MetricsServer
@@ -60,14 +66,17 @@ def engine_refresher(settings: Settings) -> HotRefresher:
 
 
 class Sidecar:
-    """The node's threads: the invalidation consumer (handing hot keys to this process's refresh engine) and the
-    metrics endpoint (summing every process of the node through the multiprocess directory)."""
+    """The node's services: the invalidation consumer's process (handing hot keys to this process's refresh
+    engine), the metrics endpoint (summing every process of the node through the multiprocess directory) and the
+    outbox relay."""
 
-    def __init__(self, settings: Settings, *, consume: bool = True, serve_metrics: bool = True) -> None:
+    def __init__(self, settings: Settings, *, consume: bool = True, serve_metrics: bool = True,
+                 loglevel: str = "INFO") -> None:
         self.settings = settings
         self.consume = consume
         self.serve_metrics = serve_metrics
-        self.consumer: InvalidationConsumer | None = None
+        self.loglevel = loglevel
+        self.consumer: ConsumerProcess | None = None
         self.refresher: HotRefresher | None = None
         self._server: MetricsServer | None = None
         self.relay: Relay | None = None
@@ -85,12 +94,16 @@ class Sidecar:
             self.relay = start_relay(self.settings, serve_metrics=self.serve_metrics)
         if self.consume:
             self.refresher = engine_refresher(self.settings)
-            self.consumer = InvalidationConsumer(self.settings, keyspaces=keyspaces, on_hot_keys=self.refresher)
-            self.consumer.start()
-            log.info("cachewarm invalidation consumer %s started", self.consumer.name)
+            self.consumer = ConsumerProcess(self.refresher, loglevel=self.loglevel,
+                                            metrics=self.serve_metrics).start()
         else:
             log.info("cachewarm invalidation consumer disabled (%s=0)", CONSUMER_ENV)
         return self
+
+    def check(self) -> None:
+        """Starts the consumer's process again if it died."""
+        if self.consumer is not None:
+            self.consumer.check()
 
     def close(self) -> None:
         if self.relay is not None:
@@ -127,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     try:
         settings = Settings.load()
-        sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics).start()
+        sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics,
+                          loglevel=args.loglevel.upper()).start()
     except ConfigError as exc:
         log.error("cachewarm sidecar not started: %s", exc)
         return 2
@@ -136,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         node.beat()
         while not stop.wait(PARENT_CHECK_INTERVAL):
             node.beat()
+            sidecar.check()
             if args.parent and os.getppid() != args.parent:
                 log.warning("cachewarm sidecar: worker %d is gone; exiting", args.parent)
                 break
