@@ -7,6 +7,8 @@ switched on at runtime, so the cache can be shown (and tested) against a source 
                                  "garbage_rate": 0, "status_override": null, "seed": 1}   (any subset)
     GET  /_control              current settings
     POST /_control/bump/{id}    a writer commits a change: version + 1, new price; returns the new item
+    POST /_control/bump         {"ids": [...]}: many writers' commits at once (each one a bump, in order);
+                                returns {"versions": [...]} (null for an unknown id)
     PUT  /_control/item/{id}    set an item's body (its version from the body's "version" when present)
     DELETE /_control/item/{id}  the item no longer exists (reads answer 404)
     GET  /_stats                {"requests", "by_path" (top 1000), "by_status", "in_flight", "max_in_flight"}
@@ -226,6 +228,13 @@ def build_app(state: SourceState) -> web.Application:
         item = state.bump(request.match_info["id"])
         return _json_response(item) if item is not None else _json_response({"error": "not found"}, 404)
 
+    async def bump_many(request: web.Request) -> web.Response:
+        ids = (await _json_body(request)).get("ids")
+        if not isinstance(ids, list):
+            return _json_response({"error": "ids must be a list"}, 400)
+        items = [state.bump(str(i)) for i in ids]
+        return _json_response({"versions": [item["version"] if item is not None else None for item in items]})
+
     async def put_item(request: web.Request) -> web.Response:
         try:
             return _json_response(state.put(request.match_info["id"], await _json_body(request)))
@@ -249,6 +258,7 @@ def build_app(state: SourceState) -> web.Application:
         web.get("/_control", get_control),
         web.post("/_control", post_control),
         web.post("/_control/bump/{id}", bump),
+        web.post("/_control/bump", bump_many),
         web.put("/_control/item/{id}", put_item),
         web.delete("/_control/item/{id}", delete_item),
         web.get("/_stats", get_stats),
