@@ -5,7 +5,9 @@ run by EVALSHA; a NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) sends a sing
 which runs it and caches it in Redis in one command: here and nowhere else. A pipeline whose calls got NOSCRIPT
 loads each of their scripts once (SCRIPT LOAD, on every master of a cluster) and sends them again as EVALSHA: on a
 fresh server every call of the first pipeline of a script fails, and resending each as EVAL of the whole source
-cost ~2 full-source EVALs per key in the first scan of a cluster (BENCHMARKS.md, issue 10).
+cost ~2 full-source EVALs per key in the first scan of a cluster (BENCHMARKS.md, issue 10). A pipeline of
+PRELOAD_AT calls or more of a script this client has not yet seen run loads it first (one SCRIPT LOAD per client and
+script), so that first pipeline does not fail call by call either.
 
 redis-py's own `register_script` reloads by itself too, but on pipelines it sends a SCRIPT EXISTS before every
 execute: a round trip more per pipeline, ~20% on a pipeline of 20 calls (measured for issue 9), and the refresh and
@@ -19,6 +21,7 @@ key the script touches, none built inside Lua) and ARGV, and how to decode the r
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -129,6 +132,28 @@ def _queued(pipe: Any, calls: Sequence[Call[Any]]) -> Any:
     return pipe
 
 
+PRELOAD_AT = 8  # calls of one script in a pipeline from which an unseen script is loaded before sending
+_seen: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()  # client -> scripts seen run or loaded
+
+
+def _unseen(client: Any, calls: Sequence[Call[Any]]) -> list[Script]:
+    """The scripts of PRELOAD_AT calls or more this client has not yet run or loaded (they go to SCRIPT LOAD)."""
+    if len(calls) < PRELOAD_AT:
+        return []
+    seen = _seen.setdefault(client, set())
+    if all(call.script.sha in seen for call in calls):
+        return []
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call.script.sha] = counts.get(call.script.sha, 0) + 1
+    return [s for s in {c.script.sha: c.script for c in calls}.values()
+            if s.sha not in seen and counts[s.sha] >= PRELOAD_AT]
+
+
+def _mark_seen(client: Any, calls: Sequence[Call[Any]]) -> None:
+    _seen.setdefault(client, set()).update({call.script.sha for call in calls})
+
+
 def _queue_retry(pipe: Any, calls: Sequence[Call[Any]], again: list[int], *, source: bool) -> Any:
     """Queues the calls whose script Redis lacked: as EVALSHA once their scripts are loaded, else as EVAL of their
     source (which loads it)."""
@@ -155,12 +180,15 @@ def execute(client: redis.Redis, calls: Sequence[Call[Any]],
     """Sends calls (then the plain commands `then` queues) in one pipeline, errors returned in place. Calls whose
     script Redis did not have are sent again (only those, so nothing runs twice), after one SCRIPT LOAD per
     script."""
+    unseen = _unseen(client, calls)
+    for missing in unseen:  # SCRIPT LOAD goes to every master of a cluster (redis-py routes it so)
+        client.script_load(missing.source)
     pipe = _queued(client.pipeline(transaction=False), calls)
     if then is not None:
         then(pipe)
     replies: list[Any] = pipe.execute(raise_on_error=False)
     again = _unloaded(calls, replies)
-    if again:  # SCRIPT LOAD goes to every master of a cluster (redis-py routes it so)
+    if again:
         for missing in _scripts_of(calls, again):
             client.script_load(missing.source)
         _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again, source=False).execute(
@@ -169,11 +197,16 @@ def execute(client: redis.Redis, calls: Sequence[Call[Any]],
         if again:
             _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again,
                                                  source=True).execute(raise_on_error=False))
+    if len(calls) >= PRELOAD_AT:  # each of their scripts has now run or been loaded
+        _mark_seen(client, calls)
     return _decoded(calls, replies)
 
 
 async def aexecute(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> list[Any]:
     """`execute` for the async client (calls only)."""
+    unseen = _unseen(client, calls)
+    for missing in unseen:
+        await client.script_load(missing.source)  # type: ignore[misc]
     replies: list[Any] = await _queued(client.pipeline(transaction=False), calls).execute(raise_on_error=False)
     again = _unloaded(calls, replies)
     if again:
@@ -185,4 +218,6 @@ async def aexecute(client: redis.asyncio.Redis, calls: Sequence[Call[Any]]) -> l
         if again:
             _splice(replies, again, await _queue_retry(client.pipeline(transaction=False), calls, again,
                                                        source=True).execute(raise_on_error=False))
+    if len(calls) >= PRELOAD_AT:
+        _mark_seen(client, calls)
     return _decoded(calls, replies)

@@ -9,6 +9,13 @@ key carrying the tag). The walks of every tag event of the batch share one pipel
 the previous step's invalidations and the next ZSCAN: one round trip more than the batch's own when a tag had
 members. Members stay in the set (a load may still be in flight), so an event applied again walks them again.
 
+A keyspace with ``fence_replica_wait`` (keyspaces.py) has the pipeline that invalidated its keys end with ``WAIT 1
+<ms>`` on each master that holds some of them (same connection, after the scripts): the events count as applied once
+a replica has the bumps and floors, or the wait ran out. A wait that ran out (no replica acknowledged: one is down,
+lagging, or a failover just left the master without one) is counted in ``Applied.unreplicated`` and the events are
+applied and acknowledged all the same: the master has them, retrying cannot make a replica catch up, and leaving
+them pending would dead-letter every event of the keyspace while a replica is down (docs/SCALING.md).
+
 The caller learns which of the invalidated keys are hot (pinned, or decayed reads above ``hot_threshold``, as in
 access.py), each once however many events named it, so it can refresh them straight away.
 """
@@ -16,7 +23,7 @@ access.py), each once however many events named it, so it can refresh them strai
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +47,18 @@ class Applied:
     errors: dict[str, str] = field(default_factory=dict)       # entry id -> the Redis error, for the log
     keys: list[str] = field(default_factory=list)              # invalidated keys, each once, in order
     hot: list[str] = field(default_factory=list)               # those of them that are hot (with `hotness`)
+    unreplicated: int = 0  # WAITs (fence_replica_wait) that ran out before a replica acknowledged
 
 
 def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLayout, fence_ttl: int,
-                 hotness: Hotness | None = None) -> Applied:
+                 hotness: Hotness | None = None, keyspaces: KeyspaceRegistry | None = None) -> Applied:
     """Applies every event (in order: a later event of a key is applied after an earlier one). With `hotness`,
-    also finds which invalidated keys are hot (`Applied.hot`), reading it in the same round trip for key events."""
+    also finds which invalidated keys are hot (`Applied.hot`), reading it in the same round trip for key events.
+    `keyspaces` (or hotness's) tells which keys' fences are waited for (``fence_replica_wait``)."""
     result = Applied()
     if not events:
         return result
+    waits = _ReplicaWaits(client, layout, keyspaces or (hotness.keyspaces if hotness is not None else None), result)
     seen: dict[str, None] = {}
     by_space = (_by_keyspace([e.target for e in events if e.kind == "key"], hotness.keyspaces)
                 if hotness is not None else {})
@@ -56,8 +66,10 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
     calls = [script_calls.invalidate_key(layout, key=e.target, version=e.version, fence_ttl=fence_ttl)
              if e.kind == "key" else script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH)
              for e in events]
-    replies = scripts.execute(client, calls, lambda pipe: _queue_hot(pipe, by_space, layout))
-    tag_replies = _drain_tags(client, layout, events, replies, fence_ttl)
+    waited = waits.keys([e.target for e in events if e.kind == "key"])
+    replies = scripts.execute(client, calls, waits.after(waited, lambda pipe: _queue_hot(pipe, by_space, layout)))
+    waits.count(replies, waited)
+    tag_replies = _drain_tags(client, layout, events, replies, fence_ttl, waits)
     for i, event in enumerate(events):
         reply = tag_replies.get(i, replies[i])
         if isinstance(reply, Exception):
@@ -85,7 +97,7 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
 
 
 def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event], replies: list[Any],
-                fence_ttl: int) -> dict[int, list[bytes] | Exception]:
+                fence_ttl: int, waits: _ReplicaWaits) -> dict[int, list[bytes] | Exception]:
     """Walks each tag event's member set (its first TAG_MEMBERS reply is in `replies`) and invalidates every member,
     the walks' steps in one pipeline each; returns, per tag event (by index), the members invalidated or the
     first error (the event is then left pending and walked again from the start)."""
@@ -110,7 +122,9 @@ def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event],
                 calls.append(script_calls.tag_members(layout, tag=events[i].target, cursor=step.cursor,
                                                       count=TAG_BATCH))
             spans.append((start, len(calls), more))
-        results = scripts.execute(client, calls)
+        waited = waits.keys([m.decode("utf-8", "surrogateescape") for i in order for m in steps[i].members])
+        results = scripts.execute(client, calls, waits.after(waited))
+        waits.count(results, waited)
         for i, (start, end, more) in zip(order, spans, strict=True):
             done, mine = out[i], results[start:end]
             failed = next((r for r in mine if isinstance(r, Exception)), None)
@@ -124,6 +138,52 @@ def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event],
             else:
                 del steps[i]
     return out
+
+
+class _ReplicaWaits:
+    """The WAITs of `fence_replica_wait`: one per master holding waited keys, at the end of their pipeline."""
+
+    def __init__(self, client: redis.Redis, layout: KeyLayout, keyspaces: KeyspaceRegistry | None,
+                 result: Applied) -> None:
+        self.client, self.layout, self.result = client, layout, result
+        self.ms = {ks.name: int(ks.config.fence_replica_wait * 1000) for ks in keyspaces or ()
+                   if ks.config.fence_replica_wait > 0}
+        self.keyspaces = keyspaces
+
+    def keys(self, keys: Sequence[str]) -> dict[Any, int]:
+        """The masters to WAIT on (None: the one Redis) and each one's timeout in ms, for these invalidated keys."""
+        if not self.ms or self.keyspaces is None:
+            return {}
+        nodes: dict[Any, int] = {}
+        cluster = scripts.is_cluster(self.client)
+        for key in keys:
+            try:
+                found = self.keyspaces.find(key)
+            except ValueError:
+                continue
+            ms = self.ms.get(found[0].name, 0) if found is not None else 0
+            if ms:
+                node = (self.client.nodes_manager.get_node_from_slot(  # type: ignore[attr-defined]
+                    self.client.keyslot(self.layout.fence(key))) if cluster else None)  # type: ignore[attr-defined]
+                nodes[node] = max(ms, nodes.get(node, 0))
+        return nodes
+
+    @staticmethod
+    def after(nodes: dict[Any, int], first: Callable[[Any], None] | None = None) -> Callable[[Any], None]:
+        """What queues `first`'s commands, then the WAITs (last: their replies are the pipeline's last)."""
+        def queue(pipe: Any) -> None:
+            if first is not None:
+                first(pipe)
+            for node, ms in nodes.items():
+                if node is None:
+                    pipe.execute_command("WAIT", 1, ms)
+                else:
+                    pipe.execute_command("WAIT", 1, ms, target_nodes=node)
+        return queue
+
+    def count(self, replies: list[Any], nodes: dict[Any, int]) -> None:
+        if nodes:
+            self.result.unreplicated += sum(1 for r in replies[-len(nodes):] if isinstance(r, Exception) or r < 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,7 +340,10 @@ class InvalidationConsumer:
         if not events:
             return len(entries)
         applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl,
-                               hotness=self._hotness if self.on_hot_keys is not None else None)
+                               hotness=self._hotness if self.on_hot_keys is not None else None,
+                               keyspaces=self.keyspaces)
+        if applied.unreplicated:  # fence_replica_wait ran out (apply.py): applied all the same
+            self.stats["unreplicated"] += applied.unreplicated
         if self.on_hot_keys is not None and applied.hot:  # first: the refresh starts before any bookkeeping
             self.stats["hot"] += len(applied.hot)
             try:
