@@ -8,7 +8,8 @@ Rows, all in this one run against the same redis-server and source:
   floor: aiohttp + SET PX    the least a Python refresher does (issue 12): one asyncio process, aiohttp GET of each
                              key, the answers written by pipelined SET PX; no Celery, no Lua, no fence
   transport: httpx default   refresh_batch in this process over httpx's default transport (no Celery)
-  transport: httpx-aiohttp   the same over httpx_aiohttp.AiohttpTransport (what the workers use)
+  transport: httpx-aiohttp   the same over httpx_aiohttp.AiohttpTransport (what the workers used before issue 12)
+  transport: aiohttp pool    the same over sources.HttpPool, aiohttp called directly (what the workers use)
   celery: one task per key   the baseline: every key its own Celery task (threads pool, --concurrency threads),
                              each task running the same refresh path for its one key
   celery: cachewarm batched  `celery -A cachewarm.worker worker -B` (prefork, --processes processes sharing the
@@ -66,6 +67,7 @@ from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh import stats as refresh_stats
 from cachewarm.refresh_engine import make_http_client
 from cachewarm.settings import Settings
+from cachewarm.sources import SourceClient
 
 L = KeyLayout()
 GOAL = 1500.0
@@ -172,6 +174,19 @@ def group_members(pgid: int) -> dict[int, float]:
     return members
 
 
+def process_label(pid: int, leader: int) -> str:
+    """A worker node's process, by role: main (the group's leader), an exec'd process by its module's last name
+    (sidecar, ...), or a forked child (pool or beat: Celery does not retitle them without setproctitle) and its pid."""
+    if pid == leader:
+        return "main"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return f"pid {pid}"
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    return module.rsplit(".", 1)[-1] if module.startswith("cachewarm.") else f"child {pid}"
+
+
 def kill_group(pgid: int, grace: float = STOP_GRACE, leader: subprocess.Popen[bytes] | None = None) -> None:
     """SIGTERM to the whole group, then SIGKILL to whatever of it is left after `grace` seconds."""
     try:
@@ -223,6 +238,22 @@ def py_spy_dumps(pgid: int, directory: Path) -> list[Path]:
     return paths
 
 
+def py_spy_record(members: dict[int, float], leader: int, directory: Path, name: str) -> list[subprocess.Popen[bytes]]:
+    """`py-spy record` of every process of a worker node (--profile): collapsed stacks, one file per process,
+    written when the row's last key is (the profilers get SIGINT)."""
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if exe is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    directory.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for pid in sorted(members):
+        out = directory / f"{name}-{process_label(pid, leader).replace(' ', '-')}.txt"
+        profilers.append(subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                           "--nonblocking", "--threads", "-o", str(out)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return profilers
+
+
 class ShortRun(RuntimeError):
     """The run stopped short of its keys."""
 
@@ -248,13 +279,25 @@ def wait_written(client: redis.Redis, n: int, timeout: float, stall: float,
         time.sleep(0.02)
 
 
-def transport_row(settings: Settings, n: int, concurrency: int, aiohttp: bool) -> tuple[float, float]:
-    """Keys/s and this process's CPU seconds for n keys through refresh_batch."""
+TRANSPORTS = {"httpx default": "transport: httpx default", "httpx-aiohttp": "transport: httpx-aiohttp",
+              "pool": "transport: aiohttp pool"}
+
+
+def transport_row(settings: Settings, n: int, concurrency: int, transport: str) -> tuple[float, float]:
+    """Keys/s and this process's CPU seconds for n keys through refresh_batch over `transport` (TRANSPORTS)."""
+    def client() -> SourceClient:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        if transport == "pool":
+            return make_http_client(settings, concurrency=concurrency)
+        if transport == "httpx-aiohttp":
+            from httpx_aiohttp import AiohttpTransport
+
+            return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=settings.source_timeout,
+                                     limits=limits)
+        return httpx.AsyncClient(timeout=settings.source_timeout, limits=limits)
+
     async def go() -> tuple[float, float]:
-        http = (make_http_client(settings, concurrency=concurrency) if aiohttp else
-                httpx.AsyncClient(timeout=settings.source_timeout,
-                                  limits=httpx.Limits(max_connections=concurrency,
-                                                      max_keepalive_connections=concurrency)))
+        http = client()
         ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=10, cluster=settings.redis_cluster),
                              http, "bench")
         try:
@@ -282,9 +325,10 @@ class CeleryRow:
     """Runs one Celery worker node (its own process group) for a row; measures keys/s and the CPU its processes
     spent on the way (the sum over every process of the group: main, pool children, beat, sidecar)."""
 
-    def __init__(self, workdir: Path, stall: float) -> None:
+    def __init__(self, workdir: Path, stall: float, profile: Path | None = None) -> None:
         self.workdir = workdir
         self.stall = stall
+        self.profile = profile
         self.cpu_seconds = 0.0
 
     def run(self, env: dict[str, str], args: list[str], client: redis.Redis, n: int, start_work: Callable[[], None],
@@ -300,6 +344,7 @@ class CeleryRow:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise ShortRun(f"{name} worker did not start: see {log_path}")
             before = group_members(proc.pid)
+            profilers = py_spy_record(before, proc.pid, self.profile, name) if self.profile else []
             start = time.monotonic()
             start_work()
             try:
@@ -315,7 +360,15 @@ class CeleryRow:
                                f"{'; py-spy dumps saved' if dumps else ''}") from None
             elapsed = time.monotonic() - start
             after = group_members(proc.pid)
-            self.cpu_seconds = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)   # py-spy writes its profile on SIGINT
+            for profiler in profilers:
+                profiler.wait(30)
+            spent = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
+            self.cpu_seconds = sum(spent.values())
+            log(f"{name}: CPU ms/key by process: " + ", ".join(
+                f"{process_label(pid, proc.pid)} {ms * 1000 / n:.2f}"
+                for pid, ms in sorted(spent.items(), key=lambda item: -item[1])))
             return n / elapsed
         finally:
             kill_group(proc.pid, leader=proc)
@@ -336,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a Celery row fails when no key is refreshed for this many seconds")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the workers' logs into this directory (a failed run keeps them anyway)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy record every process of each Celery row's worker into this directory")
     parser.add_argument("--markdown", action="store_true")
     add_topology_arg(parser)
     args = parser.parse_args(argv)
@@ -422,11 +477,10 @@ def measure_in(args: argparse.Namespace, servers: CacheServers, source: SourcePr
         log(f"floor: aiohttp GET + pipelined SET PX: {args.keys} keys, concurrency {args.concurrency}")
         row("floor: aiohttp + SET PX", *floor_row(servers, source.url, args.keys, args.concurrency, 600_000),
             args.keys)
-    for aiohttp in (False, True) if "transport" in systems else ():
+    for transport, name in TRANSPORTS.items() if "transport" in systems else ():
         servers.flush()
-        name = "transport: httpx-aiohttp" if aiohttp else "transport: httpx default"
         log(f"{name}: {args.transport_keys} keys, concurrency {args.concurrency}")
-        row(name, *transport_row(settings, args.transport_keys, args.concurrency, aiohttp), args.transport_keys)
+        row(name, *transport_row(settings, args.transport_keys, args.concurrency, transport), args.transport_keys)
 
     env = {**os.environ, **servers.env(), "CACHEWARM_CONFIG": str(config), "CACHEWARM_METRICS_PORT": "0",
            "CACHEWARM_SOURCE_TIMEOUT": "30",
@@ -434,7 +488,7 @@ def measure_in(args: argparse.Namespace, servers: CacheServers, source: SourcePr
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                       os.environ.get("PYTHONPATH")) if p)}
     keys = keys_of(args.keys)
-    celery = CeleryRow(workdir, args.stall)
+    celery = CeleryRow(workdir, args.stall, args.profile)
 
     # baseline: one task per key
     servers.flush()

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-import httpx
 import redis
 import redis.asyncio
 
@@ -48,7 +47,7 @@ from .outcomes import RefreshOutcome
 from .plans import Plan, Planner
 from .script_calls import LeaseStatus, RemoveStatus, WriteStatus
 from .settings import Settings
-from .sources import Fetched
+from .sources import Fetched, SourceClient
 
 R = TypeVar("R")
 
@@ -108,7 +107,7 @@ class RefreshContext:
 
     settings: Settings
     redis: redis.asyncio.Redis
-    http: httpx.AsyncClient
+    http: SourceClient     # the workers' sources.HttpPool (make_http_client), or an httpx.AsyncClient
     worker_id: str
     keyspaces: KeyspaceRegistry | None = None
     core: Planner = field(init=False)

@@ -2,11 +2,12 @@
 
 Celery's prefork pool runs tasks in synchronous child processes; a refresh task hands its batch to this loop
 (`submit`) and waits only while the loop already runs MAX_IN_FLIGHT batches (tasks/refresh.py, `wait_below`), so
-the child takes its next task while the previous batch still waits for its slowest keys. The loop, its
-httpx.AsyncClient (one connection pool for the life of the process, on the aiohttp transport: measured at
-concurrency 100 against a 50 ms source it sustains close to the 2,000 requests/s physical limit where httpx's
-default transport stalls near 130/s, encode/httpx#3215), its async Redis client and the worker's heartbeat are
-created on first use and created again in a forked child (a loop or a socket cannot cross a fork).
+the child takes its next task while the previous batch still waits for its slowest keys. The loop, its HTTP
+client (sources.HttpPool: one aiohttp connection pool for the life of the process, called directly: measured at
+concurrency 100 against a 50 ms source, httpx's default transport stalls near 130 requests/s, encode/httpx#3215,
+and httpx over aiohttp's transport spent about a third of a refresh's CPU in httpx, issue 12), its async Redis
+client and the worker's heartbeat are created on first use and created again in a forked child (a loop or a
+socket cannot cross a fork).
 """
 
 from __future__ import annotations
@@ -20,24 +21,19 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
-
 from .connections import async_client
 from .heartbeat import beat_forever, worker_id
 from .refresh import RefreshContext, refresh_batch
 from .settings import Settings
+from .sources import HttpPool
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def make_http_client(settings: Settings, *, concurrency: int | None = None) -> httpx.AsyncClient:
-    """The workers' HTTP client: httpx's API over aiohttp's connection pool."""
-    size = max(concurrency or settings.refresh_concurrency, 10)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=settings.source_timeout,
-                             limits=limits)
+def make_http_client(settings: Settings, *, concurrency: int | None = None) -> HttpPool:
+    """The workers' HTTP client for sources: aiohttp's connection pool (each source gives its own timeout)."""
+    return HttpPool(max_connections=max(concurrency or settings.refresh_concurrency, 10))
 
 
 class RefreshEngine:
