@@ -30,7 +30,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -60,45 +60,85 @@ OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = (
     RefreshOutcome.ERROR, RefreshOutcome.UNKNOWN)
 
 
+Build = Callable[[list[Any]], "scripts.Call[list[Any]]"]
+MERGE_MAX = 500  # items of one merged script call at most
+
+
 class Pipeliner:
     """Coalesces the script calls made in one turn of the event loop into one pipelined round trip.
 
     A batch's refreshes take their leases together and finish their fetches in waves, so this turns hundreds of
-    EVALSHA round trips (and as many trips through redis-py's connection pool) into a few pipelines.
+    EVALSHA round trips (and as many trips through redis-py's connection pool) into a few pipelines. Calls of
+    the same kind (`merged`: LEASE, WRITE) are merged on one Redis into one script call of many keys, which
+    packs a few arguments per key instead of a whole command (issue 12); on a Redis Cluster each key keeps its
+    own call (its own slot). `call` and `merged` return futures: awaiting them adds no task.
     """
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
+        self.merge = not scripts.is_cluster(client)
         self._pending: list[tuple[scripts.Call[Any], asyncio.Future[Any]]] = []
+        self._merged: dict[Hashable, tuple[Build, list[tuple[Any, asyncio.Future[Any]]]]] = {}
         self._flushing: asyncio.Task[None] | None = None
 
-    async def call(self, call: scripts.Call[R]) -> R:
+    def call(self, call: scripts.Call[R]) -> asyncio.Future[R]:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((call, future))
+        self._schedule()
+        return future
+
+    def merged(self, kind: Hashable, build: Build, item: Any) -> asyncio.Future[Any]:
+        """`build([item, ...])` makes one call of many items whose reply is a list, one result per item, in
+        order; items of the same `kind` (which must say everything `build` puts in the call besides the items)
+        made in this turn go in one call."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        group = self._merged.get(kind)
+        if group is None:
+            group = self._merged[kind] = (build, [])
+        group[1].append((item, future))
+        self._schedule()
+        return future
+
+    def _schedule(self) -> None:
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
-        return await future
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)          # let the other calls of this turn join
         batch, self._pending = self._pending, []
+        merged, self._merged = self._merged, {}
         self._flushing = None
+        calls = [call for call, _ in batch]
+        targets: list[asyncio.Future[Any] | list[asyncio.Future[Any]]] = [future for _, future in batch]
+        step = MERGE_MAX if self.merge else 1
+        for build, entries in merged.values():
+            for i in range(0, len(entries), step):
+                chunk = entries[i:i + step]
+                calls.append(build([item for item, _ in chunk]))
+                targets.append([future for _, future in chunk])
         try:
-            results = await scripts.aexecute(self.client, [call for call, _ in batch])
+            results = await scripts.aexecute(self.client, calls)
         except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for target in targets:
+                for future in target if isinstance(target, list) else [target]:
+                    if not future.done():
+                        future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(target, list):
+                for i, future in enumerate(target):
+                    if not future.done():
+                        if isinstance(result, Exception):
+                            future.set_exception(result)
+                        else:
+                            future.set_result(result[i])
+            elif not target.done():
+                if isinstance(result, Exception):
+                    target.set_exception(result)
+                else:
+                    target.set_result(result)
 
 
 @dataclass
@@ -114,11 +154,16 @@ class RefreshContext:
     layout: KeyLayout = field(init=False)
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     pipeliner: Pipeliner = field(init=False)
+    lease_builds: dict[Hashable, Build] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.core = Planner(self.settings, self.keyspaces)
         self.layout = self.core.layout
         self.pipeliner = Pipeliner(self.redis)
+
+    def build_write(self, items: list[script_calls.WriteItem]) -> scripts.Call[list[script_calls.WriteStatus]]:
+        """The refreshes' WRITE of many keys (fenced by their tokens, no bump)."""
+        return script_calls.write_many(self.layout, items, fence_ttl=self.settings.fence_ttl)
 
     def semaphore(self, keyspace: str) -> asyncio.Semaphore:
         sem = self.semaphores.get(keyspace)
@@ -153,8 +198,12 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
-    for key in keys:  # one DEL per claim: on a Redis Cluster they are in as many slots
-        pipe.delete(ctx.layout.claim(key))
+    claims = [ctx.layout.claim(key) for key in keys]
+    if ctx.pipeliner.merge:
+        pipe.delete(*claims)
+    else:
+        for claim in claims:  # one DEL per claim: on a Redis Cluster they are in as many slots
+            pipe.delete(claim)
     try:
         await pipe.execute()
     except REDIS_ERRORS:
@@ -199,8 +248,11 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
                 if removed is RemoveStatus.REMOVED:
                     await _forget(ctx, plan)
                 return result
-            write = ctx.core.write_call(plan, envelope.dumps(fetched.value), fence=fence, lease_token=token,
-                                        version=fetched.version)
+            ttl = plan.ttl_ms
+            item = script_calls.WriteItem(key, envelope.encode(envelope.dumps(fetched.value), fetched_ms=_now_ms(),
+                                                               ttl_ms=ttl, version=fetched.version),
+                                          ttl + plan.stale_ms, fence, token, fetched.version)
+            write = ctx.pipeliner.merged("write", ctx.build_write, item)
             written, result.wasted = await _along(ctx, write, seen, *enlist)
             result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
             return result
@@ -213,23 +265,33 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
 
 
 async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | None) -> script_calls.Leased:
-    """LEASE; a lease held by a worker is asked about once more with that worker's heartbeat key in KEYS (taken
-    over when the heartbeat is gone): a second round trip, only for keys another worker holds."""
-    def call(suspect: str | None) -> scripts.Call[script_calls.Leased]:
-        return script_calls.lease(ctx.layout, key=plan.key, token=token, lease_ms=ctx.settings.lease_ms,
-                                  ahead_ms=ahead_ms, suspect=suspect, fence_keep_ms=ctx.core.fence_keep_ms(plan))
-    leased = await ctx.pipeliner.call(call(None))
+    """LEASE (merged with the other keys' of this turn); a lease held by a worker is asked about once more with
+    that worker's heartbeat key in KEYS (taken over when the heartbeat is gone): a second round trip, only for
+    keys another worker holds."""
+    lease_ms, keep_ms = ctx.settings.lease_ms, ctx.core.fence_keep_ms(plan)
+    kind = ("lease", ahead_ms, keep_ms)
+    build = ctx.lease_builds.get(kind)
+    if build is None:
+        def build(items: list[tuple[str, str]]) -> scripts.Call[list[script_calls.Leased]]:
+            return script_calls.lease_many(ctx.layout, items, lease_ms=lease_ms, ahead_ms=ahead_ms,
+                                           fence_keep_ms=keep_ms)
+        ctx.lease_builds[kind] = build
+    leased: script_calls.Leased = await ctx.pipeliner.merged(kind, build, (plan.key, token))
     # The heartbeat lives in its own slot: asked first, then the lease taken over if it is gone.
     if (leased.status is LeaseStatus.HELD and leased.owner is not None
             and not await ctx.redis.exists(ctx.layout.worker(leased.owner))):
-        leased = await ctx.pipeliner.call(call(leased.owner))
+        leased = await ctx.pipeliner.call(script_calls.lease(
+            ctx.layout, key=plan.key, token=token, lease_ms=lease_ms, ahead_ms=ahead_ms, suspect=leased.owner,
+            fence_keep_ms=keep_ms))
     return leased
 
 
-async def _along(ctx: RefreshContext, call: scripts.Call[R], seen: scripts.Call[bool],
+async def _along(ctx: RefreshContext, call: scripts.Call[R] | asyncio.Future[R], seen: scripts.Call[bool],
                  *more: scripts.Call[Any]) -> tuple[R, bool]:
-    """`call` with the key's SEEN (and `more`) in the same pipeline turn: its reply and whether it was wasted."""
-    reply, wasted, *rest = await asyncio.gather(ctx.pipeliner.call(call), ctx.pipeliner.call(seen),
+    """`call` (or its future, already queued) with the key's SEEN (and `more`) in the same pipeline turn: its
+    reply and whether it was wasted."""
+    first = call if isinstance(call, asyncio.Future) else ctx.pipeliner.call(call)
+    reply, wasted, *rest = await asyncio.gather(first, ctx.pipeliner.call(seen),
                                                 *(ctx.pipeliner.call(m) for m in more), return_exceptions=True)
     for failed in (reply, *rest):
         if isinstance(failed, BaseException):
@@ -266,6 +328,10 @@ async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
         hooks.source_request(plan.label, time.perf_counter() - started, "ok" if fetched.found else "not_found")
         return fetched
     raise AssertionError("unreachable")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def stats(client: redis.Redis, layout: KeyLayout) -> dict[str, Any]:

@@ -8,7 +8,7 @@ members' keys in KEYS too. Send a call with scripts.run / arun / execute / aexec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -64,15 +64,40 @@ class WriteStatus(Enum):
     REJECTED = 0    # fenced (an invalidation since the token was taken) or an older version
 
 
+class WriteItem(NamedTuple):
+    """One key's part of a WRITE of many (`write_many`)."""
+
+    key: str
+    envelope: str | bytes
+    px: int
+    fence: str
+    lease_token: str
+    version: int | None
+
+
 def write(layout: KeyLayout, *, key: str, envelope: str | bytes, px: int, fence: str, lease_token: str,
           version: int | None, fence_ttl: int, bump: bool) -> Call[WriteStatus]:
     """`fence` "*" writes unfenced; `bump` (a writer's set) fences every load of the key in flight. A tagged key
     is enlisted again (`enlist`) in the same pipeline."""
-    return Call(script("write"),
-                [layout.value(key), layout.fence(key), layout.lease(key), layout.wake(key), layout.waiters(key)],
-                [fence, envelope, max(px, 1), lease_token, "" if version is None else version, fence_ttl,
-                 "1" if bump else "0"],
-                lambda reply: WriteStatus(int(reply)))
+    many = write_many(layout, [WriteItem(key, envelope, px, fence, lease_token, version)], fence_ttl=fence_ttl,
+                      bump=bump)
+    return Call(many.script, many.keys, many.args, lambda reply: WriteStatus(int(reply[0])))
+
+
+def write_many(layout: KeyLayout, items: Sequence[WriteItem], *, fence_ttl: int,
+               bump: bool = False) -> Call[list[WriteStatus]]:
+    """WRITE of several keys in one script call: each as `write` alone would, the replies in order. Several keys
+    are several slots: one key per call on a Redis Cluster (refresh.Pipeliner merges calls only on one Redis)."""
+    keys: list[str | bytes] = []
+    args: list[str | bytes | int | float] = [fence_ttl, "1" if bump else "0"]
+    value_prefix, fence_prefix, lease_prefix = layout.value_prefix, layout.fence_prefix, layout.lease_prefix
+    wake_prefix, waiters_prefix = layout.wake_prefix, layout.waiters_prefix
+    for key, envelope, px, fence, lease_token, version in items:
+        tail = key + "}"
+        keys += (value_prefix + tail, fence_prefix + tail, lease_prefix + tail, wake_prefix + tail,
+                 waiters_prefix + tail)
+        args += (fence, envelope, max(px, 1), lease_token, "" if version is None else version)
+    return Call(script("write"), keys, args, lambda reply: [WriteStatus(int(r)) for r in reply])
 
 
 def release(layout: KeyLayout, *, key: str, lease_token: str) -> Call[None]:
@@ -135,9 +160,24 @@ def lease(layout: KeyLayout, *, key: str, token: str, lease_ms: int, ahead_ms: i
           suspect: str | None = None, fence_keep_ms: int = FENCE_KEEP_MS) -> Call[Leased]:
     """`ahead_ms` None: due anyway. `suspect`: a worker (named by a HELD reply) whose heartbeat key the caller
     found gone: its lease is taken over. A tagged key must be enlisted (`enlist`) before this call."""
-    return Call(script("lease"), [layout.value(key), layout.lease(key), layout.fence(key)],
-                [token, lease_ms, "" if ahead_ms is None else ahead_ms, suspect or "",
-                 "1" if suspect is not None else "", max(fence_keep_ms, 1)], _leased)
+    many = lease_many(layout, [(key, token)], lease_ms=lease_ms, ahead_ms=ahead_ms, suspect=suspect,
+                      fence_keep_ms=fence_keep_ms)
+    return Call(many.script, many.keys, many.args, lambda reply: _leased(reply[0]))
+
+
+def lease_many(layout: KeyLayout, items: Sequence[tuple[str, str]], *, lease_ms: int, ahead_ms: int | None,
+               suspect: str | None = None, fence_keep_ms: int = FENCE_KEEP_MS) -> Call[list[Leased]]:
+    """LEASE of several keys, each `(key, token)`, in one script call: each as `lease` alone would, the replies
+    in order. One key per call on a Redis Cluster (several keys are several slots)."""
+    keys: list[str | bytes] = []
+    args: list[str | bytes | int | float] = [lease_ms, "" if ahead_ms is None else ahead_ms, suspect or "",
+                                             "1" if suspect is not None else "", max(fence_keep_ms, 1)]
+    value_prefix, lease_prefix, fence_prefix = layout.value_prefix, layout.lease_prefix, layout.fence_prefix
+    for key, token in items:
+        tail = key + "}"
+        keys += (value_prefix + tail, lease_prefix + tail, fence_prefix + tail)
+        args.append(token)
+    return Call(script("lease"), keys, args, lambda reply: [_leased(r) for r in reply])
 
 
 def seen(layout: KeyLayout, *, key: str, keyspace: str) -> Call[bool]:
@@ -189,11 +229,13 @@ def unlock(*, lock_key: str, token: str) -> Call[bool]:
 
 @dataclass(frozen=True, slots=True)
 class HotSet:
-    """One keyspace's keys worth keeping warm, read at `now_ms` (Redis's clock)."""
+    """One keyspace's keys worth keeping warm, read at `now_ms` (Redis's clock): hot keys hottest first, with
+    their decayed read counts (`reads`), and the pinned keys."""
 
     now_ms: int
     hot: list[str]
     pinned: list[str]
+    reads: dict[str, float] = field(default_factory=dict)
 
     def keys(self) -> list[str]:
         """Hot and pinned keys, each once, hot first."""
@@ -202,7 +244,8 @@ class HotSet:
 
 def _hot_shard(reply: Any) -> HotSet:
     items = [_text(item) for item in reply]
-    return HotSet(int(items[0]), items[1:], [])
+    reads = {items[i]: float(items[i + 1]) for i in range(1, len(items) - 1, 2)}
+    return HotSet(int(items[0]), list(reads), [], reads)
 
 
 def hotset(layout: KeyLayout, *, keyspace: str, shard: int, threshold: float, half_life_ms: int,

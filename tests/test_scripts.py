@@ -175,6 +175,34 @@ def test_a_dead_workers_lease_is_taken_over(redis_client: redis.Redis, settings:
     assert other.status is script_calls.LeaseStatus.HELD and other.owner == "alive"
 
 
+def test_a_merged_lease_and_write_answer_each_key_as_its_own_call_would(redis_client: redis.Redis) -> None:
+    """LEASE and WRITE of many keys in one call (the refresh path on one Redis): per key, the same replies and the
+    same effects as one call per key."""
+    fresh = f"{10**13 - 1:013d}|{0:013d}|v||1"
+    redis_client.set(L.value("m:fresh"), fresh)                     # not due
+    redis_client.set(L.lease("m:held"), "w=other|x")                 # held by another worker
+    keys = ["m:new", "m:fresh", "m:held", "m:late", "m:fenced", "m:old"]
+    redis_client.set(L.value("m:late"), f"{1:013d}|{0:013d}|v||1")   # expired: late, had a value
+    leased = scripts.run(redis_client, script_calls.lease_many(L, [(k, f"w=me|{k}") for k in keys], lease_ms=10_000,
+                                                               ahead_ms=60_000))
+    status = script_calls.LeaseStatus
+    assert [r.status for r in leased] == [status.TAKEN, status.NOT_DUE, status.HELD, status.TAKEN, status.TAKEN,
+                                          status.TAKEN]
+    assert leased[2].owner == "other" and leased[3].late and leased[3].had_value and not leased[0].had_value
+    assert redis_client.get(L.lease("m:new")) == b"w=me|m:new" and redis_client.get(L.lease("m:held")) == b"w=other|x"
+    scripts.run(redis_client, script_calls.invalidate_key(L, key="m:fenced", version=None, fence_ttl=60))
+    redis_client.hset(L.fence("m:old"), "v", 9)                      # a version floor above the refresh's
+    by_key = dict(zip(keys, leased, strict=True))
+    items = [script_calls.WriteItem(k, f"{10**13 - 1:013d}|{0:013d}|v|5|{{}}", 60_000, by_key[k].fence, f"w=me|{k}",
+                                    5) for k in ("m:new", "m:late", "m:fenced", "m:old")]
+    written = scripts.run(redis_client, script_calls.write_many(L, items, fence_ttl=60))
+    ws = script_calls.WriteStatus
+    assert written == [ws.WRITTEN, ws.WRITTEN, ws.REJECTED, ws.REJECTED]
+    assert redis_client.get(L.value("m:new")) == items[0].envelope.encode()  # type: ignore[union-attr]
+    assert not redis_client.exists(L.value("m:fenced"), L.value("m:old"))
+    assert not redis_client.exists(*(L.lease(k) for k in ("m:new", "m:late", "m:fenced", "m:old")))  # all freed
+
+
 # ---- every key in KEYS ------------------------------------------------------------------------------------------
 LUA = resources.files("cachewarm") / "lua"
 # Commands whose key is not their first argument: (command, position of the key among the arguments).
