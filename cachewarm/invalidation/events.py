@@ -61,9 +61,47 @@ def _integer(name: str, raw: str) -> int | str:
     return value
 
 
+_COMMON_FIELDS = frozenset({b"key", b"version", b"ts"})
+
+
+def _common_digits(raw: Any) -> int | None:
+    """A version or ts as the common entry has it (1-16 ASCII digits, at most MAX_VERSION), else None."""
+    if isinstance(raw, bytes) and 0 < len(raw) <= 16 and raw.isdigit():
+        value = int(raw)
+        if value <= MAX_VERSION:
+            return value
+    return None
+
+
+def _parse_common(eid: str, fields: Mapping[Any, Any]) -> Event | None:
+    """The common entry (bytes fields `key` with printable ASCII, and `version` / `ts` when given) parsed fast: the
+    Event `parse_entry`'s full checks give it. None for anything else (the full checks then decide)."""
+    raw_key = fields.get(b"key")
+    if not isinstance(raw_key, bytes) or not 0 < len(raw_key) <= MAX_KEY_LENGTH or len(fields) > 3:
+        return None
+    if not raw_key.isascii() or not all(name in _COMMON_FIELDS for name in fields):
+        return None
+    target = raw_key.decode("ascii")
+    if not target.isprintable():  # for ASCII: no control character (what _CONTROL refuses)
+        return None
+    version = ts_ms = None
+    if b"version" in fields:
+        version = _common_digits(fields[b"version"])
+        if version is None:
+            return None
+    if b"ts" in fields:
+        ts_ms = _common_digits(fields[b"ts"])
+        if ts_ms is None:
+            return None
+    return Event(eid, "key", target, version, ts_ms)
+
+
 def parse_entry(entry_id: bytes | str, fields: Mapping[Any, Any]) -> Event | Rejected:
     """The event an entry describes, or a Rejected with the first reason it cannot be applied."""
     eid = _text(entry_id)
+    common = _parse_common(eid, fields)  # what nearly every entry is: a few microseconds less per event
+    if common is not None:
+        return common
     decoded: dict[str, str] = {}
     for raw_name, raw_value in fields.items():
         try:
