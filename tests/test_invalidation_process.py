@@ -246,3 +246,20 @@ def test_a_dead_refresher_costs_the_early_refresh_only(
         consumer.close()
         writer.close()
         cache.close()
+
+
+def test_the_fast_parse_of_the_common_entry_gives_what_the_full_checks_give(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cachewarm.invalidation import events
+
+    numbers = [b"", b"0", b"7", b"0007", b"9007199254740991", b"9007199254740992", b"12345678901234567", b"-1",
+               b"1.5", b" 1", "\u0663".encode(), b"\xff"]
+    keys = [b"product:1", b"", b"a b", b"a\x7f", b"a\tb", "\u00e9".encode(), b"k" * 1024, b"k" * 1025, b"\xff"]
+    extras: list[dict[bytes, bytes]] = [{}, {b"tag": b"t"}, {b"other": b"1"}, {b"key2": b"x"}]
+    entries = [{b"key": key, **extra, **({b"version": v} if v is not None else {}), **({b"ts": t} if t else {})}
+               for key in keys for extra in extras for v in [None, *numbers] for t in [b"", *numbers[:6]]]
+    fast = [events.parse_entry("1-0", fields) for fields in entries]
+    monkeypatch.setattr(events, "_parse_common", lambda eid, fields: None)
+    full = [events.parse_entry("1-0", fields) for fields in entries]
+    assert fast == full
+    assert sum(isinstance(e, events.Event) for e in full) > 50  # both kinds of outcome were compared
+    assert sum(isinstance(e, events.Rejected) for e in full) > 50
