@@ -27,7 +27,8 @@ COLD_FACTOR = 16.0
 
 def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold: float,
             half_life: float) -> HotSet:
-    """The keyspace's hot keys (decayed reads >= threshold) and pinned keys; drops cold members on the way."""
+    """The keyspace's hot keys (decayed reads >= threshold), hottest first with their decayed read counts, and
+    pinned keys; drops cold members on the way."""
     calls = [script_calls.hotset(layout, keyspace=keyspace, shard=shard, threshold=threshold,
                                  half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR)
              for shard in range(HOT_SHARDS)]
@@ -39,7 +40,8 @@ def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold:
             raise reply
     shards: list[HotSet] = replies[:HOT_SHARDS]
     pinned = sorted(m.decode("utf-8", "surrogateescape") if isinstance(m, bytes) else str(m) for m in replies[-1])
-    return HotSet(shards[0].now_ms, [key for shard in shards for key in shard.hot], pinned)
+    reads = {key: count for shard in shards for key, count in shard.reads.items()}
+    return HotSet(shards[0].now_ms, sorted(reads, key=reads.__getitem__, reverse=True), pinned, reads)
 
 
 def pin(client: redis.Redis, layout: KeyLayout, keyspace: str, keys: Iterable[str]) -> int:

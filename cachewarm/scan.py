@@ -16,6 +16,7 @@ expiry - refresh_ahead, the most overdue key is).
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,9 +72,9 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
          batch_size: int | None = None, max_keys: int | None = None) -> ScanResult:
     """One scan of every keyspace; returns the batches to enqueue (empty when another scan holds the lock).
 
-    `max_keys` caps what this scan claims (the caller's room in the refresh queue): the most overdue keys are
-    claimed first, the others wait for a later scan, so a backlog never floods the queue with work whose claims
-    would lapse before it runs."""
+    `max_keys` caps what this scan claims (the caller's room in the refresh queue): the most read keys are
+    claimed first (`priority`), the others wait for a later scan, so a backlog never floods the queue with work
+    whose claims would lapse before it runs."""
     registry = keyspaces if keyspaces is not None else settings.keyspaces
     layout = KeyLayout(settings.key_prefix)
     token = secrets.token_hex(8)
@@ -113,14 +114,32 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
             if refresh_at:
                 figures.backlog_seconds = max(figures.backlog_seconds, (found.now_ms - refresh_at) / 1000)
     figures.due = len(due)
-    due.sort()                                   # missing keys, then the most overdue, first
-    wanted = [key for _, key in due][:room] if room is not None else [key for _, key in due]
+    due.sort(key=priority(hs.reads))
+    wanted = [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
-    for took in _chunked(client, wanted, lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl)):
-        claimed += took
+    # Due keys already claimed (waiting in the queue, or being refreshed) take no room: with a cap, claim in order
+    # until the room is filled or every due key was tried (a round trip per round).
+    start = 0
+    while start < len(wanted) and (room is None or len(claimed) < room):
+        end = len(wanted) if room is None else start + room - len(claimed)
+        for took in _chunked(client, wanted[start:end],
+                             lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl)):
+            claimed += took
+        start = end
     figures.claimed = len(claimed)
     return figures, claimed
+
+
+def priority(reads: dict[str, float]) -> Callable[[tuple[int, str]], tuple[float, int]]:
+    """The order due keys are claimed and sent in: the most read first (decayed read count; a pinned key that is
+    not hot counts as the hottest), then the most overdue (missing first). When the workers cannot keep up, the
+    room in the queue goes to the keys read soonest; a key rarely read waits (its refresh is likely wasted)."""
+    def order(item: tuple[int, str]) -> tuple[float, int]:
+        refresh_at, key = item
+        count = reads.get(key, math.inf)
+        return -float(f"{count:.2g}"), refresh_at  # counts within a few % (shards read ms apart) are equal
+    return order
 
 
 def _chunked(client: redis.Redis, keys: list[str], make: Callable[[list[str]], scripts.Call[R]]) -> Iterator[R]:

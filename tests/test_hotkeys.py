@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from cachewarm import Cache
@@ -48,6 +49,21 @@ def test_threshold_uses_decay_relative_to_the_epoch(redis_client: redis.Redis) -
     hs = hot_set(redis_client, L, "s", threshold=5.0, half_life=10)
     assert hs.hot == ["b"]
     assert set(hot_members(redis_client, L, "s")) == {"a", "b"}
+
+
+def test_hot_keys_come_hottest_first_with_their_decayed_reads(redis_client: redis.Redis) -> None:
+    sec, usec = redis_client.time()
+    now = int(sec) * 1000 + int(usec) // 1000
+    # Epoch two half-lives ago: stored scores are worth a quarter of themselves in reads now.
+    scores = {f"k{i}": 4.0 * (i % 7 + 2) for i in range(40)}  # over several shards; 2 to 8 reads now
+    _seed(redis_client, "s", {**scores, "cold": 2.0}, now - 2 * 10_000)
+    hs = hot_set(redis_client, L, "s", threshold=1.0, half_life=10)
+    assert "cold" not in hs.hot
+    assert sorted(hs.hot) == sorted(scores)
+    counts = [hs.reads[key] for key in hs.hot]
+    assert counts == sorted(counts, reverse=True)
+    for key, score in scores.items():
+        assert hs.reads[key] == pytest.approx(score / 4, rel=0.02)
 
 
 def test_cold_members_are_removed_with_their_seen_field(redis_client: redis.Redis) -> None:

@@ -125,7 +125,8 @@ def test_cost_follows_the_hot_set_not_the_keyspace(settings: Settings, redis_cli
     assert calls["cmdstat_getrange"]["calls"] == 1
 
 
-def test_a_capped_scan_claims_the_most_overdue_keys_first(settings: Settings, redis_client: redis.Redis) -> None:
+def test_a_capped_scan_claims_the_most_overdue_first_among_equally_read(settings: Settings,
+                                                                        redis_client: redis.Redis) -> None:
     _hot(redis_client, "product", {f"product:{i}": 10 for i in range(4)})
     _store(redis_client, "product:0", 9_000)      # due in the least
     _store(redis_client, "product:1", -5_000)     # the most overdue of those with a value
@@ -136,3 +137,20 @@ def test_a_capped_scan_claims_the_most_overdue_keys_first(settings: Settings, re
     assert result.keyspaces["product"].due == 4          # the gauge still counts every due key
     assert not redis_client.exists(L.claim("product:0"))  # left for a later scan, unclaimed
     assert _keys(scan(redis_client, settings, max_keys=0).batches) == []
+
+
+def test_a_capped_scan_claims_the_most_read_keys_first(settings: Settings, redis_client: redis.Redis) -> None:
+    """When the queue has room for fewer keys than are due, the room goes to the keys read most (their next
+    read is the soonest), whatever how overdue the others are; a pinned key that is not hot counts as the
+    hottest."""
+    _hot(redis_client, "product", {"product:rare": 3, "product:often": 50, "product:mid": 20})
+    _store(redis_client, "product:rare", -30_000)    # the most overdue, the least read
+    _store(redis_client, "product:often", 5_000)
+    _store(redis_client, "product:mid", 2_000)
+    redis_client.sadd(L.pinned("product"), "product:pinned")  # missing, not read at all
+    assert _keys(scan(redis_client, settings, max_keys=1).batches) == ["product:pinned"]
+    assert _keys(scan(redis_client, settings, max_keys=1).batches) == ["product:often"]
+    assert _keys(scan(redis_client, settings, max_keys=1).batches) == ["product:mid"]
+    assert _keys(scan(redis_client, settings, max_keys=1).batches) == ["product:rare"]
+    result = scan(redis_client, settings)
+    assert result.batches == []                      # each claimed once
