@@ -248,7 +248,7 @@ def py_spy_record(members: dict[int, float], leader: int, directory: Path, name:
     profilers = []
     for pid in sorted(members):
         out = directory / f"{name}-{process_label(pid, leader).replace(' ', '-')}.txt"
-        profilers.append(subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+        profilers.append(subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
                                            "--nonblocking", "--threads", "-o", str(out)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return profilers
