@@ -32,12 +32,14 @@ local function fresh_generation()
   local t = redis.call('TIME')
   return t[1] .. string.format('%06d', tonumber(t[2]))
 end
--- The token a load takes before its fetch; a missing fence is made first (kept keep_ms: about its value's life).
+-- The token a load takes before its fetch; a missing fence is made first. Either way the fence is kept at least
+-- keep_ms (about its value's life) from now: a fence that lapsed while the load is in flight would refuse its write.
 local function take_fence_token(fence_key, keep_ms)
   local g = redis.call('HGET', fence_key, 'g')
-  if g then return g end
-  g = fresh_generation()
-  redis.call('HSET', fence_key, 'g', g)
+  if not g then
+    g = fresh_generation()
+    redis.call('HSET', fence_key, 'g', g)
+  end
   if redis.call('PTTL', fence_key) < keep_ms then redis.call('PEXPIRE', fence_key, keep_ms) end
   return g
 end
