@@ -13,12 +13,17 @@ HTTP process answering at once), in one process, phase after phase:
   publish       publish_invalidation(key, version=v) of N events (the writer's side)
   consume       one InvalidationConsumer applying the N events (poll() in a loop, no hot refresh: that cost is
                 the refresh row's), measured until every event is applied: its rate is one consumer's ceiling
+  consume+WAIT  the same with the keyspace's `fence_replica_wait` (--fence-wait, default 0.1 s): N more events
+                published, then applied with a `WAIT 1` per master per batch (standalone: a replica is started
+                for it, `--replicaof` the cache's server)
+`--events-only` skips the read and refresh phases.
 Per phase, deltas summed over every master: INFO commandstats (calls; commands that scripts run count too, so
 `cmds/op` is Redis's work, and `EVAL*` is the number of script calls), total_net_input/output_bytes, the
 server's CPU (used_cpu_user + used_cpu_sys), used_memory; the client's CPU is this process's (time.process_time,
 every thread: the flush thread too). A calibration of an empty phase (the INFO calls themselves) is subtracted.
 
     PYTHONPATH=. .venv/bin/python bench/capacity.py [--keys 5000] [--repeat 4] [--topology standalone|cluster|both]
+        [--fence-wait 0.1] [--events-only]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -44,8 +50,11 @@ from bench.common import ZipfSampler, print_table
 from bench.topology import CacheServers, add_topology_arg, cache_servers, load_average, topologies_of
 from cachewarm import Cache, publish_invalidation
 from cachewarm.connections import async_client
+from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source_process import SourceProcess
+from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
+from cachewarm.invalidation.events import Event
 from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
 from cachewarm.refresh_engine import make_http_client
@@ -57,6 +66,7 @@ pattern = "product:{{id}}"
 source = "{url}/products/{{id}}"
 ttl = 3600
 version_field = "version"
+fence_replica_wait = {wait}
 """
 IGNORED = {"info", "config|resetstat", "config", "cluster|info", "cluster|slots", "cluster|shards", "ping",
            "client|setinfo", "hello", "cluster|nodes", "command", "command|docs", "select"}
@@ -147,63 +157,118 @@ class Phase:
         return sum(self.delta.usec.get(name, 0) for name in STREAM_COMMANDS) / self.ops
 
 
-def run(servers: CacheServers, keys: int, repeat: int) -> list[Phase]:
-    with SourceProcess(latency=0.0, items=max(keys, 1000)) as source, tempfile.TemporaryDirectory() as tmp:
+def run(servers: CacheServers, keys: int, repeat: int, *, fence_wait: float = 0.1,
+        events_only: bool = False) -> list[Phase]:
+    with SourceProcess(latency=0.0, items=max(keys, 1000)) as source, tempfile.TemporaryDirectory() as tmp, \
+            contextlib.ExitStack() as stack:
         config = Path(tmp) / "cachewarm.toml"
-        config.write_text(CONFIG.format(url=source.url))
+        config.write_text(CONFIG.format(url=source.url, wait=0))
+        waiting = Path(tmp) / "waiting.toml"
+        waiting.write_text(CONFIG.format(url=source.url, wait=fence_wait))
         settings = servers.settings(config=config, refresh_concurrency=100)
         servers.flush()
+        if not servers.cluster:  # a replica for the WAITs (a cluster's masters have theirs)
+            master = servers.nodes[0].port
+            replica = stack.enter_context(RedisServer(extra_args=["--replicaof", "127.0.0.1", str(master)]))
+            wait_replica(master, replica.port)
         meter = Meter(servers)
         names = [f"product:{i}" for i in range(keys)]
         phases: list[Phase] = []
         try:
-            with Cache(settings=settings) as cache:
-                cache.get("product:warm")  # connections, scripts and plans ready
-                cache.flush_stats()
-
-                def misses() -> None:
-                    for name in names:
-                        cache.get(name)
-                    cache.flush_stats()
-
-                sampler = ZipfSampler(keys, 1.1, seed=1)
-                reads = [names[sampler.sample()] for _ in range(keys * repeat)]  # drawn before the clock starts
-
-                def hits() -> None:
-                    for name in reads:
-                        cache.get(name)
-                    cache.flush_stats()
-
-                phases.append(Phase("miss (Cache.get, loads)", keys, meter.measure(misses)))
-                phases.append(Phase("hit (Cache.get)", keys * repeat, meter.measure(hits)))
-                raw = servers.client()
-                values = [KeyLayout(settings.key_prefix).value(name) for name in reads]
-
-                def raw_gets() -> None:
-                    for value in values:
-                        raw.get(value)
-
-                phases.append(Phase("raw GET of the same values (reference)", len(values), meter.measure(raw_gets)))
-                raw.close()
-            phases.append(Phase("refresh (refresh_batch)", keys, meter.measure(lambda: refresh(settings, names))))
+            if not events_only:
+                phases += reads_and_refresh(servers, settings, meter, names, repeat)
             client = servers.client()
             client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
-            consumer = InvalidationConsumer(settings, block_ms=50)
-            try:
-                consumer.poll(block_ms=1)  # the group found, connections made, before anything is published
+            for label, conf, first in (("", config, 10), (f"+WAIT {fence_wait:g} s", waiting, 10 + keys)):
+                consumer = InvalidationConsumer(servers.settings(config=conf), block_ms=50)
+                try:
+                    consumer.poll(block_ms=1)  # the group found, connections made, before anything is published
 
-                def publish() -> None:
-                    for version, name in enumerate(names, start=10):
-                        publish_invalidation(name, version=version, redis=client, settings=settings)
+                    def publish(first: int = first) -> None:
+                        for version, name in enumerate(names, start=first):
+                            publish_invalidation(name, version=version, redis=client, settings=settings)
 
-                phases.append(Phase("publish (publish_invalidation)", keys, meter.measure(publish)))
-                phases.append(Phase("consume (1 consumer applies)", keys,
-                                    meter.measure(lambda: consume(consumer, keys))))
-            finally:
-                consumer.close()
-                client.close()
+                    phases.append(Phase("publish (publish_invalidation)", keys, meter.measure(publish)))
+                    phases.append(Phase(f"consume{label} (1 consumer applies)", keys,
+                                        meter.measure(functools.partial(consume, consumer, keys))))
+                    if label:
+                        print(f"consume{label}: WAITs that ran out: {consumer.stats['unreplicated']}",
+                              file=sys.stderr)
+                finally:
+                    consumer.close()
+            apply_latency(servers, settings, (config, waiting), names[:200])
+            client.close()
         finally:
             meter.close()
+    return phases
+
+
+def apply_latency(servers: CacheServers, settings: Settings, configs: Sequence[Path], names: Sequence[str]) -> None:
+    """Prints the time of one apply_events of one key event (the consumer's apply round trip at a low event rate),
+    without and with the keyspace's fence_replica_wait, interleaved, median and p99."""
+    client = servers.client()
+    layout = KeyLayout(settings.key_prefix)
+    registries = [servers.settings(config=c).load_keyspaces() for c in configs]
+    times: list[list[float]] = [[], []]
+    try:
+        for n in range(len(names) * 3):
+            for i, registry in enumerate(registries):
+                event = Event(f"{n}-{i}", "key", names[n % len(names)], version=1_000_000 + n)
+                started = time.perf_counter()
+                apply_events(client, [event], layout=layout, fence_ttl=settings.fence_ttl, keyspaces=registry)
+                times[i].append((time.perf_counter() - started) * 1e6)
+    finally:
+        client.close()
+    for label, samples in zip(("without WAIT", "with WAIT (fence_replica_wait)"), times, strict=True):
+        samples.sort()
+        print(f"apply_events of 1 key event, {label}: median {samples[len(samples) // 2]:,.0f} µs, "
+              f"p99 {samples[int(len(samples) * 0.99)]:,.0f} µs ({len(samples)} calls, {servers.topology})",
+              file=sys.stderr)
+
+
+def wait_replica(master: int, replica: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.closing(redis.Redis(port=replica)) as client:
+            if client.info("replication").get("master_link_status") == "up":
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the replica :{replica} of :{master} did not sync")
+
+
+def reads_and_refresh(servers: CacheServers, settings: Settings, meter: Meter, names: list[str],
+                      repeat: int) -> list[Phase]:
+    keys = len(names)
+    phases: list[Phase] = []
+    with Cache(settings=settings) as cache:
+        cache.get("product:warm")  # connections, scripts and plans ready
+        cache.flush_stats()
+
+        def misses() -> None:
+            for name in names:
+                cache.get(name)
+            cache.flush_stats()
+
+        sampler = ZipfSampler(keys, 1.1, seed=1)
+        reads = [names[sampler.sample()] for _ in range(keys * repeat)]  # drawn before the clock starts
+
+        def hits() -> None:
+            for name in reads:
+                cache.get(name)
+            cache.flush_stats()
+
+        phases.append(Phase("miss (Cache.get, loads)", keys, meter.measure(misses)))
+        phases.append(Phase("hit (Cache.get)", keys * repeat, meter.measure(hits)))
+        raw = servers.client()
+        values = [KeyLayout(settings.key_prefix).value(name) for name in reads]
+
+        def raw_gets() -> None:
+            for value in values:
+                raw.get(value)
+
+        phases.append(Phase("raw GET of the same values (reference)", len(values), meter.measure(raw_gets)))
+        raw.close()
+    phases.append(Phase("refresh (refresh_batch)", keys, meter.measure(lambda: refresh(settings, names))))
     return phases
 
 
@@ -239,7 +304,8 @@ def report(topology: str, phases: Sequence[Phase], keys: int) -> str:
                      f"{phase.per_op(d.net_out):,.0f}", f"{client_us:,.0f}", f"{1e6 / client_us:,.0f}",
                      f"{phase.per_op(d.server_cpu) * 1e6:,.1f}", f"{phase.ops / d.wall:,.0f}"])
     miss = phases[0].delta
-    consume_phase = phases[-1]
+    consume_phase = next(p for p in phases if p.name.startswith("consume ("))
+    publish_phase = next(p for p in phases if p.name.startswith("publish"))
     return print_table(
         f"capacity ({topology}): per operation, {keys:,} keys", ["operation", "ops", "Redis commands per op",
                                                                  "bytes in/op", "bytes out/op", "client CPU µs/op",
@@ -248,7 +314,7 @@ def report(topology: str, phases: Sequence[Phase], keys: int) -> str:
         notes=[f"memory: {miss.memory / keys:,.0f} bytes of used_memory_dataset per cached key after the misses (value "
                "envelope of a ~200-byte JSON product, fence, TTLs)",
                f"stream commands (XADD, XREADGROUP, XACK, ...) per event: "
-               f"{(phases[-2].stream_usec() + consume_phase.stream_usec()):.1f} µs of Redis time (commandstats "
+               f"{(publish_phase.stream_usec() + consume_phase.stream_usec()):.1f} µs of Redis time (commandstats "
                "usec): the ceiling of the one slot holding the stream, on one core, ignoring the rest",
                "Redis commands counted by the server: the commands scripts run are counted too (EVALSHA = script "
                "calls); bytes: total_net_input/output_bytes (RESP, including replies)",
@@ -266,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=4, help="hits per key (on average; Zipf-drawn)")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--fence-wait", type=float, default=0.1, help="fence_replica_wait of the consume+WAIT phase")
+    parser.add_argument("--events-only", action="store_true", help="only the publish and consume phases")
     add_topology_arg(parser)
     args = parser.parse_args(argv)
     if args.keys <= 0 or args.repeat <= 0:
@@ -274,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"before the runs: {load_average()}", file=sys.stderr)
     for topology in topologies_of(args):
         with cache_servers(topology) as servers:
-            phases = run(servers, args.keys, args.repeat)
+            phases = run(servers, args.keys, args.repeat, fence_wait=args.fence_wait, events_only=args.events_only)
         markdown = report(topology, phases, args.keys)
         if args.markdown:
             print()

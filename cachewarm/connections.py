@@ -92,6 +92,45 @@ class AsyncClusterClient(redis.asyncio.cluster.RedisCluster):
             raise redis.ConnectionError(f"connection closed under the command ({exc})") from exc
 
 
+class _StreamKeys:
+    """redis-py's key finder of a sync cluster client, reading the keys of XREAD and XREADGROUP from their STREAMS
+    argument itself (as redis-py does for EVAL/EVALSHA's numkeys) instead of asking the server. redis-py 8.1 asks
+    by `COMMAND GETKEYS` (movable keys), twice per call, and asks the client's default node, the one the URL named:
+    a round trip each, and while that node is down (its master SIGKILLed, before the failover or for good) every
+    XREAD / XREADGROUP failed with ConnectionError, so the invalidation consumer stopped reading until that node
+    was back (tests/test_cluster_failover_consumer.py). Everything else goes to redis-py's parser."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_keys(self, redis_conn: Any, *args: Any) -> Any:
+        keys = stream_keys(args)
+        return keys if keys is not None else self._inner.get_keys(redis_conn, *args)
+
+
+def stream_keys(args: tuple[Any, ...]) -> list[Any] | None:
+    """The stream keys of an XREAD / XREADGROUP command (None for any other command, or one it cannot read)."""
+    name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+    if name.upper() not in ("XREAD", "XREADGROUP"):
+        return None
+    start = 4 if name.upper() == "XREADGROUP" else 1  # after GROUP <group> <consumer>: names may be "streams"
+    for i in range(start, len(args)):
+        word = args[i].decode() if isinstance(args[i], bytes) else str(args[i])
+        if word.upper() == "STREAMS":
+            rest = args[i + 1:]
+            return list(rest[:len(rest) // 2]) if rest and len(rest) % 2 == 0 else None
+    return None
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> redis.cluster.RedisCluster:
+    client = redis.cluster.RedisCluster.from_url(url, **options)
+    client.commands_parser = _StreamKeys(client.commands_parser)  # type: ignore[assignment]
+    return client
+
+
 def _options(timeout: float, max_connections: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry(),
                                "health_check_interval": 0}
@@ -110,7 +149,7 @@ def sync_client(url: str, *, timeout: float, max_connections: int | None = None,
     """A client of the cache (RedisCluster when `cluster`; its interface is Redis's for what cachewarm uses)."""
     try:
         if cluster:
-            return redis.cluster.RedisCluster.from_url(url, **_options(timeout, max_connections))  # type: ignore[return-value]
+            return _cluster_client(url, _options(timeout, max_connections))  # type: ignore[return-value]
         if url.startswith("redis+sentinel://"):
             return _sentinel().sync_client(url, timeout=timeout, retry=_retry(),  # type: ignore[no-any-return]
                                            max_connections=max_connections)

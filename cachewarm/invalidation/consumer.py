@@ -6,7 +6,11 @@ never acknowledged them), read new entries, then for each entry:
 - cannot be parsed, or delivered more than ``max_deliveries`` times: copied to ``cachewarm:invalidations:dead``
   with a ``reason`` and acknowledged, in one MULTI (on a Redis Cluster: copied, then acknowledged);
 - otherwise applied (apply.py) and only then acknowledged. An entry whose application fails stays pending and is
-  retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again).
+  retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again). The
+  consumer retries what it failed to apply from memory (held, with a back-off from 0.1 s doubling to 5 s, up to
+  HELD_ATTEMPTS times; then it is left to XAUTOCLAIM): reading it again from the group would count as a delivery,
+  and a master's failover (its slots down for the cluster's node timeout) would have sent every event of its keys
+  to the dead-letter stream as poison after ``max_deliveries`` back-offs (issue 10).
 
 Keys named by the applied events that are hot are handed to ``on_hot_keys`` (each once per batch) so they are
 refreshed straight away; the consumer is given that callable (a `hot_refresh.HotRefresher` in the workers) and
@@ -55,6 +59,7 @@ PRUNE_IDLE_MS = 3_600_000
 PRUNE_INTERVAL = 300.0
 READ_AGAIN_AT = 2  # a read of this many entries or more is followed by another read, not by a wait
 HANDOFF_RETRY_MS = 10  # the longest wait while hot keys wait for room in the hand-off to the refresher
+HELD_ATTEMPTS = 30  # retries from memory of an entry whose application failed (~2 minutes at the 5 s back-off)
 
 
 def consumer_name() -> str:
@@ -92,6 +97,8 @@ class InvalidationConsumer:
         self._unacked: list[str] = []  # applied entries whose XACK rides on the next read
         self._wait_from: str | None = None  # the stream's last id when the last read was not full
         self._read_own_pending = True
+        self._held: dict[str, tuple[Entry, int]] = {}  # entries whose application failed: (entry, attempts)
+        self._held_at = 0.0  # when they are applied again
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
@@ -186,7 +193,10 @@ class InvalidationConsumer:
         if time.monotonic() >= self._next_prune:
             self._prune()
             self._next_prune = time.monotonic() + PRUNE_INTERVAL
-        if self._read_own_pending:
+        if self._held and time.monotonic() >= self._held_at:
+            held = [entry for entry, _ in self._held.values()]
+            return handled + self.handle(held, {})  # not read again: that would count as a delivery
+        if self._read_own_pending and not self._held:
             own = self._read("0", block_ms=None)
             gone = [eid for eid, fields in own if not fields]  # deleted from the stream while pending
             if gone:
@@ -347,9 +357,13 @@ class InvalidationConsumer:
             self._dead_letter(dead)
         if not events:
             return len(entries)
-        applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl,
-                               hotness=self._hotness if self.on_hot_keys is not None else None,
-                               keyspaces=self.keyspaces)
+        try:
+            applied = apply_events(self.redis, events, layout=self.layout, fence_ttl=self.settings.fence_ttl,
+                                   hotness=self._hotness if self.on_hot_keys is not None else None,
+                                   keyspaces=self.keyspaces)
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
+            self._hold(entries, {e.entry_id for e in events})
+            raise
         if applied.unreplicated:  # fence_replica_wait ran out (apply.py): applied all the same
             self.stats["unreplicated"] += applied.unreplicated
         if self.on_hot_keys is not None and applied.hot:  # first: the refresh starts before any bookkeeping
@@ -360,6 +374,7 @@ class InvalidationConsumer:
                 log.exception("invalidation consumer: hot-key refresh failed (the invalidation is applied)")
         outcomes = {e.entry_id: applied.outcomes.get(e.entry_id, InvalidationOutcome.ERROR) for e in events}
         done = [eid for eid, outcome in outcomes.items() if outcome.done]
+        self._hold(entries, {eid for eid, outcome in outcomes.items() if not outcome.done})
         if done and defer_ack:
             self._unacked.extend(done)
         elif done:
@@ -375,6 +390,22 @@ class InvalidationConsumer:
             elif event.ts_ms is not None and now_ms >= event.ts_ms:
                 hooks.invalidation_lag((now_ms - event.ts_ms) / 1000)
         return len(entries)
+
+    def _hold(self, entries: Sequence[Entry], failed: set[str]) -> None:
+        """Keeps the failed entries to apply again from memory after a back-off; forgets the others."""
+        attempts = 0
+        for entry in entries:
+            previous = self._held.pop(entry[0], None)
+            if entry[0] in failed:
+                tries = (previous[1] if previous else 0) + 1
+                if tries <= HELD_ATTEMPTS:
+                    self._held[entry[0]] = (entry, tries)
+                    attempts = max(attempts, tries)
+                else:
+                    log.warning("invalidation %s still failing after %d attempts: left to XAUTOCLAIM", entry[0],
+                                HELD_ATTEMPTS)
+        if attempts:
+            self._held_at = time.monotonic() + min(MAX_BACKOFF, 0.1 * 2 ** (attempts - 1))
 
     def _dead_letter(self, dead: Sequence[tuple[Entry, Rejected]]) -> None:
         hooks = get_hooks()

@@ -37,10 +37,10 @@ def raw_client(url: str, topology: str, **options: Any) -> redis.Redis:
 class RedisCluster:
     """Starts, flushes and stops the six nodes; `url` names one of them (a client discovers the rest)."""
 
-    def __init__(self, *, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(self, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS) -> None:
         # The bus port is given (port + 10000, Redis's default, may be taken or above 65535).
         self.nodes = [RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-node-timeout",
-                                              str(NODE_TIMEOUT_MS), "--cluster-config-file", "nodes.conf",
+                                              str(node_timeout_ms), "--cluster-config-file", "nodes.conf",
                                               "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0"])
                       for _ in range(masters * (replicas + 1))]
         self.replicas = replicas
