@@ -174,6 +174,22 @@ def group_members(pgid: int) -> dict[int, float]:
     return members
 
 
+def settled(pgid: int, interval: float = 0.5, idle: float = 0.05, timeout: float = 20.0) -> dict[int, float]:
+    """Waits until a worker node has started (its processes the same and together under `idle` CPU seconds over
+    `interval`; at most `timeout` s) and returns their CPU seconds: the sidecar and the processes it starts
+    import for about a second after the node answers a ping, which is not refresh work."""
+    deadline = time.monotonic() + timeout
+    last = group_members(pgid)
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = group_members(pgid)
+        if now.keys() == last.keys() and sum(now.values()) - sum(last.values()) < idle:
+            return now
+        last = now
+    log(f"worker node {pgid} still busy {timeout:g} s after it answered: measuring anyway")
+    return last
+
+
 def process_label(pid: int, leader: int) -> str:
     """A worker node's process, by role: main (the group's leader), an exec'd process by its module's last name
     (sidecar, ...), or a forked child (pool or beat: Celery does not retitle them without setproctitle) and its pid."""
@@ -343,7 +359,7 @@ class CeleryRow:
             while not app.control.ping(timeout=0.5):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise ShortRun(f"{name} worker did not start: see {log_path}")
-            before = group_members(proc.pid)
+            before = settled(proc.pid)
             profilers = py_spy_record(before, proc.pid, self.profile, name) if self.profile else []
             start = time.monotonic()
             start_work()
