@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
+import redis.exceptions
+
 from .keys import HOT_SHARDS, KeyLayout, shard_of
 from .scripts import Call, script
 
@@ -115,10 +117,31 @@ class Invalidated(NamedTuple):
     deleted: bool
 
 
+def _invalidated(reply: Any) -> Invalidated:
+    return Invalidated(InvalidateStatus(int(reply[0])), bool(int(reply[1])))
+
+
+def _invalidated_or_error(reply: Any) -> Invalidated | redis.exceptions.ResponseError:
+    if int(reply[0]) < 0:  # this key's commands failed (the others' did not)
+        return redis.exceptions.ResponseError(_text(reply[1]))
+    return _invalidated(reply)
+
+
 def invalidate_key(layout: KeyLayout, *, key: str, version: int | None, fence_ttl: int) -> Call[Invalidated]:
-    return Call(script("invalidate_key"), [layout.value(key), layout.fence(key)],
-                ["" if version is None else version, fence_ttl],
-                lambda reply: Invalidated(InvalidateStatus(int(reply[0])), bool(int(reply[1]))))
+    many = invalidate_many(layout, [(key, version)], fence_ttl=fence_ttl)
+    return Call(many.script, many.keys, many.args, lambda reply: _invalidated(reply[0]))
+
+
+def invalidate_many(layout: KeyLayout, items: Sequence[tuple[str, int | None]], *,
+                    fence_ttl: int) -> Call[list[Invalidated | redis.exceptions.ResponseError]]:
+    """One INVALIDATE_KEY of many (key, version) items, applied in order (one Redis only: the keys' slots differ);
+    per item its outcome, or the error of its commands in its place (the other items are applied all the same)."""
+    keys: list[str] = []
+    args: list[Any] = [fence_ttl]
+    for key, version in items:
+        keys += (layout.value(key), layout.fence(key))
+        args.append("" if version is None else version)
+    return Call(script("invalidate_key"), keys, args, lambda reply: [_invalidated_or_error(r) for r in reply])
 
 
 class TagStep(NamedTuple):

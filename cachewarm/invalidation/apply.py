@@ -38,6 +38,7 @@ from ..script_calls import InvalidateStatus, TagStep
 from .events import Event
 
 TAG_BATCH = 500
+MERGE_KEYS = 500  # key events per INVALIDATE_KEY call on one Redis (one call per key on a cluster)
 
 @dataclass(slots=True)
 class Applied:
@@ -63,11 +64,12 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
     by_space = (_by_keyspace([e.target for e in events if e.kind == "key"], hotness.keyspaces)
                 if hotness is not None else {})
 
-    calls = [script_calls.invalidate_key(layout, key=e.target, version=e.version, fence_ttl=fence_ttl)
-             if e.kind == "key" else script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH)
-             for e in events]
+    merged = not scripts.is_cluster(client) and sum(e.kind == "key" for e in events) > 1
+    calls, spans = _calls(layout, events, fence_ttl, merged=merged)
     waited = waits.keys([e.target for e in events if e.kind == "key"])
-    replies = scripts.execute(client, calls, waits.after(waited, lambda pipe: _queue_hot(pipe, by_space, layout)))
+    replies = _per_event(scripts.execute(client, calls, waits.after(waited,
+                                                                    lambda pipe: _queue_hot(pipe, by_space, layout))),
+                         spans, len(events), merged=merged)
     waits.count(replies, waited)
     tag_replies = _drain_tags(client, layout, events, replies, fence_ttl, waits)
     for i, event in enumerate(events):
@@ -86,7 +88,7 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                 seen.setdefault(member.decode("utf-8", "surrogateescape"))
     result.keys = list(seen)
     if hotness is not None:
-        hot = set(_hot_of(by_space, replies[len(calls):], hotness))
+        hot = set(_hot_of(by_space, replies[len(events):], hotness))
         asked = {k for keys in by_space.values() for k in keys}
         drained = [k for k in result.keys if k not in asked]
         if drained:  # tag members: known only now
@@ -94,6 +96,44 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                                 half_life=hotness.half_life, threshold=hotness.threshold))
         result.hot = [k for k in result.keys if k in hot]
     return result
+
+
+def _calls(layout: KeyLayout, events: Sequence[Event], fence_ttl: int, *,
+           merged: bool) -> tuple[list[scripts.Call[Any]], list[list[int]]]:
+    """The batch's script calls, and the events each one answers: one call per event, or (`merged`, one Redis) one
+    INVALIDATE_KEY of many keys per MERGE_KEYS key events (in order) and one call per tag event."""
+    if not merged:
+        return ([script_calls.invalidate_key(layout, key=e.target, version=e.version, fence_ttl=fence_ttl)
+                 if e.kind == "key" else script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH)
+                 for e in events], [[i] for i in range(len(events))])
+    calls: list[scripts.Call[Any]] = []
+    spans: list[list[int]] = []
+    keyed = [i for i, e in enumerate(events) if e.kind == "key"]
+    for start in range(0, len(keyed), MERGE_KEYS):
+        chunk = keyed[start:start + MERGE_KEYS]
+        calls.append(script_calls.invalidate_many(layout, [(events[i].target, events[i].version) for i in chunk],
+                                                  fence_ttl=fence_ttl))
+        spans.append(chunk)
+    for i, e in enumerate(events):
+        if e.kind != "key":
+            calls.append(script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH))
+            spans.append([i])
+    return calls, spans
+
+
+def _per_event(replies: list[Any], spans: list[list[int]], events: int, *, merged: bool) -> list[Any]:
+    """One reply per event (a merged call's error is each of its events'), then the pipeline's other replies."""
+    if not merged:  # one call per event, in order
+        return replies
+    out: list[Any] = [None] * events
+    for reply, span in zip(replies, spans, strict=False):
+        if isinstance(reply, list):  # INVALIDATE_KEY of many: one reply per key
+            for j, i in enumerate(span):
+                out[i] = reply[j]
+        else:  # a tag event's first step, or an error (each of the call's events')
+            for i in span:
+                out[i] = reply
+    return out + replies[len(spans):]
 
 
 def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event], replies: list[Any],
