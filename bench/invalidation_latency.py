@@ -219,7 +219,9 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
         for client, pubsub, channel in subscriptions:
             sets: list[tuple[float, str, str]] = []  # (time, key, value key) of this drain's SETs
             message = pubsub.get_message(timeout=0.05 / len(subscriptions))
-            while message is not None:
+            drained = 0
+            while message is not None and drained < 200:  # the SETs' values read soon after their notifications
+                drained += 1
                 now = time.perf_counter()
                 name = message["channel"].decode()
                 fence_channel = channel + fence_prefix if fence_prefix else None
@@ -230,7 +232,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                     log.append((now, key, "del", None))
                 elif not fence and message["data"] == b"set":
                     sets.append((now, key, name[len(channel):]))
-                message = pubsub.get_message(timeout=0)
+                message = pubsub.get_message(timeout=0) if drained < 200 else None
             if sets:
                 pipe = client.pipeline(transaction=False)
                 for _, _, value_key in sets:
