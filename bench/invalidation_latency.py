@@ -165,6 +165,7 @@ class Watcher:
 
     def __init__(self, urls: list[str], prefix: str, naive: bool, fence_prefix: str | None = None) -> None:
         self.naive = naive
+        self.by_bump = fence_prefix is not None  # cachewarm: an event's deletion is its invalidation's fence bump
         self.records: list[Rec] = []
         # spawn, not fork: this process already runs threads (a source, readers), whose locks a fork would copy held
         context = multiprocessing.get_context("spawn")
@@ -180,12 +181,12 @@ class Watcher:
         """Waits until every event has its new value (or EVENT_TIMEOUT passed), then matches the log."""
         deadline = max((r.t_pub for r in self.records), default=0.0) + EVENT_TIMEOUT
         time.sleep(min(0.5, max(0.0, deadline - time.perf_counter())))
-        waiting = [r for r in self.records if r.t_new is None]
+        waiting = [r for r in self.records if r.t_new is None or r.t_del is None]
         while True:
             self._parent.send(("log", None))
             log: list[tuple[float, str, str, int | None]] = self._parent.recv()
-            _match(waiting, log)
-            waiting = [r for r in waiting if r.t_new is None]
+            _match(waiting, log, self.by_bump)
+            waiting = [r for r in waiting if r.t_new is None or r.t_del is None]
             if not waiting or time.perf_counter() > deadline:
                 break
             time.sleep(0.25)
@@ -228,7 +229,9 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 fence = fence_channel is not None and name.startswith(fence_channel)
                 key = name[len(fence_channel):] if fence and fence_channel else name[len(channel) + len(prefix):]
                 key = key[:len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
-                if message["data"] in (b"del", b"hincrby"):
+                if fence and message["data"] == b"hincrby":  # an invalidation bumped the key's fence generation
+                    log.append((now, key, "bump", None))
+                elif message["data"] in (b"del", b"hincrby"):
                     log.append((now, key, "del", None))
                 elif not fence and message["data"] == b"set":
                     sets.append((now, key, name[len(channel):]))
@@ -244,16 +247,28 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
         client.close()
 
 
-def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]]) -> None:
-    """Gives each event the first deletion / new value of its key logged after it was published."""
+def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]], by_bump: bool) -> None:
+    """Gives each event its deletion and the first new value of its key logged after it was published.
+
+    cachewarm's deletion of an event is the fence bump of its invalidation: the consumer applies a key's events in
+    stream order and each bumps the key's fence once (every event of this bench carries a new version), so the
+    n-th bump of a key is its n-th event's (the first deletion after the publish would be an earlier event's when
+    the consumer runs behind by more than a key's events are apart). The naive writer's is the first DEL after it."""
     by_key: dict[str, list[Rec]] = {}
     for rec in sorted(records, key=lambda r: r.t_pub):
-        if rec.t_new is None:
+        if rec.t_new is None or rec.t_del is None:
             by_key.setdefault(rec.key, []).append(rec)
+    bumps: dict[str, list[float]] = {}
+    for t, key, kind, _ in sorted(log):
+        if kind == "bump":
+            bumps.setdefault(key, []).append(t)
+    for key, times in bumps.items():
+        for rec, t in zip([r for r in by_key.get(key, ()) if r.t_del is None], times, strict=False):
+            rec.t_del = t
     starts = {key: [r.t_pub for r in recs] for key, recs in by_key.items()}
     for t, key, kind, version in sorted(log):
         recs = by_key.get(key)
-        if not recs:
+        if not recs or kind == "bump":
             continue
         # the events of this key published at or before t, and not more than EVENT_TIMEOUT before it
         for i in range(bisect.bisect_right(starts[key], t) - 1, -1, -1):
@@ -261,10 +276,11 @@ def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]]) ->
             if t > rec.t_pub + EVENT_TIMEOUT:  # later than that: counted as no new value
                 break
             if kind == "del":
-                if rec.t_del is None:
+                if rec.t_del is None and not by_bump:
                     rec.t_del = t
             elif version is not None and version >= rec.version and rec.t_new is None:
-                rec.t_del = rec.t_del if rec.t_del is not None else t
+                if not by_bump:
+                    rec.t_del = rec.t_del if rec.t_del is not None else t
                 rec.t_new = t
 
 
@@ -605,7 +621,7 @@ COLUMNS = ["system", "events", "del p50", "del p99", "del max", "new p50", "new 
            "stale after del", "stale before del", "src req", "src/ev", "cons ms/ev", "refr ms/ev", "pending"]
 
 
-def _row(system: str, run: Run, rate: float) -> tuple[list[Any], dict[str, float]]:
+def _row(system: str, run: Run, rate: float, label: str | None = None) -> tuple[list[Any], dict[str, float]]:
     deleted = latency_stats([r.t_del - r.t_pub for r in run.records if r.t_del is not None])
     new = latency_stats([r.t_new - r.t_pub for r in run.records if r.t_new is not None])
     missing = sum(1 for r in run.records if r.t_new is None)
@@ -616,7 +632,7 @@ def _row(system: str, run: Run, rate: float) -> tuple[list[Any], dict[str, float
     def per_event(cpu: float | None) -> str:
         return f"{cpu * 1000 / events:.3f}" if cpu is not None else "-"
 
-    row = [system, f"{len(run.records)} ({len(run.records) / run.seconds:.0f}/s)",
+    row = [label or system, f"{len(run.records)} ({len(run.records) / run.seconds:.0f}/s)",
            format_ms(deleted.p50, 1), format_ms(deleted.p99, 1), format_ms(deleted.max, 1),
            format_ms(new.p50, 1), format_ms(new.p99, 1), format_ms(new.max, 1), missing,
            len(run.reads), after, before, run.source_requests, f"{run.source_requests / events:.2f}",
@@ -677,7 +693,7 @@ def find_max(args: argparse.Namespace) -> None:
         for rate in [float(r) for r in args.rates.split(",")]:
             args.rate, args.events = rate, int(rate * seconds)
             run = run_cachewarm(servers, source, config, args)
-            row, found = _row(f"cachewarm {rate:g}/s", run, rate)
+            row, found = _row("cachewarm", run, rate, label=f"cachewarm {rate:g}/s")
             rows.append(row)
             failed = [why for why, bad in [
                 ("del p99", found["cachewarm del p99 ms"] > DEL_GOAL_MS),
