@@ -263,3 +263,38 @@ def test_the_fast_parse_of_the_common_entry_gives_what_the_full_checks_give(monk
     assert fast == full
     assert sum(isinstance(e, events.Event) for e in full) > 50  # both kinds of outcome were compared
     assert sum(isinstance(e, events.Rejected) for e in full) > 50
+
+
+def test_the_consumer_process_counts_into_the_nodes_metrics(
+        redis_client: redis.Redis, env: dict[str, str], tmp_path: Path) -> None:
+    import urllib.request
+
+    from cachewarm.demo.redis_server import free_port
+
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "cachewarm.worker.sidecar"], cwd=ROOT,
+                            env={**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                                 "CACHEWARM_METRICS_PORT": str(port)})
+    cache = Cache(settings=Settings.load(redis_url=env["CACHEWARM_REDIS_URL"], config=env["CACHEWARM_CONFIG"]))
+    try:
+        _consumer_child(proc, redis_client)
+        cache.set("product:3", {"p": 1})
+        publish_invalidation("product:3", redis=redis_client)
+        wait_until(lambda: not cache.exists("product:3"), 20, "the consumer process to apply the invalidation")
+
+        def applied() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            line = next((ln for ln in text.splitlines()
+                         if ln.startswith("cachewarm_invalidations_total{") and 'kind="key"' in ln
+                         and 'outcome="applied"' in ln), "")
+            return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+        wait_until(applied, 20, "the sidecar's /metrics to count the consumer process's invalidation",
+                   ignore=(OSError,))
+    finally:
+        cache.close()
+        proc.terminate()
+        proc.wait(30)
