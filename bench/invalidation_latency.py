@@ -219,6 +219,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
             log = []
         for client, pubsub, channel in subscriptions:
             sets: list[tuple[float, str, str]] = []  # (time, key, value key) of this drain's SETs
+            bumps: list[tuple[float, str, str]] = []  # (time, key, fence key) of its fence bumps
             message = pubsub.get_message(timeout=0.05 / len(subscriptions))
             drained = 0
             while message is not None and drained < 200:  # the SETs' values read soon after their notifications
@@ -230,18 +231,23 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 key = name[len(fence_channel):] if fence and fence_channel else name[len(channel) + len(prefix):]
                 key = key[:len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
                 if fence and message["data"] == b"hincrby":  # an invalidation bumped the key's fence generation
-                    log.append((now, key, "bump", None))
+                    bumps.append((now, key, name[len(channel):]))
                 elif message["data"] in (b"del", b"hincrby"):
                     log.append((now, key, "del", None))
                 elif not fence and message["data"] == b"set":
                     sets.append((now, key, name[len(channel):]))
                 message = pubsub.get_message(timeout=0) if drained < 200 else None
-            if sets:
+            if sets or bumps:
                 pipe = client.pipeline(transaction=False)
                 for _, _, value_key in sets:
                     pipe.get(value_key)
-                for (t, key, _), raw in zip(sets, pipe.execute(), strict=True):
+                for _, _, fence_key in bumps:
+                    pipe.hget(fence_key, "v")  # the version floor the invalidation raised: which event it was
+                replies = pipe.execute()
+                for (t, key, _), raw in zip(sets, replies, strict=False):
                     log.append((t, key, "set", _version(raw, naive)))
+                for (t, key, _), floor in zip(bumps, replies[len(sets):], strict=True):
+                    log.append((t, key, "bump", int(floor) if floor is not None else None))
     for client, pubsub, _ in subscriptions:
         pubsub.close()
         client.close()
@@ -250,21 +256,19 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
 def _match(records: list[Rec], log: list[tuple[float, str, str, int | None]], by_bump: bool) -> None:
     """Gives each event its deletion and the first new value of its key logged after it was published.
 
-    cachewarm's deletion of an event is the fence bump of its invalidation: the consumer applies a key's events in
-    stream order and each bumps the key's fence once (every event of this bench carries a new version), so the
-    n-th bump of a key is its n-th event's (the first deletion after the publish would be an earlier event's when
-    the consumer runs behind by more than a key's events are apart). The naive writer's is the first DEL after it."""
+    cachewarm's deletion of an event is the first fence bump of its key whose version floor (read by the watcher
+    just after the bump) covers the event's version: the first deletion after the publish would be an earlier
+    event's when the consumer runs behind by more than a key's events are apart. The naive writer's is the first
+    DEL after the publish."""
     by_key: dict[str, list[Rec]] = {}
     for rec in sorted(records, key=lambda r: r.t_pub):
         if rec.t_new is None or rec.t_del is None:
             by_key.setdefault(rec.key, []).append(rec)
-    bumps: dict[str, list[float]] = {}
-    for t, key, kind, _ in sorted(log):
-        if kind == "bump":
-            bumps.setdefault(key, []).append(t)
-    for key, times in bumps.items():
-        for rec, t in zip([r for r in by_key.get(key, ()) if r.t_del is None], times, strict=False):
-            rec.t_del = t
+    for t, key, kind, floor in sorted(log):
+        if kind == "bump" and floor is not None:
+            for rec in by_key.get(key, ()):
+                if rec.t_del is None and rec.version <= floor and rec.t_pub <= t:
+                    rec.t_del = t
     starts = {key: [r.t_pub for r in recs] for key, recs in by_key.items()}
     for t, key, kind, version in sorted(log):
         recs = by_key.get(key)
