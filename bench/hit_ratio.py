@@ -35,6 +35,7 @@ two and prints cachewarm's figures side by side (goal: the hit ratios unchanged 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import signal
@@ -96,10 +97,13 @@ class CachewarmWorkers:
     HALF_LIFE = 60.0      # the defaults; readers and workers must agree: it is the unit of the hot:S scores
     THRESHOLD = 1.0
 
-    def __init__(self, servers: CacheServers | None = None, *, half_life: float | None = None) -> None:
+    def __init__(self, servers: CacheServers | None = None, *, half_life: float | None = None,
+                 threshold: float | None = None) -> None:
         self._servers = servers  # a cluster's; standalone: the database given to setup, the broker in db 1
         if half_life is not None:
             self.HALF_LIFE = half_life
+        if threshold is not None:
+            self.THRESHOLD = threshold
         self._counters_client: redis.Redis | None = None
         self._cache: Cache | None = None
         self._worker: subprocess.Popen[bytes] | None = None
@@ -471,7 +475,7 @@ def worker_rows(results: Sequence[Result], args: argparse.Namespace) -> list[lis
         w = result.worker
         if w is None:
             continue
-        above, below = classify_misses(result, hot, half_life=args.half_life, threshold=CachewarmWorkers.THRESHOLD)
+        above, below = classify_misses(result, hot, half_life=args.half_life, threshold=args.threshold)
         src_rate = result.source_requests / result.window
         wasted_rate = w.wasted / result.window
         lrn = result.learning
@@ -503,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the hot set has then learnt the ranking; 1 with --quick)")
     parser.add_argument("--half-life", type=float, default=CachewarmWorkers.HALF_LIFE,
                         help=f"cachewarm's CACHEWARM_HOT_HALF_LIFE (default {CachewarmWorkers.HALF_LIFE:g})")
+    parser.add_argument("--threshold", type=float, default=CachewarmWorkers.THRESHOLD,
+                        help=f"cachewarm's CACHEWARM_HOT_THRESHOLD (default {CachewarmWorkers.THRESHOLD:g})")
     parser.add_argument("--shift-seconds", type=float, default=None,
                         help="after the window, reads go on this long with the ranking moved to keys never read "
                              "before: the learning misses of newly hot keys (default 60; 10 with --quick; "
@@ -566,11 +572,13 @@ def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]]
                 log(f"{name}: skipped on a cluster (a single-server client)")
                 continue
             if servers.cluster:
-                factory = lambda: CachewarmWorkers(servers, half_life=args.half_life)  # noqa: E731 - this iteration
+                factory = functools.partial(CachewarmWorkers, servers, half_life=args.half_life,
+                                            threshold=args.threshold)
                 url = servers.redis_url
             else:
                 if name == "cachewarm":
-                    factory = lambda: CachewarmWorkers(half_life=args.half_life)  # noqa: E731 - this iteration
+                    factory = functools.partial(CachewarmWorkers, half_life=args.half_life,
+                                                threshold=args.threshold)
                 url = servers.redis_url.rsplit("/", 1)[0] + f"/{FIRST_SYSTEM_DB + names.index(name)}"
             log(f"{topology} {name}: {args.warmup:g} s warm-up + {args.seconds:g} s + {args.shift_seconds:g} s "
                 f"shifted, {url}")
@@ -585,7 +593,7 @@ def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]]
     title = (f"hit_ratio ({topology}): Zipf s={args.s:g} over {args.keys:,} keys, {args.threads} threads, "
              f"{args.seconds:g} s after a {args.warmup:g} s warm-up, then {args.shift_seconds:g} s shifted; ttl "
              f"{args.ttl:g} s, refresh ahead {args.refresh_ahead:g} s, source {args.latency * 1000:g} ms, "
-             f"cachewarm half-life {args.half_life:g} s")
+             f"cachewarm half-life {args.half_life:g} s, threshold {args.threshold:g}")
     notes = [
         f"hot{hot} = ranks 0..{hot - 1}, {sampler.mass(hot) * 100:.1f}% of reads; refresh period = ttl - "
         f"refresh_ahead = {args.ttl - args.refresh_ahead:g} s",
