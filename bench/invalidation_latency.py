@@ -3,8 +3,9 @@
 A writer commits a change to the source (version + 1) and publishes it, --events times (default 5,000; or
 --seconds x --rate) at --rate events/s (default 500), round-robin over --keys hot keys (default 200, pinned so
 they count as hot). Reader threads read the same keys all the while. A watcher in its own process logs Redis
-keyspace notifications of the value keys (and of the fence bump) with their times; per event, the first deletion
-after the publish (publish-to-deleted) and the first value of the published version or newer (publish-to-new-value).
+keyspace notifications with their times: per event, publish-to-deleted is to the first fence bump of its key whose
+version floor covers the event (cachewarm's invalidation bumps the fence as it deletes; the naive writer's: the
+first DEL after the publish), and publish-to-new-value to the first value of the published version or newer.
 Source latency 50 ms over HTTP (`cachewarm.demo.source` in a child process).
 
 The driver is one process of its own: every few milliseconds it takes the events that are due, commits them in
