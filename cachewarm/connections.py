@@ -125,8 +125,27 @@ def stream_keys(args: tuple[Any, ...]) -> list[Any] | None:
     return None
 
 
+class ClusterClient(redis.cluster.RedisCluster):
+    """redis-py's sync cluster client, whose pipelines never send a WAIT again elsewhere. A pipelined command whose
+    connection broke is resent alone through the client, routed afresh; WAIT (keyless) then goes to every master,
+    on connections that wrote nothing, and returns at once: the invalidation apply path (fence_replica_wait) would
+    take its master's death for a replica's acknowledgement. Its connection error is its reply instead."""
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        resend = pipe.parent_execute_command
+
+        def parent_execute_command(*args: Any, **kwargs: Any) -> Any:
+            if str(args[0]).upper() == "WAIT":
+                raise redis.ConnectionError("the connection of a WAIT broke: not sent again to other nodes")
+            return resend(*args, **kwargs)
+
+        pipe.parent_execute_command = parent_execute_command
+        return pipe
+
+
 def _cluster_client(url: str, options: dict[str, Any]) -> redis.cluster.RedisCluster:
-    client = redis.cluster.RedisCluster.from_url(url, **options)
+    client = ClusterClient.from_url(url, **options)
     client.commands_parser = _StreamKeys(client.commands_parser)  # type: ignore[assignment]
     return client
 

@@ -63,9 +63,10 @@ class KeyspaceConfig(BaseModel):
     local: bool = Field(False, description="keep a copy of hot values in each process's memory (near cache)")
     local_max_entries: int = Field(10_000, gt=0, description="local copies one process keeps at most")
     local_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="bytes of local copies one process keeps")
-    fence_replica_wait: float = Field(0.0, ge=0, le=60, description=(
+    fence_replica_wait: float = Field(0.0, ge=0, le=4, description=(
         "seconds the invalidation consumer waits (WAIT 1) for a replica to hold the fence bumps and version floors "
-        "it applied to this keyspace's keys, so a failover cannot lose them (docs/SCALING.md); 0: no wait"))
+        "it applied to this keyspace's keys, so a failover cannot lose them (docs/SCALING.md); 0: no wait; at most "
+        "4 (the consumer's Redis timeout is 5 s more than its read wait: a longer WAIT would break its connection)"))
 
     @field_validator("pattern")
     @classmethod

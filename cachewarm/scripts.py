@@ -176,10 +176,11 @@ def _splice(replies: list[Any], again: list[int], retried: list[Any]) -> list[An
 
 
 def execute(client: redis.Redis, calls: Sequence[Call[Any]],
-            then: Callable[[Pipeline], None] | None = None) -> list[Any]:
+            then: Callable[[Pipeline], None] | None = None, *, then_again: bool = False) -> list[Any]:
     """Sends calls (then the plain commands `then` queues) in one pipeline, errors returned in place. Calls whose
     script Redis did not have are sent again (only those, so nothing runs twice), after one SCRIPT LOAD per
-    script."""
+    script; with `then_again` (`then`'s commands idempotent: reads, a WAIT), `then`'s commands follow them once more
+    and their replies are the retry's."""
     unseen = _unseen(client, calls)
     for missing in unseen:  # SCRIPT LOAD goes to every master of a cluster (redis-py routes it so)
         client.script_load(missing.source)
@@ -188,15 +189,20 @@ def execute(client: redis.Redis, calls: Sequence[Call[Any]],
         then(pipe)
     replies: list[Any] = pipe.execute(raise_on_error=False)
     again = _unloaded(calls, replies)
-    if again:
-        for missing in _scripts_of(calls, again):
-            client.script_load(missing.source)
-        _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again, source=False).execute(
-            raise_on_error=False))
-        again = _unloaded(calls, replies)  # a node that lost them meanwhile (a failover): EVAL, which cannot miss
-        if again:
-            _splice(replies, again, _queue_retry(client.pipeline(transaction=False), calls, again,
-                                                 source=True).execute(raise_on_error=False))
+    for source in (False, True):  # a node that lost them again meanwhile (a failover): EVAL, which cannot miss
+        if not again:
+            break
+        if not source:
+            for missing in _scripts_of(calls, again):
+                client.script_load(missing.source)
+        retry = _queue_retry(client.pipeline(transaction=False), calls, again, source=source)
+        if then is not None and then_again:  # idempotent commands, a WAIT that must follow the writes it waits for
+            then(retry)
+        retried: list[Any] = retry.execute(raise_on_error=False)
+        _splice(replies, again, retried[:len(again)])
+        if then is not None and then_again:
+            replies[len(calls):] = retried[len(again):]
+        again = _unloaded(calls, replies)
     if len(calls) >= PRELOAD_AT:  # each of their scripts has now run or been loaded
         _mark_seen(client, calls)
     return _decoded(calls, replies)

@@ -105,6 +105,61 @@ def test_a_tag_walk_waits_too(redis_cluster: RedisCluster) -> None:
             node.close()
 
 
+def test_a_master_dying_during_the_wait_leaves_the_event_to_be_applied_on_its_replica(
+        write_config: Callable[[str], Path]) -> None:
+    """The case the option is for: the master applied the bump, its replica has not got it (its link cut, and
+    stopped so that it cannot reconnect), the master dies. The WAIT fails, the event stays pending and is applied again on the promoted replica: its floor
+    is there afterwards (without the option the event would have been acknowledged and the floor lost)."""
+    with RedisCluster() as cluster:
+        config = CONFIG.replace("fence_replica_wait = 0.2", "fence_replica_wait = 3")
+        settings = Settings.load(redis_url=cluster.url, redis_cluster=True, config=write_config(config))
+        client: Any = cluster.client(socket_timeout=5)
+        stream = client.nodes_manager.get_node_from_slot(client.keyslot(INVALIDATION_STREAM)).port
+        victim = next(n.port for n in client.get_primaries() if n.port != stream)
+        key = next(k for k in (f"item:{i}" for i in range(300))
+                   if client.nodes_manager.get_node_from_slot(client.keyslot(LAYOUT.fence(k))).port == victim)
+        by_port = {node.port: node for node in cluster.nodes}
+        heir = next(p for p in by_port if p != victim and
+                    int(redis.Redis(port=p).info("replication").get("master_port", 0)) == victim)
+        heir_pid, victim_pid = by_port[heir].process.pid, by_port[victim].process.pid  # type: ignore[union-attr]
+        # its URL names a node that stays up (the one holding the stream)
+        consumer = InvalidationConsumer(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{stream}/0"}),
+                                        block_ms=50)
+        consumer.ensure_group()
+        master: Any = redis.Redis(port=victim, socket_timeout=2)
+        os.kill(heir_pid, signal.SIGSTOP)  # the replica cannot reconnect...
+        stopped = True
+        try:
+            master.execute_command("CLIENT", "KILL", "TYPE", "replica")  # ...once its link is cut: writes stay here
+            consumer.start()
+            publish_invalidation(key, version=9, redis=client, settings=settings)
+            deadline = time.monotonic() + 20
+            while master.hget(LAYOUT.fence(key), "v") != b"9" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert master.hget(LAYOUT.fence(key), "v") == b"9"   # applied on the master; the WAIT is waiting
+            os.kill(victim_pid, signal.SIGKILL)
+            os.kill(heir_pid, signal.SIGCONT)
+            stopped = False
+            deadline = time.monotonic() + 60
+            floor, pending = None, -1
+            while time.monotonic() < deadline:
+                try:
+                    floor = client.hget(LAYOUT.fence(key), "v")
+                    pending = int(client.xpending(INVALIDATION_STREAM, CONSUMER_GROUP)["pending"])
+                    if floor == b"9" and pending == 0:
+                        break
+                except (redis.RedisError, redis.exceptions.RedisClusterException):
+                    pass
+                time.sleep(0.2)
+            assert floor == b"9", dict(consumer.stats)               # the promoted replica has the floor
+            assert pending == 0, dict(consumer.stats)
+        finally:
+            if stopped:
+                os.kill(heir_pid, signal.SIGCONT)
+            consumer.close()
+            client.close()
+
+
 def test_with_every_replica_down_the_events_are_applied_and_acknowledged(
         write_config: Callable[[str], Path]) -> None:
     with RedisCluster() as cluster:  # its own: its replicas are killed

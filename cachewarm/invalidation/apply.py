@@ -11,10 +11,13 @@ members. Members stay in the set (a load may still be in flight), so an event ap
 
 A keyspace with ``fence_replica_wait`` (keyspaces.py) has the pipeline that invalidated its keys end with ``WAIT 1
 <ms>`` on each master that holds some of them (same connection, after the scripts): the events count as applied once
-a replica has the bumps and floors, or the wait ran out. A wait that ran out (no replica acknowledged: one is down,
-lagging, or a failover just left the master without one) is counted in ``Applied.unreplicated`` and the events are
-applied and acknowledged all the same: the master has them, retrying cannot make a replica catch up, and leaving
-them pending would dead-letter every event of the keyspace while a replica is down (docs/SCALING.md).
+a replica has the bumps and floors, or the wait ran out. A WAIT that failed (its connection broke: the master may
+have died with the bumps) leaves its keys' events in error, pending, to be applied again (on the promoted
+replica); connections.py keeps redis-py from resending a broken WAIT to other nodes, where it would return at once.
+A wait that ran out (no replica acknowledged: one is down, lagging, or a failover just left the master without one)
+is counted in ``Applied.unreplicated`` and the events are applied and acknowledged all the same: the master has
+them, retrying cannot make a replica catch up, and leaving them pending would dead-letter every event of the
+keyspace while a replica is down (docs/SCALING.md).
 
 The caller learns which of the invalidated keys are hot (pinned, or decayed reads above ``hot_threshold``, as in
 access.py), each once however many events named it, so it can refresh them straight away.
@@ -68,9 +71,13 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
     calls, spans = _calls(layout, events, fence_ttl, merged=merged)
     waited = waits.keys([e.target for e in events if e.kind == "key"])
     replies = _per_event(scripts.execute(client, calls, waits.after(waited,
-                                                                    lambda pipe: _queue_hot(pipe, by_space, layout))),
+                                                                    lambda pipe: _queue_hot(pipe, by_space, layout)),
+                                         then_again=bool(waited)),
                          spans, len(events), merged=merged)
-    waits.count(replies, waited)
+    unsure = waits.count(replies, waited)
+    for i, event in enumerate(events):  # the master may be gone with the bumps: left pending, applied again
+        if event.kind == "key" and event.target in unsure and not isinstance(replies[i], Exception):
+            replies[i] = unsure[event.target]
     tag_replies = _drain_tags(client, layout, events, replies, fence_ttl, waits)
     for i, event in enumerate(events):
         reply = tag_replies.get(i, replies[i])
@@ -163,8 +170,11 @@ def _drain_tags(client: redis.Redis, layout: KeyLayout, events: Sequence[Event],
                                                       count=TAG_BATCH))
             spans.append((start, len(calls), more))
         waited = waits.keys([m.decode("utf-8", "surrogateescape") for i in order for m in steps[i].members])
-        results = scripts.execute(client, calls, waits.after(waited))
-        waits.count(results, waited)
+        results = scripts.execute(client, calls, waits.after(waited), then_again=bool(waited))
+        unsure = waits.count(results, waited)
+        for i in [i for i in order if unsure and any(m.decode("utf-8", "surrogateescape") in unsure
+                                                     for m in steps[i].members)]:
+            out[i] = next(iter(unsure.values()))  # in error (below): walked again from the start
         for i, (start, end, more) in zip(order, spans, strict=True):
             done, mine = out[i], results[start:end]
             failed = next((r for r in mine if isinstance(r, Exception)), None)
@@ -192,6 +202,7 @@ class _ReplicaWaits:
 
     def keys(self, keys: Sequence[str]) -> dict[Any, int]:
         """The masters to WAIT on (None: the one Redis) and each one's timeout in ms, for these invalidated keys."""
+        self.members: dict[Any, list[str]] = {}
         if not self.ms or self.keyspaces is None:
             return {}
         nodes: dict[Any, int] = {}
@@ -206,6 +217,7 @@ class _ReplicaWaits:
                 node = (self.client.nodes_manager.get_node_from_slot(  # type: ignore[attr-defined]
                     self.client.keyslot(self.layout.fence(key))) if cluster else None)  # type: ignore[attr-defined]
                 nodes[node] = max(ms, nodes.get(node, 0))
+                self.members.setdefault(node, []).append(key)
         return nodes
 
     @staticmethod
@@ -221,9 +233,16 @@ class _ReplicaWaits:
                     pipe.execute_command("WAIT", 1, ms, target_nodes=node)
         return queue
 
-    def count(self, replies: list[Any], nodes: dict[Any, int]) -> None:
-        if nodes:
-            self.result.unreplicated += sum(1 for r in replies[-len(nodes):] if isinstance(r, Exception) or r < 1)
+    def count(self, replies: list[Any], nodes: dict[Any, int]) -> dict[str, Exception]:
+        """Counts the WAITs that ran out; returns the keys of the masters whose WAIT failed (its connection broke:
+        the master may have died before a replica had the bumps), each with the error."""
+        unsure: dict[str, Exception] = {}
+        for node, reply in zip(nodes, replies[len(replies) - len(nodes):], strict=True):
+            if isinstance(reply, Exception):
+                unsure.update((key, reply) for key in self.members.get(node, ()))
+            elif reply < 1:
+                self.result.unreplicated += 1
+        return unsure
 
 
 @dataclass(frozen=True, slots=True)
