@@ -20,7 +20,8 @@ Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_fo
 
 Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
 writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
-a 404 adds FORGET and the unpin.
+a 404 adds FORGET and the unpin. On one Redis the LEASEs of a pipeline are one script call of many keys, and so
+are its WRITEs (`Pipeliner.merged`); on a Redis Cluster every key keeps a call of its own (its slot).
 """
 
 from __future__ import annotations
