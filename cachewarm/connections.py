@@ -107,8 +107,14 @@ class _StreamKeys:
         return getattr(self._inner, name)
 
     def get_keys(self, redis_conn: Any, *args: Any) -> Any:
-        keys = stream_keys(args)
-        return keys if keys is not None else self._inner.get_keys(redis_conn, *args)
+        if args and args[0] in _STREAM_READS:  # one set lookup for every other command (a GET's routing)
+            keys = stream_keys(args)
+            if keys is not None:
+                return keys
+        return self._inner.get_keys(redis_conn, *args)
+
+
+_STREAM_READS = frozenset({"XREAD", "XREADGROUP", "xread", "xreadgroup", b"XREAD", b"XREADGROUP"})
 
 
 def stream_keys(args: tuple[Any, ...]) -> list[Any] | None:

@@ -153,3 +153,31 @@ def test_a_moved_slot_is_followed(cluster: ClusterAndMasters) -> None:
         new.delete(LAYOUT.fence(key), LAYOUT.value(key))
         for node in (old, new):
             node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", old_id)
+
+
+def test_stream_reads_keys_are_read_from_their_streams_argument() -> None:
+    from cachewarm.connections import stream_keys
+    assert stream_keys(("XREAD", "COUNT", 1, "BLOCK", 10, "STREAMS", "a", "b", "0", "$")) == ["a", "b"]
+    assert stream_keys(("XREADGROUP", "GROUP", "streams", "STREAMS", "STREAMS", "s", ">")) == ["s"]
+    assert stream_keys(("GET", "k")) is None
+    assert stream_keys(("XREAD", "STREAMS", "a", "b", "c")) is None  # malformed: left to redis-py
+
+
+def test_a_consumer_wake_up_asks_the_server_nothing(redis_cluster: RedisCluster, cluster: ClusterAndMasters) -> None:
+    from cachewarm.connections import sync_client
+    _, nodes = cluster
+    client: Any = sync_client(redis_cluster.url, timeout=5, cluster=True)
+    try:
+        client.xadd("s{x}", {"a": 1})
+        client.xgroup_create("s{x}", "g", id="0")
+        for node in nodes:
+            node.config_resetstat()
+        pipe = client.pipeline(transaction=False)
+        pipe.xack("s{x}", "g", "1-0")
+        pipe.xread({"s{x}": "0"}, count=1, block=10)
+        assert pipe.execute()[1]
+        assert client.xreadgroup("g", "c", {"s{x}": ">"}, count=1)
+    finally:
+        client.close()
+    counted = calls_of(nodes)
+    assert counted.get("command|getkeys", 0) == 0 and counted.get("xread", 0) == 1
