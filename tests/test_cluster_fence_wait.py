@@ -108,8 +108,9 @@ def test_a_tag_walk_waits_too(redis_cluster: RedisCluster) -> None:
 def test_a_master_dying_during_the_wait_leaves_the_event_to_be_applied_on_its_replica(
         write_config: Callable[[str], Path]) -> None:
     """The case the option is for: the master applied the bump, its replica has not got it (its link cut, and
-    stopped so that it cannot reconnect), the master dies. The WAIT fails, the event stays pending and is applied again on the promoted replica: its floor
-    is there afterwards (without the option the event would have been acknowledged and the floor lost)."""
+    stopped so that it cannot reconnect), the master dies. The WAIT fails, the event stays pending and is applied
+    again on the promoted replica: its floor is there afterwards (without the option the event would have been
+    acknowledged and the floor lost)."""
     with RedisCluster() as cluster:
         config = CONFIG.replace("fence_replica_wait = 0.2", "fence_replica_wait = 3")
         settings = Settings.load(redis_url=cluster.url, redis_cluster=True, config=write_config(config))
