@@ -54,6 +54,11 @@ R = TypeVar("R")
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
+# A forced refresh that finds the lease held waits for its holder: first after 20 ms (about a fast load), doubling
+# to 250 ms, for at most 5 s in all (a holder that died lets its lease lapse within its lease time).
+BUSY_RETRY_FIRST = 0.02
+BUSY_RETRY_CAP = 0.25
+BUSY_RETRY_FOR = 5.0
 
 # Outcomes of one key's refresh (the hooks' `outcome` label; `stat_name` spells them in refresh:stats).
 OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = (
@@ -219,9 +224,32 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
 
 
 async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> KeyResult:
+    """Refreshes one key. A forced refresh (an invalidated hot key, `cachewarm warm`) that finds the key's lease held
+    waits for the holder and tries again, now only if the key is still due: the holder (a reader's load, or a refresh
+    that took its fence token before the invalidation) may have its write refused by the fence, and the key would
+    then stay missing until its next read. The holder's own fresh value makes the retry a "not due" skip."""
     plan = ctx.core.plan(key)
     if plan is None or plan.source is None:
         return KeyResult(key, "_none", UNKNOWN)
+    cfg = ctx.core.keyspaces[plan.label].config
+    ahead_ms = int(cfg.refresh_ahead * 1000)
+    result = KeyResult(key, plan.label, SKIPPED)
+    try:
+        result = await _refresh_attempt(ctx, plan, None if force else ahead_ms)
+        waited, delay = 0.0, BUSY_RETRY_FIRST
+        while force and result.outcome is BUSY and waited < BUSY_RETRY_FOR:
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, BUSY_RETRY_CAP)
+            result = await _refresh_attempt(ctx, plan, ahead_ms)
+        return result
+    finally:
+        get_hooks().refresh(result.keyspace, result.outcome)
+
+
+async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None) -> KeyResult:
+    """One try: lease (skipped when not due by `ahead_ms`; None: due anyway), fetch, write."""
+    key = plan.key
     cfg = ctx.core.keyspaces[plan.label].config
     layout = ctx.layout
     result = KeyResult(key, plan.label, SKIPPED)
@@ -231,7 +259,7 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
             enlist = ctx.core.enlist_calls(plan)
             if enlist:  # a tagged key: enlisted before its fence token is read (keys.py)
                 await asyncio.gather(*(ctx.pipeliner.call(call) for call in enlist))
-            leased = await _lease(ctx, plan, token, None if force else int(cfg.refresh_ahead * 1000))
+            leased = await _lease(ctx, plan, token, ahead_ms)
             if leased.status is not LeaseStatus.TAKEN:
                 result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
                 return result
@@ -267,8 +295,6 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
         get_hooks().redis_error("refresh")
         result.outcome = FAILED
         return result
-    finally:
-        get_hooks().refresh(result.keyspace, result.outcome)
 
 
 async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | None) -> script_calls.Leased:

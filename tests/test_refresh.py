@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from cachewarm import Cache, Settings, envelope, script_calls, scripts
+from cachewarm import Cache, Settings, envelope, refresh, script_calls, scripts
 from cachewarm.connections import async_client
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout, shard_of
@@ -199,3 +200,39 @@ def test_warm_cli_loads_and_pins_keys_from_a_file(settings: Settings, redis_clie
 
     bad = CliRunner().invoke(cli, ["warm", "nope:1"])
     assert bad.exit_code == 2 and "no keyspace pattern matches" in bad.output
+
+
+async def test_a_forced_refresh_waits_for_a_held_lease_and_loads_if_the_holder_wrote_nothing(
+        ctx: RefreshContext, source: SourceServer, redis_client: redis.Redis) -> None:
+    """An invalidated hot key whose lease a reader holds: the reader's write is refused by the fence (it took its
+    token before the invalidation), so the hot refresh must not give up on "busy" or the key stays missing."""
+    redis_client.set(L.lease("product:11"), "0123456789abcdef", px=60_000)
+    task = asyncio.create_task(refresh_batch(ctx, ["product:11"], force=True))
+    await asyncio.sleep(0.3)
+    assert not task.done() and source.stats()["requests"] == 0   # waiting for the holder, not fetching
+    redis_client.delete(L.lease("product:11"))                    # the holder gives up, having written nothing
+    assert await task == {"ok": 1}
+    entry = _entry(redis_client, "product:11")
+    assert entry is not None and entry.value["id"] == "11"
+
+
+async def test_a_forced_refresh_after_a_held_lease_skips_the_holders_fresh_value(
+        ctx: RefreshContext, source: SourceServer, redis_client: redis.Redis) -> None:
+    redis_client.set(L.lease("product:12"), "0123456789abcdef", px=60_000)
+    task = asyncio.create_task(refresh_batch(ctx, ["product:12"], force=True))
+    await asyncio.sleep(0.1)
+    redis_client.set(L.value("product:12"), envelope.encode('{"id": "12"}', fetched_ms=int(time.time() * 1000),
+                                                           ttl_ms=30_000), px=30_000)
+    redis_client.delete(L.lease("product:12"))                    # the holder wrote a fresh value
+    assert await task == {"skipped": 1}
+    assert source.stats()["requests"] == 0
+
+
+async def test_a_forced_refresh_gives_up_on_a_lease_held_past_its_wait(
+        ctx: RefreshContext, source: SourceServer, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refresh, "BUSY_RETRY_FOR", 0.2)
+    redis_client.set(L.lease("product:13"), "0123456789abcdef", px=60_000)
+    assert await refresh_batch(ctx, ["product:13"], force=True) == {"busy": 1}
+    # not forced: one try, as before
+    assert await refresh_batch(ctx, ["product:13"]) == {"busy": 1}
