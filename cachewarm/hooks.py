@@ -20,8 +20,9 @@ class Hooks:
         """An expired value was served because the source failed."""
 
     # ---- worker side ----
-    def refresh(self, keyspace: str, outcome: str) -> None:
-        """A refresh of one key ended; outcome is a `RefreshOutcome` value (outcomes.py)."""
+    def refresh(self, keyspace: str, outcome: str, count: int = 1) -> None:
+        """`count` refreshes of keys ended (one call per batch and outcome: refresh.py); outcome is a
+        `RefreshOutcome` value (outcomes.py)."""
 
     def invalidation(self, kind: str, outcome: str) -> None:
         """An invalidation event was handled: kind key|tag, outcome an `InvalidationOutcome` value."""

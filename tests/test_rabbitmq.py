@@ -88,9 +88,9 @@ def make_cluster(tmp_path: Path, source: SourceServer, rabbitmq: RabbitMQ) -> It
 
 
 def test_scan_never_floods_a_rabbitmq_queue(tmp_path: Path, redis_url: str, rabbitmq: RabbitMQ) -> None:  # noqa: F811
-    """Item 1 on AMQP: the scan reads the refresh queue's length from RabbitMQ and fills it up to
-    MAX_QUEUED_BATCHES, never beyond, however many keys are due. (A length read as 0, the old Redis-list count,
-    would add MAX_QUEUED_BATCHES per scan.)"""
+    """Item 1 on AMQP: the scan reads the refresh queue's length from RabbitMQ and fills it (the first scan: up to
+    FIRST_BATCHES), never beyond, however many keys are due; with no worker taking any, later scans add none. (A
+    length read as 0, the old Redis-list count, would add batches every scan.)"""
     config = write_config(tmp_path, product_keyspace("http://127.0.0.1:9", ttl=60, refresh_ahead=30))
     name = f"t{uuid.uuid4().hex[:8]}"
     settings = Settings.load(redis_url=redis_url, broker_url=rabbitmq.url, config=config, refresh_batch_size=10,
@@ -103,13 +103,14 @@ def test_scan_never_floods_a_rabbitmq_queue(tmp_path: Path, redis_url: str, rabb
         task = SimpleNamespace(app=app)
         enqueued = [scan_task(task)]
         # Published on another connection: RabbitMQ counts them once routed (no ordering across connections).
-        wait_until(lambda: length.read() == backlog.MAX_QUEUED_BATCHES, 10, "the first scan's batches queued",
+        wait_until(lambda: length.read() == backlog.FIRST_BATCHES, 10, "the first scan's batches queued",
                    interval=0.05)
         enqueued += [scan_task(task) for _ in range(2)]
-        assert enqueued == [backlog.MAX_QUEUED_BATCHES * 10, 0, 0]
+        assert enqueued == [backlog.FIRST_BATCHES * 10, 0, 0]
         time.sleep(0.2)
-        assert length.read() == backlog.MAX_QUEUED_BATCHES
-        assert backlog.room(app, settings) == 0
+        assert length.read() == backlog.FIRST_BATCHES
+        assert backlog.measure(app, settings, client).keys == 0
+        assert backlog.room(app, settings) == (backlog.MAX_QUEUED_BATCHES - backlog.FIRST_BATCHES) * 10
     finally:
         with app.connection_for_write() as conn:
             channel = conn.channel()

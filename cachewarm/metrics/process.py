@@ -86,8 +86,8 @@ class PrometheusHooks(Hooks):
         if outcome not in SOURCE_OK_OUTCOMES:
             self.metrics.source_errors.labels(keyspace, outcome).inc()
 
-    def refresh(self, keyspace: str, outcome: str) -> None:
-        self.metrics.refreshes.labels(keyspace, outcome).inc()
+    def refresh(self, keyspace: str, outcome: str, count: int = 1) -> None:
+        self.metrics.refreshes.labels(keyspace, outcome).inc(count)
 
     def invalidation(self, kind: str, outcome: str) -> None:
         self.metrics.invalidations.labels(kind, outcome).inc()

@@ -11,15 +11,28 @@ The connection is one per process, made lazily on the first scan of the process 
 kept across scans, with socket timeouts so that a dead broker costs a scan at most TIMEOUT. No thread. When the
 count cannot be read, the scan enqueues at most UNKNOWN_ROOM_BATCHES batches (and says so in the log, once a
 minute): warming goes on at a bounded rate, never floods the queue, never stops. The next scan reconnects.
+
+The room is also bounded by what the workers take: a claim lives scan.claim_ms (4 scan periods), and a batch that
+waits in the queue longer than that has its keys claimed and enqueued again by a later scan (the second copy only
+costs, its keys are skipped as not due: 9,000-12,000 skipped per 20,000 refreshed in refresh_throughput, issue 12).
+Each scan records in Redis (``scan:queue``: when, and how many batches it left queued); the next one reads how many
+the workers took since. While the queue is not empty the workers were busy the whole time, so that is their rate;
+the scan then fills the queue to QUEUE_PERIODS scan periods of it at most (a worker also holds a few batches it
+took: MAX_IN_FLIGHT and the prefetch, tasks/refresh.py, which wait inside it). An emptied queue only says the rate
+is at least what they took: twice that. Without a record (the first scan), FIRST_BATCHES; after a scan that left
+nothing queued (the workers idle), up to MAX_QUEUED_BATCHES.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from typing import Any
+
+import redis
 
 from ..settings import Settings
 
@@ -32,6 +45,11 @@ MAX_QUEUED_BATCHES = 20
 UNKNOWN_ROOM_BATCHES = 2
 TIMEOUT = 2.0
 WARN_EVERY = 60.0
+# Scan periods of the workers' measured rate a busy queue is filled to at most (claims live 4: scan.claim_ms).
+QUEUE_PERIODS = 1.5
+# Batches the first scan (no record of a previous one) fills an empty queue to: the rate is not known yet; the
+# next scans grow it (an emptied queue: up to 2 x QUEUE_PERIODS times what was taken per period).
+FIRST_BATCHES = 8
 
 _TIMEOUT_OPTIONS = {
     "redis": {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT},
@@ -99,8 +117,67 @@ def queue_length(app: Any, queue_name: str) -> QueueLength:
     return length
 
 
-def room(app: Any, settings: Settings) -> int:
-    """How many keys this scan may enqueue."""
+class Room:
+    """How many keys a scan may enqueue (`keys`); `record` after enqueueing writes what the next scan measures
+    the workers' rate against."""
+
+    def __init__(self, keys: int, waiting: int | None, client: redis.Redis | None, settings: Settings) -> None:
+        self.keys = keys
+        self.waiting = waiting
+        self.client = client
+        self.settings = settings
+
+    def record(self, enqueued: int) -> None:
+        if self.client is None or self.waiting is None:
+            return
+        with contextlib.suppress(redis.RedisError):
+            self.client.set(record_key(self.settings), f"{_now_ms()} {self.waiting + enqueued}",
+                            px=max(1000, int(self.settings.scan_interval * 10_000)))
+
+
+def record_key(settings: Settings) -> str:
+    return settings.key_prefix + "scan:queue"
+
+
+def _now_ms() -> int:
+    """Wall clock (scans may run on several hosts: a skew between them only blurs one measurement)."""
+    return int(time.time() * 1000)
+
+
+def busy_target(settings: Settings, waiting: int, previous: bytes | None, now_ms: int) -> int:
+    """Batches the queue may hold: QUEUE_PERIODS scan periods of the workers' rate measured since the previous
+    scan's record (when the queue is empty, the rate is at least what they took: twice that); FIRST_BATCHES
+    without a record; MAX_QUEUED_BATCHES when the previous scan left nothing queued and nothing waits."""
+    if not previous:
+        return FIRST_BATCHES
+    try:
+        then_ms, queued = (int(part) for part in previous.split())
+    except ValueError:
+        return FIRST_BATCHES
+    elapsed = (now_ms - then_ms) / 1000
+    if elapsed <= 0 or (not waiting and not queued):
+        return MAX_QUEUED_BATCHES
+    taken = max(0, queued - waiting)
+    per_period = taken * settings.scan_interval / max(elapsed, settings.scan_interval / 2)
+    growth = 1 if waiting else 2
+    return min(MAX_QUEUED_BATCHES, math.ceil(growth * QUEUE_PERIODS * per_period))
+
+
+def measure(app: Any, settings: Settings, client: redis.Redis | None = None) -> Room:
+    """This scan's room; with `client` (the cache's Redis) bounded by the workers' measured rate."""
     waiting = queue_length(app, settings.refresh_queue).read()
-    batches = UNKNOWN_ROOM_BATCHES if waiting is None else max(0, MAX_QUEUED_BATCHES - waiting)
-    return batches * settings.refresh_batch_size
+    if waiting is None:
+        return Room(UNKNOWN_ROOM_BATCHES * settings.refresh_batch_size, None, None, settings)
+    target = MAX_QUEUED_BATCHES
+    if client is not None:
+        try:
+            previous: bytes | None = client.get(record_key(settings))  # type: ignore[assignment]
+            target = busy_target(settings, waiting, previous, _now_ms())
+        except redis.RedisError:
+            client = None
+    return Room(max(0, target - waiting) * settings.refresh_batch_size, waiting, client, settings)
+
+
+def room(app: Any, settings: Settings) -> int:
+    """How many keys this scan may enqueue (the queue's length only)."""
+    return measure(app, settings).keys

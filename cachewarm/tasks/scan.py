@@ -16,10 +16,12 @@ from .context import REFRESH, settings_of
 def scan(task: Any) -> int:
     """The bound task's body: enqueues one refresh task per batch of claimed keys; returns how many keys."""
     settings = settings_of(task.app)
-    room = backlog.room(task.app, settings)
     client: redis.Redis = shared_client(settings.redis_url, timeout=5.0, cluster=settings.redis_cluster)
-    result = scan_keyspaces(client, settings, max_keys=room)
+    room = backlog.measure(task.app, settings, client)
+    result = scan_keyspaces(client, settings, max_keys=room.keys)
     refresh = task.app.tasks[REFRESH]
     for batch in result.batches:
         refresh.apply_async(args=[batch])
+    if result.ran:
+        room.record(len(result.batches))
     return sum(len(b) for b in result.batches)
