@@ -19,8 +19,8 @@ Each scan records in Redis (``scan:queue``: when, and how many batches it left q
 the workers took since. While the queue is not empty the workers were busy the whole time, so that is their rate;
 the scan then fills the queue to QUEUE_PERIODS scan periods of it at most (a worker also holds a few batches it
 took: MAX_IN_FLIGHT and the prefetch, tasks/refresh.py, which wait inside it). An emptied queue only says the rate
-is at least what they took: twice that. Without a record (the first scan), FIRST_BATCHES; after a scan that left
-nothing queued (the workers idle), up to MAX_QUEUED_BATCHES.
+is at least what they took: the target grows by QUEUE_PERIODS a scan. Without a record (the first scan),
+FIRST_BATCHES; after a scan that left nothing queued (the workers idle), up to MAX_QUEUED_BATCHES.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ WARN_EVERY = 60.0
 # Scan periods of the workers' measured rate a busy queue is filled to at most (claims live 4: scan.claim_ms).
 QUEUE_PERIODS = 1.5
 # Batches the first scan (no record of a previous one) fills an empty queue to: the rate is not known yet; the
-# next scans grow it (an emptied queue: up to 2 x QUEUE_PERIODS times what was taken per period).
+# next scans grow it (an emptied queue: QUEUE_PERIODS times what was taken per period).
 FIRST_BATCHES = 8
 
 _TIMEOUT_OPTIONS = {
@@ -146,7 +146,7 @@ def _now_ms() -> int:
 
 def busy_target(settings: Settings, waiting: int, previous: bytes | None, now_ms: int) -> int:
     """Batches the queue may hold: QUEUE_PERIODS scan periods of the workers' rate measured since the previous
-    scan's record (when the queue is empty, the rate is at least what they took: twice that); FIRST_BATCHES
+    scan's record (an emptied queue: the rate is at least that, so the target grows by QUEUE_PERIODS); FIRST_BATCHES
     without a record; MAX_QUEUED_BATCHES when the previous scan left nothing queued and nothing waits."""
     if not previous:
         return FIRST_BATCHES
@@ -159,8 +159,7 @@ def busy_target(settings: Settings, waiting: int, previous: bytes | None, now_ms
         return MAX_QUEUED_BATCHES
     taken = max(0, queued - waiting)
     per_period = taken * settings.scan_interval / max(elapsed, settings.scan_interval / 2)
-    growth = 1 if waiting else 2
-    return min(MAX_QUEUED_BATCHES, math.ceil(growth * QUEUE_PERIODS * per_period))
+    return min(MAX_QUEUED_BATCHES, math.ceil(QUEUE_PERIODS * per_period))
 
 
 def measure(app: Any, settings: Settings, client: redis.Redis | None = None) -> Room:
