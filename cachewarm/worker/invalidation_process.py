@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from types import FrameType
 from typing import Self
 
 from ..errors import ConfigError
@@ -34,6 +31,7 @@ from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.handoff import KeyPipeReader, KeyPipeWriter
 from ..metrics import multiprocess
 from ..settings import Settings
+from .children import stop_child, stop_on_signals
 
 log = logging.getLogger("cachewarm.sidecar")
 
@@ -103,14 +101,8 @@ class ConsumerProcess:
 
     def close(self, timeout: float = STOP_TIMEOUT) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("cachewarm invalidation consumer did not stop within %g s; killed", timeout)
-                proc.kill()
-                proc.wait(5)
+        if proc is not None:
+            stop_child(proc, timeout, "cachewarm invalidation consumer", log)
         if self.reader is not None:  # end of file now that the child is gone: the keys it wrote are delivered
             self.reader.join(5)
             self.reader = None
@@ -137,13 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     sys.setswitchinterval(SWITCH_INTERVAL)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    stop = stop_on_signals()
     try:
         settings = Settings.load()
         keyspaces = settings.load_keyspaces()

@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING, Self
 
 from .. import refresh_engine
@@ -38,6 +35,7 @@ from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
 from ..settings import Settings
+from .children import stop_on_signals
 from .invalidation_process import ConsumerProcess
 
 if TYPE_CHECKING:
@@ -131,13 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per request
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    stop = stop_on_signals()
     try:
         settings = Settings.load()
         sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics,

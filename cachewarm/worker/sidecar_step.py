@@ -22,6 +22,7 @@ from celery import bootsteps
 from .. import heartbeat
 from ..metrics import multiprocess
 from ..settings import Settings
+from .children import stop_child
 from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,8 @@ class SidecarStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self._timer_entry.cancel()
             self._timer_entry = None
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.warning("cachewarm sidecar did not stop within %g s; killed", STOP_TIMEOUT)
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            stop_child(proc, STOP_TIMEOUT, "cachewarm sidecar", log)
 
     shutdown = stop
 
