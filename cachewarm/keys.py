@@ -10,7 +10,9 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
     P v:{K}          string   the value envelope (see envelope.py); PTTL = ttl + max_stale
     P f:{K}          hash     the key's fence: g = generation (bumped by every invalidation of the key or of one
                               of its tags; a missing fence is made with a generation from Redis's clock, so it
-                              never repeats one: eviction, ARCHITECTURE.md), v = highest version seen;
+                              never repeats one: eviction, ARCHITECTURE.md), v = highest version seen, u = the
+                              newest generation no version covers (its making, a bump without a version: a write
+                              of version >= v whose token is not older than u passes the fence, lua/preamble.lua);
                               TTL = fence_ttl, refreshed on every bump (made by a load: the value's life)
     P l:{K}          string   the load lease: random token, SET NX PX lease_ms (one loader per key cluster-wide)
     P w:{K}          list     wake-up tokens for readers waiting on a lease (BLPOP), short TTL

@@ -15,7 +15,7 @@ local function invalidate(i)
     local floor = tonumber(redis.call('HGET', fence_key, 'v') or '-1')
     if ver > floor then redis.call('HSET', fence_key, 'v', ver) end
   end
-  bump_fence(fence_key, fence_ttl)
+  bump_fence(fence_key, fence_ttl, version ~= '')
   return {1, redis.call('DEL', value_key)}
 end
 if #KEYS == 2 then return {invalidate(1)} end

@@ -4,12 +4,14 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- The version field of a value envelope (envelope.py: 13 digits expiry, 16 digits fetched, then version|...).
+-- The version field of a value envelope (envelope.py: 13 digits expiry '|' 13 digits fetched '|' kind '|', then
+-- version '|' ...: the version begins at byte 31). It began at byte 30 here until issue 12, so no script ever read
+-- a held value's version (tests/test_fence_versions.py).
 local function env_version(v)
   if not v then return nil end
-  local bar = string.find(v, '|', 30, true)
-  if not bar or bar == 30 then return nil end
-  return tonumber(string.sub(v, 30, bar - 1))
+  local bar = string.find(v, '|', 31, true)
+  if not bar or bar == 31 then return nil end
+  return tonumber(string.sub(v, 31, bar - 1))
 end
 -- Wakes the readers blocked (BLPOP) on a key's lease: one mark each ('1' written, '0' load again).
 local function wake_waiters(wake_key, waiters_key, mark)
@@ -38,14 +40,22 @@ local function take_fence_token(fence_key, keep_ms)
   local g = redis.call('HGET', fence_key, 'g')
   if not g then
     g = fresh_generation()
-    redis.call('HSET', fence_key, 'g', g)
+    redis.call('HSET', fence_key, 'g', g, 'u', g)
   end
   if redis.call('PTTL', fence_key) < keep_ms then redis.call('PEXPIRE', fence_key, keep_ms) end
   return g
 end
--- Bumps a fence generation (fencing every load in flight of the key) and keeps the fence for fence_ttl.
-local function bump_fence(fence_key, fence_ttl)
-  if redis.call('HSETNX', fence_key, 'g', fresh_generation()) == 0 then redis.call('HINCRBY', fence_key, 'g', 1) end
+-- Bumps a fence generation (fencing every load in flight of the key) and keeps the fence for fence_ttl. A bump
+-- that names no version (`versioned` false: a tag's invalidation, one without a version), or that makes the fence
+-- (what it held before is unknown), also sets u, the newest generation no version floor covers (see covered).
+local function bump_fence(fence_key, fence_ttl, versioned)
+  local g = fresh_generation()
+  if redis.call('HSETNX', fence_key, 'g', g) == 0 then
+    redis.call('HINCRBY', fence_key, 'g', 1)
+    if not versioned then redis.call('HSET', fence_key, 'u', redis.call('HGET', fence_key, 'g')) end
+  else
+    redis.call('HSET', fence_key, 'u', g)
+  end
   redis.call('EXPIRE', fence_key, fence_ttl)
 end
 -- Stream entry ids ('ms-seq') compared as numbers of any length.
@@ -57,6 +67,17 @@ local function numcmp(a, b)
   if #a ~= #b then return #a < #b and -1 or 1 end
   if a == b then return 0 end
   return a < b and -1 or 1
+end
+-- Whether a load whose fence token `expected` is no longer the fence's generation may still write a value of
+-- version `ver`: only when every bump since its token named a version (u, the newest bump that did not, or the
+-- fence's making, is not after the token) and none of those versions is newer than the value's (the floor v).
+-- Such a value is at least as new as every change invalidated since the load began (issue 12: at a few events a
+-- second per key, a refresh's 50 ms fetch was fenced by the next event even when it had fetched that event's
+-- version or a newer one).
+local function covered(fence_key, expected, ver)
+  local f = redis.call('HMGET', fence_key, 'u', 'v')
+  if not f[1] or numcmp(f[1], expected) > 0 then return false end
+  return ver >= tonumber(f[2] or '-1')
 end
 local function idcmp(a, b)
   local am, as = idparts(a)

@@ -2,7 +2,8 @@
 -- each key (5 per key; on a Redis Cluster one key per call: one slot, the key's).
 -- ARGV: fence_ttl, bump ('1': a writer's set, which fences every load in flight of the key), then 5 per key:
 --       expected fence token ('*': unfenced), envelope, px, lease token (''), version ('').
--- Per key: stores the value only if the fence token is unchanged and the version does not go back; then frees the
+-- Per key: stores the value only if the fence token is unchanged (or, for a versioned value, every invalidation since
+-- the token named a version no newer than the value's: `covered`) and the version does not go back; then frees the
 -- lease and wakes the waiters. Returns one reply per key, in order: 1 written, 0 rejected. (A tagged key is enlisted
 -- again by the caller, in the same pipeline: ENLIST.)
 local fence_ttl, bump = ARGV[1], ARGV[2]
@@ -13,8 +14,9 @@ for i = 1, #KEYS / 5 do
   local a = 5 * i - 2
   local expected, envelope, px, lease_token, version = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3],
     ARGV[a + 4]
-  if bump == '1' then bump_fence(fence_key, fence_ttl) end
+  if bump == '1' then bump_fence(fence_key, fence_ttl, version ~= '') end
   local ok = expected == '*' or fence_token(fence_key) == expected
+  if not ok and version ~= '' and bump ~= '1' then ok = covered(fence_key, expected, tonumber(version)) end
   if ok and version ~= '' then
     local ver = tonumber(version)
     local floor = tonumber(redis.call('HGET', fence_key, 'v') or '-1')
