@@ -205,9 +205,18 @@ def lease_many(layout: KeyLayout, items: Sequence[tuple[str, str]], *, lease_ms:
 
 def seen(layout: KeyLayout, *, key: str, keyspace: str) -> Call[bool]:
     """Records the key's popularity at this refresh; True when it is unchanged since the previous one (wasted)."""
-    shard = shard_of(key)
-    return Call(script("seen"), [layout.hot(keyspace, shard), layout.seen(keyspace, shard)], [key],
-                lambda reply: bool(int(reply)))
+    many = seen_many(layout, [(key, keyspace)])
+    return Call(many.script, many.keys, many.args, lambda reply: bool(int(reply[0])))
+
+
+def seen_many(layout: KeyLayout, items: Sequence[tuple[str, str]]) -> Call[list[bool]]:
+    """SEEN of several keys, each `(key, keyspace)`, in one script call: each as `seen` alone would, the replies in
+    order. Keys of several shards are several slots: one key per call on a Redis Cluster."""
+    keys: list[str | bytes] = []
+    for key, keyspace in items:
+        shard = shard_of(key)
+        keys += (layout.hot(keyspace, shard), layout.seen(keyspace, shard))
+    return Call(script("seen"), keys, [key for key, _ in items], lambda reply: [bool(int(r)) for r in reply])
 
 
 def forget(layout: KeyLayout, *, key: str, keyspace: str) -> Call[None]:
@@ -231,13 +240,23 @@ def remove(layout: KeyLayout, *, key: str, fence: str, lease_token: str) -> Call
 
 class DueKeys(NamedTuple):
     now_ms: int
-    due: list[tuple[int, str]]      # (refresh_at ms, 0 when missing; key)
+    due: list[tuple[int, str]]      # not claimed yet: (refresh_at ms, 0 when missing; key)
+    claimed: int = 0                # due and already claimed (queued or being refreshed)
+    claimed_oldest: int = 0         # the oldest refresh_at among those (0: none, or all missing)
 
 
 def due(layout: KeyLayout, *, keys: Sequence[str], ahead_ms: int) -> Call[DueKeys]:
+    """The due keys among `keys`; those already claimed only counted (a scan has nothing to do with them: their
+    claim is the previous scan's, or a refresh's in flight)."""
     def decode(reply: Any) -> DueKeys:
-        return DueKeys(int(reply[0]), [(int(reply[i + 1]), keys[int(reply[i]) - 1]) for i in range(1, len(reply), 2)])
-    return Call(script("due"), [layout.value(k) for k in keys], [ahead_ms], decode)
+        due = [(int(at), keys[int(i) - 1]) for i, at in zip(reply[3::2], reply[4::2], strict=True)]
+        return DueKeys(int(reply[0]), due, int(reply[1]), int(reply[2]))
+    value_prefix, claim_prefix = layout.value_prefix, layout.claim_prefix
+    names: list[str | bytes] = []
+    for key in keys:
+        tail = key + "}"
+        names += (value_prefix + tail, claim_prefix + tail)
+    return Call(script("due"), names, [ahead_ms], decode)
 
 
 def claim(layout: KeyLayout, *, keys: Sequence[str], claim_ms: int) -> Call[list[str]]:

@@ -158,6 +158,19 @@ async def test_wasted_counts_a_refresh_of_a_key_nobody_read(ctx: RefreshContext,
     assert figures["refreshed:product"] == 4
 
 
+def test_a_merged_seen_answers_each_key_as_its_own_call_would(redis_client: redis.Redis) -> None:
+    """SEEN of many keys (of several shards and keyspaces) in one call: per key, in order, what one call each gives."""
+    items = [("product:1", "product"), ("product:2", "product"), ("narrow:1", "narrow"), ("product:3", "product")]
+    assert len({shard_of(key) for key, _ in items}) > 1
+    for key, keyspace in items:
+        redis_client.zadd(L.hot(keyspace, shard_of(key)), {key: 5})
+    assert scripts.run(redis_client, script_calls.seen_many(L, items)) == [False] * 4      # first refreshes
+    redis_client.zincrby(L.hot("product", shard_of("product:2")), 1, "product:2")          # read in between
+    redis_client.zincrby(L.hot("narrow", shard_of("narrow:1")), 1, "narrow:1")
+    assert scripts.run(redis_client, script_calls.seen_many(L, items)) == [True, False, False, True]
+    assert scripts.run(redis_client, script_calls.seen(L, key="narrow:1", keyspace="narrow")) is True
+
+
 async def test_a_lease_of_a_dead_worker_is_taken_over_a_live_one_is_not(ctx: RefreshContext,
                                                                         redis_client: redis.Redis) -> None:
     redis_client.set(L.lease("product:9"), "w=alive.1|abc", px=60_000)
