@@ -107,19 +107,24 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     hs = hot_set(client, layout, keyspace, threshold=settings.hot_threshold, half_life=settings.hot_half_life)
     candidates = hs.keys()
     figures = KeyspaceScan(hot_keys=len(candidates))
-    due: list[tuple[int, str]] = []
+    due: list[tuple[int, str]] = []   # due and not claimed yet
+    claimed_due = 0
     for found in _chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms)):
         due += found.due
-        for refresh_at, _ in found.due:
-            if refresh_at:
-                figures.backlog_seconds = max(figures.backlog_seconds, (found.now_ms - refresh_at) / 1000)
-    figures.due = len(due)
+        claimed_due += found.claimed
+        oldest = min((at for at, _ in found.due if at), default=0)
+        if found.claimed_oldest:
+            oldest = min(oldest or found.claimed_oldest, found.claimed_oldest)
+        if oldest:
+            figures.backlog_seconds = max(figures.backlog_seconds, (found.now_ms - oldest) / 1000)
+    figures.due = len(due) + claimed_due
     due.sort(key=priority(hs.reads))
     wanted = [key for _, key in due]
     claimed: list[str] = []
     ttl = claim_ms(settings)
-    # Due keys already claimed (waiting in the queue, or being refreshed) take no room: with a cap, claim in order
-    # until the room is filled or every due key was tried (a round trip per round).
+    # Due keys already claimed (waiting in the queue, or being refreshed) take no room and are not in `wanted` (the
+    # due test leaves them out): with a cap, claim in order until the room is filled or every due key was tried
+    # (a round trip per round; more than one only when keys were claimed meanwhile, by another scan).
     start = 0
     while start < len(wanted) and (room is None or len(claimed) < room):
         end = len(wanted) if room is None else start + room - len(claimed)

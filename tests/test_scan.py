@@ -111,6 +111,25 @@ def test_gauges_in_refresh_stats(settings: Settings, redis_client: redis.Redis) 
     assert stats["hot_keys:user"] == 0
 
 
+def test_due_keys_already_claimed_are_counted_not_claimed_again(settings: Settings,
+                                                                redis_client: redis.Redis) -> None:
+    """A due key whose claim is held (its batch queued or running) is left out of the claims (no SET NX tried) but
+    counted in the backlog gauges."""
+    _hot(redis_client, "product", {"product:held": 10, "product:late": 10, "product:fresh": 10})
+    _store(redis_client, "product:held", -8_000)       # its refresh time was 18 s ago: the most overdue
+    _store(redis_client, "product:late", -3_000)
+    _store(redis_client, "product:fresh", 50_000)
+    redis_client.set(L.claim("product:held"), "1", px=60_000)
+    redis_client.config_resetstat()
+    result = scan(redis_client, settings)
+    assert _keys(result.batches) == ["product:late"]
+    assert redis_client.info("commandstats")["cmdstat_set"]["calls"] == 2  # the scan lock and product:late's claim
+    assert result.keyspaces["product"].due == 2
+    stats = {k.decode(): float(v) for k, v in redis_client.hgetall(L.refresh_stats).items()}
+    assert stats["backlog_keys:product"] == 2
+    assert 17.5 <= stats["backlog_seconds:product"] <= 25
+
+
 def test_cost_follows_the_hot_set_not_the_keyspace(settings: Settings, redis_client: redis.Redis) -> None:
     pipe = redis_client.pipeline()
     for i in range(2000):
