@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -74,9 +74,11 @@ class RefreshEngine:
         """Schedules a coroutine on the engine's loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def submit(self, keys: Sequence[str], *, force: bool = False) -> Future[Counter[str]]:
-        """Refreshes a batch on the engine's loop; the future gives the outcome counts."""
-        future = self.run(refresh_batch(self.ctx, list(keys), force=force))
+    def submit(self, keys: Sequence[str], *, force: bool = False,
+               on_key: Callable[[str], None] | None = None) -> Future[Counter[str]]:
+        """Refreshes a batch on the engine's loop; the future gives the outcome counts. `on_key(key)` is called on
+        the loop as each key's refresh ends."""
+        future = self.run(refresh_batch(self.ctx, list(keys), force=force, on_key=on_key))
         with self._in_flight_cond:
             self._in_flight += 1
         future.add_done_callback(self._batch_done)

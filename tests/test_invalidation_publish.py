@@ -142,7 +142,7 @@ def test_hot_refresher_coalesces_repeats() -> None:
 
     started: list[tuple[list[str], Future[None]]] = []
 
-    def start(keys: list[str]) -> Future[None]:
+    def start(keys: list[str], key_done: object) -> Future[None]:
         future: Future[None] = Future()
         started.append((keys, future))
         return future
@@ -158,6 +158,33 @@ def test_hot_refresher_coalesces_repeats() -> None:
     refresher(["a", "c"])
     assert [k for k, _ in started] == [["a", "b"], ["a"], ["a", "c"]]
     assert refresher.failed == 1
+
+
+def test_hot_refresher_starts_a_keys_next_refresh_when_its_own_ends() -> None:
+    from collections.abc import Callable
+    from concurrent.futures import Future
+
+    started: list[tuple[list[str], Callable[[str], None], Future[None]]] = []
+
+    def start(keys: list[str], key_done: Callable[[str], None]) -> Future[None]:
+        future: Future[None] = Future()
+        started.append((keys, key_done, future))
+        return future
+
+    refresher = HotRefresher(start)
+    refresher(["a", "b"])
+    refresher(["a", "b"])                 # both wanted again while their refresh runs
+    keys, key_done, batch = started[0]
+    key_done("a")                         # a's refresh ended, b's still runs: a starts again now
+    assert [k for k, _, _ in started] == [["a", "b"], ["a"]]
+    key_done("a")                         # told twice: nothing more
+    batch.set_result(None)                # the batch ends: b (never told) is done with it
+    assert [k for k, _, _ in started] == [["a", "b"], ["a"], ["b"]]
+    started[1][2].set_result(None)
+    started[2][2].set_result(None)
+    refresher(["a"])                      # nothing runs any more: a starts at once
+    assert [k for k, _, _ in started][-1] == ["a"]
+    assert refresher.failed == 0
 
 
 def test_idle_consumers_without_pending_entries_are_pruned(
