@@ -21,7 +21,8 @@ Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_fo
 Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
 writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
 a 404 adds FORGET and the unpin. On one Redis the LEASEs of a pipeline are one script call of many keys, and so
-are its WRITEs (`Pipeliner.merged`); on a Redis Cluster every key keeps a call of its own (its slot).
+are its WRITEs and its SEENs (`Pipeliner.merged`); on a Redis Cluster every key keeps a call of its own (its
+slot).
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ class RefreshContext:
         """The refreshes' WRITE of many keys (fenced by their tokens, no bump)."""
         return script_calls.write_many(self.layout, items, fence_ttl=self.settings.fence_ttl)
 
+    def build_seen(self, items: list[tuple[str, str]]) -> scripts.Call[list[bool]]:
+        """The refreshes' SEEN of many keys, each (key, keyspace)."""
+        return script_calls.seen_many(self.layout, items)
+
     def semaphore(self, keyspace: str) -> asyncio.Semaphore:
         sem = self.semaphores.get(keyspace)
         if sem is None:
@@ -292,7 +297,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
                 return result
             fence, had_value = leased.fence, leased.had_value
             result.late = leased.late
-            seen = script_calls.seen(layout, key=key, keyspace=plan.label)
+            seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
             try:
                 fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
             except SourceError:
@@ -346,12 +351,12 @@ async def _lease(ctx: RefreshContext, plan: Plan, token: str, ahead_ms: int | No
     return leased
 
 
-async def _along(ctx: RefreshContext, call: scripts.Call[R] | asyncio.Future[R], seen: scripts.Call[bool],
+async def _along(ctx: RefreshContext, call: scripts.Call[R] | asyncio.Future[R], seen: tuple[str, str],
                  *more: scripts.Call[Any]) -> tuple[R, bool]:
-    """`call` (or its future, already queued) with the key's SEEN (and `more`) in the same pipeline turn: its
-    reply and whether it was wasted."""
+    """`call` (or its future, already queued) with the SEEN of `seen` (key, keyspace; merged with the other keys'
+    of this turn) and `more` in the same pipeline turn: its reply and whether it was wasted."""
     first = call if isinstance(call, asyncio.Future) else ctx.pipeliner.call(call)
-    reply, wasted, *rest = await asyncio.gather(first, ctx.pipeliner.call(seen),
+    reply, wasted, *rest = await asyncio.gather(first, ctx.pipeliner.merged("seen", ctx.build_seen, seen),
                                                 *(ctx.pipeliner.call(m) for m in more), return_exceptions=True)
     for failed in (reply, *rest):
         if isinstance(failed, BaseException):
@@ -359,7 +364,7 @@ async def _along(ctx: RefreshContext, call: scripts.Call[R] | asyncio.Future[R],
     return cast(R, reply), wasted is True  # a failed SEEN only loses the wasted count
 
 
-async def _release(ctx: RefreshContext, key: str, token: str, seen: scripts.Call[bool]) -> tuple[None, bool]:
+async def _release(ctx: RefreshContext, key: str, token: str, seen: tuple[str, str]) -> tuple[None, bool]:
     return await _along(ctx, script_calls.release(ctx.layout, key=key, lease_token=token), seen)
 
 
