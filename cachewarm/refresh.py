@@ -32,7 +32,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -185,11 +185,14 @@ class RefreshContext:
         """The refreshes' SEEN of many keys, each (key, keyspace)."""
         return script_calls.seen_many(self.layout, items)
 
+    def concurrency(self, keyspace: str) -> int:
+        """Source requests of the keyspace in flight at once in this process."""
+        return self.core.keyspaces[keyspace].config.concurrency or self.settings.refresh_concurrency
+
     def semaphore(self, keyspace: str) -> asyncio.Semaphore:
         sem = self.semaphores.get(keyspace)
         if sem is None:
-            cfg = self.core.keyspaces[keyspace].config
-            sem = self.semaphores[keyspace] = asyncio.Semaphore(cfg.concurrency or self.settings.refresh_concurrency)
+            sem = self.semaphores[keyspace] = asyncio.Semaphore(self.concurrency(keyspace))
         return sem
 
 
@@ -208,11 +211,12 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     """Refreshes keys concurrently; returns how many ended in each outcome. `force` ignores "not due"
     (`cachewarm warm`); `on_key(key)` is called as each key's refresh ends (an invalidated hot key's next refresh
     starts then: invalidation/hot_refresh.py). Claims of the keys are released at the end whatever happened."""
+    results: list[KeyResult] = []
     try:
-        if on_key is None:
-            results = await asyncio.gather(*(refresh_one(ctx, key, force=force) for key in keys))
-        else:
+        if force:  # a task per key: a key whose lease is held waits for its holder without holding back the others
             results = await asyncio.gather(*(_reported(ctx, key, force, on_key) for key in keys))
+        else:
+            await _in_turn(ctx, keys, results, on_key)
     finally:
         tell_hooks(ctx)
     counts: Counter[str] = Counter()
@@ -239,11 +243,34 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     return counts
 
 
-async def _reported(ctx: RefreshContext, key: str, force: bool, on_key: Callable[[str], None]) -> KeyResult:
+async def _in_turn(ctx: RefreshContext, keys: Sequence[str], results: list[KeyResult],
+                   on_key: Callable[[str], None] | None) -> None:
+    """Refreshes each keyspace's keys on as many coroutines as its concurrency, each taking the next key when its
+    last one ends, appending to `results`. A task per key made most of a batch's tasks wait on the keyspace's
+    semaphore (two batches of 500 in flight in a process, 50 fetches at a time: 950 waiting), about 25 us of
+    event-loop CPU per key (issue 12); the semaphore still bounds every batch of the process together."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        plan = ctx.core.plan(key)
+        groups.setdefault(plan.label if plan is not None and plan.source is not None else "", []).append(key)
+
+    async def work(todo: Iterator[str]) -> None:
+        for key in todo:
+            results.append(await _reported(ctx, key, False, on_key))
+
+    runners = []
+    for label, group in groups.items():
+        todo = iter(group)
+        runners += [work(todo) for _ in range(min(len(group), ctx.concurrency(label) if label else 1))]
+    await asyncio.gather(*runners)
+
+
+async def _reported(ctx: RefreshContext, key: str, force: bool, on_key: Callable[[str], None] | None) -> KeyResult:
     try:
         return await refresh_one(ctx, key, force=force)
     finally:
-        on_key(key)
+        if on_key is not None:
+            on_key(key)
 
 
 def tell_hooks(ctx: RefreshContext) -> None:
