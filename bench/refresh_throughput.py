@@ -396,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=Settings.model_fields["refresh_batch_size"].default,
+                        help="keys per refresh task (default: the setting's default)")
     parser.add_argument("--transport-keys", type=int, default=4000)
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
     parser.add_argument("--systems", default="floor,transport,per-key,batched",

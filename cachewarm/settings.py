@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     hot_half_life: float = Field(60.0, gt=0, description="half-life (s) of a read's weight in popularity")
     hot_threshold: float = Field(1.0, gt=0, description="decayed reads above which a key counts as hot")
     max_tracked_keys: int = Field(100_000, gt=0, description="tracked keys per keyspace; coldest evicted")
-    refresh_batch_size: int = Field(200, gt=0)
+    refresh_batch_size: int = Field(500, gt=0, description="keys per refresh task")
     refresh_concurrency: int = Field(100, gt=0, description="source requests in flight per keyspace per worker")
     refresh_rate: float = Field(0.0, ge=0, description="source requests/s per keyspace, all workers (0: none)")
     refresh_retries: int = Field(3, ge=0)
