@@ -28,13 +28,14 @@ slot).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -196,6 +197,20 @@ class RefreshContext:
         return sem
 
 
+class KeyWatch(Protocol):
+    """Told of each key of a batch, on the refresh loop (refresh_batch's `watch`)."""
+
+    def fetching(self, key: str) -> None:
+        """The key's source request is about to go (a value fetched from now on has every change committed before
+        this call)."""
+
+    def done(self, key: str, written: bool) -> None:
+        """The key's refresh ended; `written`: it stored a value."""
+
+
+_WATCH: contextvars.ContextVar[KeyWatch | None] = contextvars.ContextVar("cachewarm_refresh_watch", default=None)
+
+
 @dataclass
 class KeyResult:
     key: str
@@ -207,16 +222,17 @@ class KeyResult:
 
 
 async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool = False,
-                        on_key: Callable[[str], None] | None = None) -> Counter[str]:
+                        watch: KeyWatch | None = None) -> Counter[str]:
     """Refreshes keys concurrently; returns how many ended in each outcome. `force` ignores "not due"
-    (`cachewarm warm`); `on_key(key)` is called as each key's refresh ends (an invalidated hot key's next refresh
-    starts then: invalidation/hot_refresh.py). Claims of the keys are released at the end whatever happened."""
+    (`cachewarm warm`); `watch` is told as each key's source request goes and as its refresh ends (an invalidated
+    hot key's next refresh: invalidation/hot_refresh.py). Claims of the keys are released at the end whatever
+    happened."""
     results: list[KeyResult] = []
     try:
         if force:  # a task per key: a key whose lease is held waits for its holder without holding back the others
-            results = await asyncio.gather(*(_reported(ctx, key, force, on_key) for key in keys))
+            results = await asyncio.gather(*(_reported(ctx, key, force, watch) for key in keys))
         else:
-            await _in_turn(ctx, keys, results, on_key)
+            await _in_turn(ctx, keys, results, watch)
     finally:
         tell_hooks(ctx)
     counts: Counter[str] = Counter()
@@ -244,7 +260,7 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
 
 
 async def _in_turn(ctx: RefreshContext, keys: Sequence[str], results: list[KeyResult],
-                   on_key: Callable[[str], None] | None) -> None:
+                   watch: KeyWatch | None) -> None:
     """Refreshes each keyspace's keys on as many coroutines as its concurrency, each taking the next key when its
     last one ends, appending to `results`. A task per key made most of a batch's tasks wait on the keyspace's
     semaphore (two batches of 500 in flight in a process, 50 fetches at a time: 950 waiting), about 25 us of
@@ -256,7 +272,7 @@ async def _in_turn(ctx: RefreshContext, keys: Sequence[str], results: list[KeyRe
 
     async def work(todo: Iterator[str]) -> None:
         for key in todo:
-            results.append(await _reported(ctx, key, False, on_key))
+            results.append(await _reported(ctx, key, False, watch))
 
     runners = []
     for label, group in groups.items():
@@ -265,12 +281,18 @@ async def _in_turn(ctx: RefreshContext, keys: Sequence[str], results: list[KeyRe
     await asyncio.gather(*runners)
 
 
-async def _reported(ctx: RefreshContext, key: str, force: bool, on_key: Callable[[str], None] | None) -> KeyResult:
-    try:
+async def _reported(ctx: RefreshContext, key: str, force: bool, watch: KeyWatch | None) -> KeyResult:
+    if watch is None:
         return await refresh_one(ctx, key, force=force)
+    written = False
+    token = _WATCH.set(watch)
+    try:
+        result = await refresh_one(ctx, key, force=force)
+        written = result.outcome is OK
+        return result
     finally:
-        if on_key is not None:
-            on_key(key)
+        _WATCH.reset(token)
+        watch.done(key, written)
 
 
 def tell_hooks(ctx: RefreshContext) -> None:
@@ -325,6 +347,9 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
             fence, had_value = leased.fence, leased.had_value
             result.late = leased.late
             seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
+            watch = _WATCH.get()
+            if watch is not None:
+                watch.fetching(key)
             try:
                 fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
             except SourceError:

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ import aiohttp  # noqa: F401
 
 from .connections import async_client
 from .heartbeat import beat_forever, worker_id
-from .refresh import RefreshContext, refresh_batch
+from .refresh import KeyWatch, RefreshContext, refresh_batch
 from .settings import Settings
 from .sources import HttpPool
 
@@ -75,10 +75,10 @@ class RefreshEngine:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def submit(self, keys: Sequence[str], *, force: bool = False,
-               on_key: Callable[[str], None] | None = None) -> Future[Counter[str]]:
-        """Refreshes a batch on the engine's loop; the future gives the outcome counts. `on_key(key)` is called on
-        the loop as each key's refresh ends."""
-        future = self.run(refresh_batch(self.ctx, list(keys), force=force, on_key=on_key))
+               watch: KeyWatch | None = None) -> Future[Counter[str]]:
+        """Refreshes a batch on the engine's loop; the future gives the outcome counts. `watch` is told, on the
+        loop, as each key's source request goes and as its refresh ends."""
+        future = self.run(refresh_batch(self.ctx, list(keys), force=force, watch=watch))
         with self._in_flight_cond:
             self._in_flight += 1
         future.add_done_callback(self._batch_done)

@@ -168,7 +168,7 @@ def test_hot_keys_handed_over_a_pipe_coalesce_while_their_refresh_runs() -> None
     running: list[Future[Any]] = []
     lock = threading.Lock()
 
-    def start(keys: list[str], key_done: object) -> Future[Any]:
+    def start(keys: list[str], watch: object) -> Future[Any]:
         future: Future[Any] = Future()
         with lock:
             started.append(keys)

@@ -142,7 +142,7 @@ def test_hot_refresher_coalesces_repeats() -> None:
 
     started: list[tuple[list[str], Future[None]]] = []
 
-    def start(keys: list[str], key_done: object) -> Future[None]:
+    def start(keys: list[str], watch: object) -> Future[None]:
         future: Future[None] = Future()
         started.append((keys, future))
         return future
@@ -161,30 +161,53 @@ def test_hot_refresher_coalesces_repeats() -> None:
 
 
 def test_hot_refresher_starts_a_keys_next_refresh_when_its_own_ends() -> None:
-    from collections.abc import Callable
     from concurrent.futures import Future
 
-    started: list[tuple[list[str], Callable[[str], None], Future[None]]] = []
+    started: list[tuple[list[str], Future[None]]] = []
 
-    def start(keys: list[str], key_done: Callable[[str], None]) -> Future[None]:
+    def start(keys: list[str], watch: HotRefresher) -> Future[None]:
         future: Future[None] = Future()
-        started.append((keys, key_done, future))
+        started.append((keys, future))
         return future
 
     refresher = HotRefresher(start)
     refresher(["a", "b"])
-    refresher(["a", "b"])                 # both wanted again while their refresh runs
-    keys, key_done, batch = started[0]
-    key_done("a")                         # a's refresh ended, b's still runs: a starts again now
-    assert [k for k, _, _ in started] == [["a", "b"], ["a"]]
-    key_done("a")                         # told twice: nothing more
-    batch.set_result(None)                # the batch ends: b (never told) is done with it
-    assert [k for k, _, _ in started] == [["a", "b"], ["a"], ["b"]]
-    started[1][2].set_result(None)
-    started[2][2].set_result(None)
+    refresher.fetching("a")
+    refresher.fetching("b")
+    refresher(["a", "b"])                 # both wanted again, after their source requests went
+    refresher.done("a", True)             # a's refresh ended, b's still runs: a starts again now
+    assert [k for k, _ in started] == [["a", "b"], ["a"]]
+    refresher.done("c", True)             # not running: nothing
+    started[0][1].set_result(None)        # the batch ends: b (never told) ends with it, and starts again
+    assert [k for k, _ in started] == [["a", "b"], ["a"], ["b"]]
+    refresher(["a"])                      # a runs in the second launch: the first one's end did not end it
+    assert len(started) == 3
+    refresher.done("a", True)             # wanted (before its fetch) and written: served, nothing more
+    assert len(started) == 3 and refresher.spared == 1
     refresher(["a"])                      # nothing runs any more: a starts at once
-    assert [k for k, _, _ in started][-1] == ["a"]
+    assert [k for k, _ in started][-1] == ["a"]
     assert refresher.failed == 0
+
+
+def test_a_request_before_the_running_fetch_is_served_by_its_write() -> None:
+    from concurrent.futures import Future
+
+    started: list[list[str]] = []
+
+    def start(keys: list[str], watch: HotRefresher) -> Future[None]:
+        started.append(keys)
+        return Future()
+
+    refresher = HotRefresher(start)
+    refresher(["a", "b", "c"])
+    refresher(["a", "b", "c"])            # wanted again before any source request went
+    refresher.fetching("c")
+    refresher(["c"])                      # c: wanted again after its request went
+    refresher.done("a", True)             # written: its fetch saw the change, nothing more
+    refresher.done("b", False)            # not written (fenced, failed, lease held): one more
+    refresher.done("c", True)             # written, but its fetch may predate the change: one more
+    assert started == [["a", "b", "c"], ["b"], ["c"]]
+    assert refresher.spared == 1
 
 
 def test_idle_consumers_without_pending_entries_are_pruned(

@@ -148,11 +148,19 @@ async def test_concurrency_limit_per_keyspace(ctx: RefreshContext, source: Sourc
 async def test_a_batch_of_several_keyspaces_runs_each_under_its_own_limit(ctx: RefreshContext,
                                                                           source: SourceServer) -> None:
     """A batch's keys are taken in turn by each keyspace's own coroutines: every key once, whatever its keyspace
-    (or none), `on_key` told of each, the narrow keyspace never above its concurrency."""
+    (or none), the watch told of each, the narrow keyspace never above its concurrency."""
     source.configure(latency=0.05)
     keys = [*(f"narrow:{i}" for i in range(200, 210)), *(f"product:{i}" for i in range(200, 230)), "nope:1"]
     told: list[str] = []
-    counts = await refresh_batch(ctx, keys, on_key=told.append)
+
+    class Told:
+        def fetching(self, key: str) -> None:
+            pass
+
+        def done(self, key: str, written: bool) -> None:
+            told.append(key)
+
+    counts = await refresh_batch(ctx, keys, watch=Told())
     assert counts == {"ok": 40, "unknown": 1}
     assert sorted(told) == sorted(keys)
     assert source.stats()["max_in_flight"] > 3          # the product keys ran beside the narrow ones

@@ -1,12 +1,18 @@
 """Refreshing the hot keys an invalidation names, at once; repeats coalesce.
 
 The consumer hands each batch's hot keys to a callable it is given; this is the one the workers give it. It knows
-nothing of what refreshes: it is built around a `start(keys, key_done)` that begins refreshing a batch, calls
-`key_done(key)` (from any thread) as each key's refresh ends, and returns a future that ends with the batch (the
-worker sidecar passes its refresh engine's `submit`; `threaded` runs a per-key load, such as a Cache's `lookup`, in
-a thread pool). A key's next refresh starts when its own ends, not when its whole batch does: under a few events a
-second per key most keys want one more refresh, and the batch's slowest key held every one of them back (issue 12:
-a refresh ended 200 ms, at p50, before its batch under load).
+nothing of what refreshes: it is built around a `start(keys, watch)` that begins refreshing a batch and returns a
+future that ends with the batch, telling `watch` (from any thread) as each key's source request goes
+(`fetching(key)`) and as its refresh ends (`done(key, written)`). The worker sidecar passes its refresh engine's
+`submit` (refresh.KeyWatch); `threaded` runs a per-key load, such as a Cache's `lookup`, in a thread pool.
+
+While a key's refresh runs, new requests for it (each an invalidation applied before the request) become at most
+one more refresh after it, and only when needed: a request made before the running refresh's source request went
+is served by that refresh if it writes (its fetch sees the change; a write that an invalidation since its token
+could make older is refused by the fence), so it needs one more only if the write did not happen; a request made
+after needs one more whatever happens. A key's next refresh starts when its own ends, not when its whole batch
+does (issue 12: under a few events a second per key most keys wanted one more refresh, and a batch's slowest key
+held every one of them back, 200 ms at p50 under load).
 """
 
 from __future__ import annotations
@@ -17,94 +23,108 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-KeyDone = Callable[[str], None]
 log = logging.getLogger("cachewarm.invalidation")
+
+# What a key whose refresh runs wants after it.
+NOTHING, UNLESS_WRITTEN, AGAIN = 0, 1, 2
 
 
 class HotRefresher:
-    """Starts refreshes of hot keys at once, a batch at a time; repeats coalesce.
+    """Starts refreshes of hot keys at once; repeats coalesce (see the module)."""
 
-    While a key's refresh runs, any number of new requests for it become one more refresh after it: the running
-    one may have fetched before the newest change and been fenced. `start(keys)` begins refreshing a batch and
-    returns a future that ends when the batch is done, calling `key_done(key)` as each key's refresh ends (a key it
-    never reports is done when the future ends)."""
-
-    def __init__(self, start: Callable[[list[str], KeyDone], Future[Any]], *,
+    def __init__(self, start: Callable[[list[str], HotRefresher], Future[Any]], *,
                  close: Callable[[], None] | None = None) -> None:
         self._start = start
         self._close = close
         self._lock = threading.Lock()
-        self._again: dict[str, bool] = {}  # key -> another refresh wanted after the running one
+        self._running: dict[str, list[int]] = {}  # key whose refresh runs -> [what it wants after, its launch]
+        self._fetching: set[str] = set()          # those of them whose source request went
+        self._launches = 0
         self.started = 0
         self.failed = 0
+        self.spared = 0  # requests served by the refresh running when they came (no refresh more)
 
     @classmethod
     def threaded(cls, load: Callable[[str], object], *, workers: int = 32) -> HotRefresher:
         """Each key loaded by `load(key)` in a pool of `workers` threads (a Cache's `lookup`: its lease makes
-        readers wait for the load instead of stampeding the source)."""
+        readers wait for the load instead of stampeding the source). Nothing is known of a load's fetch or write,
+        so a request that comes while a key loads always makes one more load after it."""
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cachewarm-hot-refresh")
 
-        def start(keys: list[str], key_done: KeyDone) -> Future[Any]:
+        def start(keys: list[str], watch: HotRefresher) -> Future[Any]:
             futures = []
             for key in keys:
                 future = pool.submit(load, key)
-                future.add_done_callback(lambda f, key=key: key_done(key))  # type: ignore[misc]
+                future.add_done_callback(lambda f, key=key: watch.done(key, False))  # type: ignore[misc]
                 futures.append(future)
             return _gather(futures)
 
         return cls(start, close=lambda: pool.shutdown(wait=True, cancel_futures=True))
 
     def __call__(self, keys: list[str]) -> None:
-        launch: list[str] = []
         with self._lock:
+            launch: list[str] = []
             for key in keys:
-                if key in self._again:
-                    self._again[key] = True
-                else:
-                    self._again[key] = False
+                state = self._running.get(key)
+                if state is None:
                     launch.append(key)
+                elif key in self._fetching:
+                    state[0] = AGAIN
+                elif state[0] == NOTHING:
+                    state[0] = UNLESS_WRITTEN
+            launch_id = self._register(launch)
         if launch:
-            self._launch(launch)
+            self._launch(launch, launch_id)
 
-    def _launch(self, keys: list[str]) -> None:
+    # refresh.KeyWatch: told by the refresh of each key
+    def fetching(self, key: str) -> None:
+        with self._lock:
+            if key in self._running:
+                self._fetching.add(key)
+
+    def done(self, key: str, written: bool) -> None:
+        self._ended([key], None, written)
+
+    def _register(self, keys: list[str]) -> int:
+        """Marks `keys` running in a new launch (with the lock held); returns its id."""
+        self._launches += 1
+        for key in keys:
+            self._running[key] = [NOTHING, self._launches]
+        return self._launches
+
+    def _launch(self, keys: list[str], launch_id: int) -> None:
         self.started += len(keys)
-        running = set(keys)  # this batch's keys whose end is not told yet
-
-        def key_done(key: str) -> None:
-            with self._lock:
-                if key not in running:
-                    return
-                running.discard(key)
-            self._done([key], None)
-
-        def batch_done(error: BaseException | None) -> None:
-            with self._lock:
-                rest = list(running)
-                running.clear()
-            if rest:
-                self._done(rest, error)
-
         try:
-            future = self._start(keys, key_done)
+            future = self._start(keys, self)
         except Exception as exc:
-            batch_done(exc)
+            self._ended(keys, exc, False, launch_id)
             return
-        future.add_done_callback(lambda f: batch_done(f.exception()))
+        future.add_done_callback(lambda f: self._ended(keys, f.exception(), False, launch_id))
 
-    def _done(self, keys: list[str], error: BaseException | None) -> None:
-        if error is not None:  # a failed refresh leaves a miss: the next reader loads
-            self.failed += len(keys)
-            log.debug("hot refresh of %d key(s) failed: %s", len(keys), error)
+    def _ended(self, keys: list[str], error: BaseException | None, written: bool,
+               launch_id: int | None = None) -> None:
+        """Keys whose refresh ended. With `launch_id` (its batch ended): only those still running in that launch
+        (a key told done earlier may run again in a later one)."""
         again: list[str] = []
+        ended = 0
         with self._lock:
             for key in keys:
-                if self._again.get(key):
-                    self._again[key] = False
+                state = self._running.get(key)
+                if state is None or (launch_id is not None and state[1] != launch_id):
+                    continue
+                ended += 1
+                del self._running[key]
+                self._fetching.discard(key)
+                if state[0] == AGAIN or (state[0] == UNLESS_WRITTEN and not written):
                     again.append(key)
-                else:
-                    self._again.pop(key, None)
+                elif state[0] == UNLESS_WRITTEN:
+                    self.spared += 1
+            again_id = self._register(again) if again else 0
+        if error is not None and ended:  # a failed refresh leaves a miss: the next reader loads
+            self.failed += ended
+            log.debug("hot refresh of %d key(s) failed: %s", ended, error)
         if again:
-            self._launch(again)
+            self._launch(again, again_id)
 
     def close(self) -> None:
         if self._close is not None:

@@ -60,8 +60,8 @@ def engine_refresher(settings: Settings) -> HotRefresher:
     """Hot keys refreshed by this process's refresh engine."""
     # Each consumer batch's hot keys are their own refresh batch, started at once. (Coalescing the keys handed
     # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.)
-    return HotRefresher(lambda keys, key_done: refresh_engine.get_engine(settings).submit(keys, force=True,
-                                                                                       on_key=key_done))
+    return HotRefresher(lambda keys, watch: refresh_engine.get_engine(settings).submit(keys, force=True,
+                                                                                    watch=watch))
 
 
 class Sidecar:
