@@ -43,8 +43,9 @@ def make_http_client(settings: Settings, *, concurrency: int | None = None) -> H
 class RefreshEngine:
     """The process's refresh loop; use `get_engine()`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, flush_window: float | None = None) -> None:
         self.settings = settings
+        self.flush_window = flush_window
         self.pid = os.getpid()
         self.worker_id = worker_id()
         self.loop = asyncio.new_event_loop()
@@ -65,6 +66,8 @@ class RefreshEngine:
         except BaseException as exc:
             ready.set_exception(exc)
             return
+        if self.flush_window is not None:
+            ctx.pipeliner.window = self.flush_window
         self._heartbeat = self.loop.create_task(beat_forever(ctx.redis, ctx.layout, self.worker_id,
                                                              in_flight=lambda: self._in_flight))
         ready.set_result(ctx)
@@ -122,12 +125,13 @@ _engine: RefreshEngine | None = None
 _lock = threading.Lock()
 
 
-def get_engine(settings: Settings | None = None) -> RefreshEngine:
-    """The engine of this process, created on first use and again after a fork."""
+def get_engine(settings: Settings | None = None, *, flush_window: float | None = None) -> RefreshEngine:
+    """The engine of this process, created on first use and again after a fork. `flush_window` (seconds) replaces
+    the pipeline window of refresh.Pipeliner (the sidecar's hot refreshes: 0, latency first)."""
     global _engine
     with _lock:
         if _engine is None or _engine.pid != os.getpid():
-            _engine = RefreshEngine(settings or Settings.load())
+            _engine = RefreshEngine(settings or Settings.load(), flush_window=flush_window)
         return _engine
 
 

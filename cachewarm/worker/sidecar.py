@@ -59,9 +59,11 @@ def consumer_enabled() -> bool:
 def engine_refresher(settings: Settings) -> HotRefresher:
     """Hot keys refreshed by this process's refresh engine."""
     # Each consumer batch's hot keys are their own refresh batch, started at once. (Coalescing the keys handed
-    # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.)
-    return HotRefresher(lambda keys, watch: refresh_engine.get_engine(settings).submit(keys, force=True,
-                                                                                    watch=watch))
+    # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.) No
+    # pipeline window: an invalidated key's new value is waited for, and the window's timer is two more wake-ups
+    # of this process per refresh (its lease and its write) on a busy machine.
+    return HotRefresher(lambda keys, watch: refresh_engine.get_engine(settings, flush_window=0.0).submit(
+        keys, force=True, watch=watch))
 
 
 class Sidecar:
