@@ -7,7 +7,7 @@ from math import ceil
 import pytest
 
 from cachewarm import Settings
-from cachewarm.tasks.backlog import FIRST_BATCHES, MAX_QUEUED_BATCHES, QUEUE_PERIODS, busy_target
+from cachewarm.tasks.backlog import FIRST_BATCHES, MAX_QUEUED_BATCHES, QUEUE_PERIODS, busy_target, first_batches
 
 
 @pytest.fixture
@@ -20,10 +20,19 @@ def record(at_ms: int, queued: int) -> bytes:
 
 
 def test_without_a_record_the_first_fill_is_small(settings: Settings) -> None:
-    assert FIRST_BATCHES < MAX_QUEUED_BATCHES
-    assert busy_target(settings, 0, None, 10_000) == FIRST_BATCHES
-    assert busy_target(settings, 7, None, 10_000) == FIRST_BATCHES
-    assert busy_target(settings, 7, b"garbage", 10_000) == FIRST_BATCHES
+    first = first_batches(settings)
+    assert first < MAX_QUEUED_BATCHES
+    assert busy_target(settings, 0, None, 10_000) == first
+    assert busy_target(settings, 7, None, 10_000) == first
+    assert busy_target(settings, 7, b"garbage", 10_000) == first
+
+
+def test_the_first_fill_is_bounded_in_keys_too() -> None:
+    """Large batches make fewer first batches (no more keys than FIRST_KEYS); small ones at most FIRST_BATCHES."""
+    assert first_batches(Settings.load(refresh_batch_size=200)) == FIRST_BATCHES
+    assert first_batches(Settings.load(refresh_batch_size=10)) == FIRST_BATCHES
+    assert first_batches(Settings.load(refresh_batch_size=500)) == 4
+    assert first_batches(Settings.load(refresh_batch_size=100_000)) == 1
 
 
 def test_a_busy_queue_is_filled_to_a_few_periods_of_the_measured_rate(settings: Settings) -> None:
@@ -35,8 +44,9 @@ def test_a_busy_queue_is_filled_to_a_few_periods_of_the_measured_rate(settings: 
     assert busy_target(settings, 20, record(9_000, 20), 10_000) == 0
 
 
-def test_an_emptied_queue_grows_the_target_and_an_idle_one_is_unbounded(settings: Settings) -> None:
+def test_an_emptied_queue_grows_the_target_and_an_idle_one_starts_a_wave(settings: Settings) -> None:
     # all 4 taken within the second: at least 4 a period, QUEUE_PERIODS of that allowed (more than before)
     assert busy_target(settings, 0, record(9_000, 4), 10_000) == ceil(QUEUE_PERIODS * 4) > 4
-    assert busy_target(settings, 0, record(9_000, 0), 10_000) == MAX_QUEUED_BATCHES
+    # nothing queued last time, nothing waiting: the workers were idle, their rate is not known (a new wave)
+    assert busy_target(settings, 0, record(9_000, 0), 10_000) == first_batches(settings)
     assert busy_target(settings, 0, record(9_000, 19), 10_000) == MAX_QUEUED_BATCHES  # capped

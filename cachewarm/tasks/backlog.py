@@ -19,8 +19,9 @@ Each scan records in Redis (``scan:queue``: when, and how many batches it left q
 the workers took since. While the queue is not empty the workers were busy the whole time, so that is their rate;
 the scan then fills the queue to QUEUE_PERIODS scan periods of it at most (a worker also holds a few batches it
 took: MAX_IN_FLIGHT and the prefetch, tasks/refresh.py, which wait inside it). An emptied queue only says the rate
-is at least what they took: the target grows by QUEUE_PERIODS a scan. Without a record (the first scan),
-FIRST_BATCHES; after a scan that left nothing queued (the workers idle), up to MAX_QUEUED_BATCHES.
+is at least what they took: the target grows by QUEUE_PERIODS a scan. Without a record (the first scan), or after
+a scan that left nothing queued with nothing waiting (idle workers: a new wave of due keys, rate unknown),
+`first_batches`: FIRST_KEYS keys at most (at most FIRST_BATCHES batches), however large the batches.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ TIMEOUT = 2.0
 WARN_EVERY = 60.0
 # Scan periods of the workers' measured rate a busy queue is filled to at most (claims live 4: scan.claim_ms).
 QUEUE_PERIODS = 1.5
-# Batches the first scan (no record of a previous one) fills an empty queue to: the rate is not known yet; the
-# next scans grow it (an emptied queue: QUEUE_PERIODS times what was taken per period).
+# Batches the first scan of a wave (no record of a previous one, or idle workers) fills an empty queue to: the
+# rate is not known yet; the next scans grow it (an emptied queue: QUEUE_PERIODS times what was taken per period).
+# At most FIRST_BATCHES, and no more than FIRST_KEYS keys: an idle queue used to get MAX_QUEUED_BATCHES, which in
+# batches of 500 (10,000 keys) outlived their claims (refresh_throughput: 1,700-2,250 keys enqueued twice per
+# 20,000, under load).
 FIRST_BATCHES = 8
+FIRST_KEYS = 1600
 
 _TIMEOUT_OPTIONS = {
     "redis": {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT},
@@ -144,18 +149,26 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def first_batches(settings: Settings) -> int:
+    """Batches the first scan of a wave fills an empty queue to: FIRST_BATCHES, or fewer when they would hold
+    more than FIRST_KEYS keys."""
+    return max(1, min(FIRST_BATCHES, math.ceil(FIRST_KEYS / settings.refresh_batch_size)))
+
+
 def busy_target(settings: Settings, waiting: int, previous: bytes | None, now_ms: int) -> int:
     """Batches the queue may hold: QUEUE_PERIODS scan periods of the workers' rate measured since the previous
-    scan's record (an emptied queue: the rate is at least that, so the target grows by QUEUE_PERIODS); FIRST_BATCHES
-    without a record; MAX_QUEUED_BATCHES when the previous scan left nothing queued and nothing waits."""
+    scan's record (an emptied queue: the rate is at least that, so the target grows by QUEUE_PERIODS);
+    `first_batches` without a record, or when the previous scan left nothing queued and nothing waits."""
     if not previous:
-        return FIRST_BATCHES
+        return first_batches(settings)
     try:
         then_ms, queued = (int(part) for part in previous.split())
     except ValueError:
-        return FIRST_BATCHES
+        return first_batches(settings)
     elapsed = (now_ms - then_ms) / 1000
-    if elapsed <= 0 or (not waiting and not queued):
+    if not waiting and not queued:
+        return first_batches(settings)
+    if elapsed <= 0:
         return MAX_QUEUED_BATCHES
     taken = max(0, queued - waiting)
     per_period = taken * settings.scan_interval / max(elapsed, settings.scan_interval / 2)
