@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,21 +57,19 @@ def _env(tmp: Path, server: RedisServer, source: SourceServer, slot: int) -> dic
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(20)
-    if proc.poll() is None or _group_alive(proc.pid):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """SIGKILL to the started process's group and to its children's own groups (`cachewarm run` starts its worker in
+    a session of its own), at once: these tests check starts, and a warm shutdown costs each start a second of CPU
+    (a clean stop is tests/test_sidecar.py's and test_e2e_warming.py's)."""
+    groups = [proc.pid]
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(int(child)) == int(child):
+                    groups.append(int(child))
+    for group in groups:  # SIGKILL takes effect before any of them runs again: none touches Redis after this
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    proc.wait(10)
 
 
 def _start_and_wait_for_scans(cmd: list[str], tmp: Path, env: dict[str, str]) -> str | None:
@@ -103,23 +101,28 @@ def _start_and_wait_for_scans(cmd: list[str], tmp: Path, env: dict[str, str]) ->
         client.close()
 
 
+def _in_slots(starts: int, one: Callable[[int, int], str | None]) -> list[str]:
+    """Runs one(i, slot) for i in range(starts), PARALLEL at once: slot k runs starts k, k + PARALLEL, ... one
+    after the other, so no two running workers share a Redis database. The failures' reasons."""
+    def slot_runs(slot: int) -> list[str]:
+        reasons = (one(i, slot) for i in range(slot, starts, PARALLEL))
+        return [r for r in reasons if r is not None]
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return [reason for reasons in pool.map(slot_runs, range(PARALLEL)) for reason in reasons]
+
+
 def _run_starts(commands: list[list[str]], tmp_path: Path, server: RedisServer,
                 source: SourceServer) -> list[str]:
-    def one(i: int) -> str | None:
+    def one(i: int, slot: int) -> str | None:
         tmp = tmp_path / f"start-{i}"
         tmp.mkdir()
-        env = _env(tmp, server, source, slot=i % PARALLEL)
+        env = _env(tmp, server, source, slot=slot)
         cmd = [c.replace("{schedule}", str(tmp / "beat-schedule")) for c in commands[i]]
         reason = _start_and_wait_for_scans(cmd, tmp, env)
         return None if reason is None else f"start {i} ({' '.join(commands[i][2:5])}): {reason}"
 
-    failures: list[str] = []
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        for first in range(0, len(commands), PARALLEL):
-            # Each wave uses every slot once: no two running workers share a Redis database.
-            wave = range(first, min(first + PARALLEL, len(commands)))
-            failures += [r for r in pool.map(one, wave) if r is not None]
-    return failures
+    return _in_slots(len(commands), one)
 
 
 @pytest.mark.timeout(900)  # dozens of worker starts: the suite's 120 s per test is for one
@@ -146,11 +149,11 @@ def test_every_prefork_child_runs_a_task_after_start(tmp_path: Path, server: Red
     from tests.support.probe_app import PIDS_KEY
 
     children = 3
-    failures: list[str] = []
-    for i in range(6):
+
+    def one(i: int, slot: int) -> str | None:
         tmp = tmp_path / f"start-{i}"
         tmp.mkdir()
-        env = _env(tmp, server, source, slot=0)
+        env = _env(tmp, server, source, slot=slot)
         cache = redis.Redis.from_url(env["CACHEWARM_REDIS_URL"])
         broker = redis.Redis.from_url(env["CACHEWARM_BROKER_URL"])
         cache.flushdb()
@@ -166,17 +169,20 @@ def test_every_prefork_child_runs_a_task_after_start(tmp_path: Path, server: Red
             sender = _probe_sender(env)
             for n in range(children * 4):
                 sender.send_task("cachewarm.test.probe", args=[f"product:{i}-{n}", 0.3])
+            sender.close()
             try:
-                wait_until(lambda: cache.scard(PIDS_KEY) >= children, START_TIMEOUT,  # noqa: B023 - polled here
+                wait_until(lambda: cache.scard(PIDS_KEY) >= children, START_TIMEOUT,
                            f"each of the {children} children to run a probe", interval=0.1)
             except AssertionError:
-                failures.append(f"start {i}: {cache.scard(PIDS_KEY)} of {children} children ran a probe:\n"
-                                f"{log_path.read_text(errors='replace')[-3000:]}")
-            sender.close()
+                return (f"start {i}: {cache.scard(PIDS_KEY)} of {children} children ran a probe:\n"
+                        f"{log_path.read_text(errors='replace')[-3000:]}")
+            return None
         finally:
             _stop(proc)
             cache.close()
             broker.close()
+
+    failures = _in_slots(6, one)
     assert not failures, f"{len(failures)} of 6 starts had a child that never ran a task:\n" + "\n\n".join(failures[:2])
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]  # some 35 CLI runs:
 PASSWORD = "Pw4Secrets-q7Zx9"
 WRONG = "Wrong-Pw-k2Lm5"
 CLI = [sys.executable, "-c", "from cachewarm.cli import main; main()"]
+PARALLEL = 4  # CLI processes at once: each spends its second or so importing, mostly on CPU
 
 
 @pytest.fixture
@@ -50,6 +52,43 @@ def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> tupl
     return done.returncode, done.stdout + done.stderr
 
 
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to `cachewarm run` by its own pid; the group killed if it does not exit."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _run_commands(config: Path, port: int, tmp_path: Path, good: dict[str, str], outputs: dict[str, str]) -> None:
+    """Every command in its successful form and its failing forms, each in its own process (several at once)."""
+    ok_commands = [["check-config"], ["warm", "item:1", "item:2"], ["status"], ["status", "--json"],
+                   ["invalidate", "item:1"], ["invalidate", "--tag", "items"], ["invalidate", "item:1\x01"]]
+    failing = {
+        "wrong password": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:{port}/0"),
+        "user and wrong password": _env(tmp_path, config, f"redis://admin:{WRONG}@127.0.0.1:{port}/0"),
+        "nothing listening": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:{free_port()}/0"),
+        "bad port": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:notaport/0"),
+        "bad scheme": _env(tmp_path, config, f"http://:{WRONG}@127.0.0.1:{port}/0"),
+        "bad broker": _env(tmp_path, config, f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
+                           CACHEWARM_BROKER_URL=f"redis://:{WRONG}@127.0.0.1:notaport/1"),
+    }
+    cases = [("ok " + " ".join(args), args, good) for args in ok_commands]
+    cases += [(f"{what}: {' '.join(args)}", args, env) for what, env in failing.items()
+              for args in (["check-config"], ["status"], ["invalidate", "item:1"], ["warm", "item:1"])]
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        results = list(pool.map(lambda case: _run(case[1], case[2]), cases))
+    for (name, args, _), (code, out) in zip(cases, results, strict=True):
+        outputs[name] = out
+        if name.startswith("ok ") and args != ["invalidate", "item:1\x01"]:
+            assert code == 0, (args, out)
+        if not name.startswith("ok "):
+            assert "Traceback" not in out, (name, out[-2000:])
+
+
 def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_path: Path,
                                               write_config: Callable[[str], Path]) -> None:
     config = write_config("""
@@ -63,35 +102,18 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
     port = locked_server.port
     good = _env(tmp_path, config, f"redis://:{PASSWORD}@127.0.0.1:{port}/0", CACHEWARM_SCAN_INTERVAL="0.5")
     outputs: dict[str, str] = {}
-    ok_commands = [["check-config"], ["warm", "item:1", "item:2"], ["status"], ["status", "--json"],
-                   ["invalidate", "item:1"], ["invalidate", "--tag", "items"], ["invalidate", "item:1\x01"]]
-    for args in ok_commands:
-        code, out = _run(args, good)
-        outputs["ok " + " ".join(args)] = out
-        if args != ["invalidate", "item:1\x01"]:
-            assert code == 0, (args, out)
-
-    failing = {
-        "wrong password": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:{port}/0"),
-        "user and wrong password": _env(tmp_path, config, f"redis://admin:{WRONG}@127.0.0.1:{port}/0"),
-        "nothing listening": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:{free_port()}/0"),
-        "bad port": _env(tmp_path, config, f"redis://:{WRONG}@127.0.0.1:notaport/0"),
-        "bad scheme": _env(tmp_path, config, f"http://:{WRONG}@127.0.0.1:{port}/0"),
-        "bad broker": _env(tmp_path, config, f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
-                           CACHEWARM_BROKER_URL=f"redis://:{WRONG}@127.0.0.1:notaport/1"),
-    }
-    for what, env in failing.items():
-        for args in (["check-config"], ["status"], ["invalidate", "item:1"], ["warm", "item:1"]):
-            code, out = _run(args, env)
-            outputs[f"{what}: {' '.join(args)}"] = out
-            assert "Traceback" not in out, (what, args, out[-2000:])
-
-    # `cachewarm run` at DEBUG, scraped while it runs, then stopped with SIGTERM by its own pid.
+    # `cachewarm run` at DEBUG (scraped below, once it is up) boots while the other commands run.
     env = dict(good)
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([*CLI, "run", "-c", "1", "-l", "DEBUG"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _run_commands(config, port, tmp_path, good, outputs)
+    except BaseException:
+        _stop(proc)
+        raise
+
     def run_log() -> str:
         return log_path.read_text(errors="replace")[-3000:]
 
@@ -103,18 +125,12 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
     try:
         metrics = wait_until(scraped, 40, "the metrics of `cachewarm run`", details=run_log, interval=0.3,
                              ignore=(httpx.HTTPError,))
-        code, out = _run(["warm", "item:3"], good)
+        _, out = _run(["warm", "item:3"], good)
         outputs["warm while running"] = out
         time.sleep(2)
         metrics += httpx.get(f"http://127.0.0.1:{env['CACHEWARM_METRICS_PORT']}/metrics", timeout=5).text
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        _stop(proc)
     outputs["run log"] = log_path.read_text(errors="replace")
     outputs["/metrics"] = metrics
     assert metrics, outputs["run log"][-3000:]

@@ -1,5 +1,5 @@
-"""Celery worker, beat and `cachewarm run` subprocesses of one test: each in its own session with a log file, stopped
-by signalling its process group (the prefork children are in it)."""
+"""Celery worker and beat subprocesses of one test: each in its own session with a log file, stopped by signalling
+its process group (the prefork children and the sidecar are in it)."""
 
 from __future__ import annotations
 
@@ -60,13 +60,15 @@ class Processes:
             proc.wait(5)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                self.kill(proc, signal.SIGTERM)
-        # children left behind by a SIGKILLed parent
+        """The test's end: SIGKILL to every process group at once (main process, pool children, sidecar), then each
+        parent reaped. No check follows it; a warm shutdown is tested where it is the point (Host.stop, `kill(proc,
+        SIGTERM)`, tests/test_sidecar.py): here it cost each worker a second or two, one worker after another."""
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
 
     def log(self, name: str) -> str:
         path = self.tmp / name
