@@ -9,12 +9,15 @@ invalidation consumer dead-letters what it cannot apply and keeps going.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cachewarm import Cache, InvalidKey, Settings, UnknownKeyspace
 from cachewarm.demo.source import SourceServer
-from cachewarm.hooks import get_hooks, set_hooks
+from cachewarm.hooks import set_hooks
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import event_fields, publish_events
 from cachewarm.keys import DEAD_LETTER_STREAM, HOT_SHARDS, INVALIDATION_STREAM, MAX_KEY_LENGTH, KeyLayout
@@ -39,7 +42,8 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 N_KEYS = 100_000
-THREADS = 4  # the loop waits on Redis mostly: threads overlap the round trips
+PROCESSES = 2  # the keys' loop is CPU bound (the client's share of each round trip): one process per core
+THREADS = 2  # per process: a thread's round trip overlaps the other's work
 N_HTTP = 1_500  # product: keys go to the HTTP source (slower); the rest use the python: source
 GLOB = "*?[]\\^!{}"
 TRAVERSAL = ["..", ".", "...", "../../_control", "..%2F..%2F_stats", "%2e%2e", "a/../../b", "/etc/passwd",
@@ -99,11 +103,51 @@ def refused_by_source(key: Any) -> bool:
     return isinstance(key, str) and key.startswith("product:") and key.removeprefix("product:").strip(".") == ""
 
 
-def _shard(key: Any, index: int) -> int:
+def _shard(key: Any, shards: int) -> int:
+    """The same for equal keys in every process (str hashes are salted per process)."""
+    return zlib.crc32(repr(key).encode("utf-8", "surrogatepass")) % shards
+
+
+@dataclass
+class ShareResult:
+    """What one process saw of its share of the keys."""
+
+    outcomes: Counter[str]
+    wrong: list[tuple[str, Any, str]]  # the first 100
+    wrong_kinds: Counter[tuple[str, str]]  # all of them
+    paths: list[str]  # asked of the HTTP source
+    requests: int
+    item_calls: list[str]  # the python: source's arguments
+    exposition: str  # the process's Prometheus metrics
+
+
+def _check_share(redis_url: str, config: Path, share: int) -> ShareResult:
+    """In a process of its own (spawned): the keys of this share through a Cache with its own HTTP transport and
+    metrics, over THREADS threads (a key always in the same one, in order)."""
+    settings = Settings.load(redis_url=redis_url, config=config, stats_flush_interval=0.5)
+    transport = InFlightTransport()
+    registry = CollectorRegistry(auto_describe=False)
+    set_hooks(PrometheusHooks(ProcessMetrics(registry)))
+    redis_client = redis.Redis.from_url(redis_url)
+    cache = Cache(settings=settings, http=httpx.Client(transport=transport, timeout=5.0))
+    _support.ITEM_CALLS.clear()
+    mine = [k for k in hostile_keys() if _shard(k, PROCESSES) == share]
+    outcomes: Counter[str] = Counter()
+    wrong: list[tuple[str, Any, str]] = []
     try:
-        return hash(key) % THREADS
-    except TypeError:  # not hashable: only ever seen once
-        return index % THREADS
+        parts = [[k for k in mine if _shard(k, PROCESSES * THREADS) // PROCESSES == n] for n in range(THREADS)]
+        with ThreadPoolExecutor(THREADS) as pool:
+            for part_outcomes, part_wrong in pool.map(
+                    lambda part: _check_keys(cache, settings, redis_client, part), parts):
+                outcomes += part_outcomes
+                wrong += part_wrong
+        cache.flush_stats()
+    finally:
+        cache.close()
+        redis_client.close()
+    kinds = Counter((op, why.split("(")[0]) for op, _, why in wrong)
+    return ShareResult(outcomes, wrong[:100], kinds, list(transport.max_in_flight), transport.requests,
+                       list(_support.ITEM_CALLS), generate_latest(registry).decode())
 
 
 def _check_keys(cache: Cache, settings: Settings, redis_client: redis.Redis,
@@ -185,58 +229,53 @@ def _run(redis_url: str, redis_client: redis.Redis, write_config: Callable[[str]
         max_tracked = 1000
     """)
     settings = Settings.load(redis_url=redis_url, config=config, stats_flush_interval=0.5)
-    transport = InFlightTransport()
     registry = CollectorRegistry(auto_describe=False)
-    metrics = ProcessMetrics(registry)
     registry.register(ClusterCollector(redis_client, settings.keyspaces.names()))
-    old_hooks = get_hooks()
-    set_hooks(PrometheusHooks(metrics))
-    cache = Cache(settings=settings, http=httpx.Client(transport=transport, timeout=5.0))
-    _support.ITEM_CALLS.clear()
 
-    keys = hostile_keys()
     outcomes: Counter[str] = Counter()
     wrong: list[tuple[str, Any, str]] = []
+    kinds: Counter[tuple[str, str]] = Counter()
+    paths: list[str] = []
+    requests = 0
+    item_calls: list[str] = []
+    expositions = []
     started = time.monotonic()
-    try:
-        # THREADS threads share the Cache (it serves threads); a key always goes to the same thread, in order.
-        shards = [[k for i, k in enumerate(keys) if _shard(k, i) == n] for n in range(THREADS)]
-        with ThreadPoolExecutor(THREADS) as pool:
-            for shard_outcomes, shard_wrong in pool.map(
-                    lambda shard: _check_keys(cache, settings, redis_client, shard), shards):
-                outcomes += shard_outcomes
-                wrong += shard_wrong
-        elapsed = time.monotonic() - started
-        cache.flush_stats()
-        exposition = generate_latest(registry).decode()
-    finally:
-        set_hooks(old_hooks)
-        cache.close()
+    # PROCESSES spawned processes share the keys (a key always in the same one): the loop is CPU bound.
+    with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for share in pool.map(_check_share, [redis_url] * PROCESSES, [config] * PROCESSES, range(PROCESSES)):
+            outcomes += share.outcomes
+            wrong += share.wrong
+            kinds += share.wrong_kinds
+            paths += share.paths
+            requests += share.requests
+            item_calls += share.item_calls
+            expositions.append(share.exposition)
+    elapsed = time.monotonic() - started
+    expositions.append(generate_latest(registry).decode())
 
-    kinds = Counter((op, why.split("(")[0]) for op, _, why in wrong)
-    assert not wrong, f"{len(wrong)} wrong outcomes {kinds}, first: {wrong[:5]}"
+    assert not wrong, f"{kinds.total()} wrong outcomes {kinds}, first: {wrong[:5]}"
     assert outcomes["get:ok"] > 8_000 and outcomes["get:InvalidKey"] > 70_000, outcomes
 
     # The HTTP source was asked only for /products/<one encoded segment>, and only on its read route.
-    paths = list(transport.max_in_flight)
     assert paths, "no HTTP request was made"
     for path in paths:
         assert path.startswith("/products/") and path.count("/") == 2 and "?" not in path and "#" not in path, path
         assert unquote(path.removeprefix("/products/")).strip(".") != "", path
     stats = source.stats()
-    assert stats["requests"] == transport.requests
+    assert stats["requests"] == requests
     assert all(p.startswith("/products/") for p in stats["by_path"])
     # The python: source got exactly the key's segment.
-    assert all(":" not in p and not re.search(r"[\x00-\x1f\x7f]", p) for p in _support.ITEM_CALLS)
+    assert all(":" not in p and not re.search(r"[\x00-\x1f\x7f]", p) for p in item_calls)
 
     # Bounded series: read counters, hot sets and metric labels are keyed by configured keyspace names only.
     names = {"product", "item"}
     fields = {f.decode().split(":")[1] for f in redis_client.hkeys(settings.key_prefix + "stats")}
     assert fields <= names, fields
+    exposition = "\n".join(expositions)
     labels = set(re.findall(r'keyspace="([^"]*)"', exposition))
     assert labels <= names, labels
-    series = [line for line in exposition.splitlines() if line and not line.startswith("#")]
-    assert len(series) < 200, len(series)
+    series = {line.rsplit(" ", 1)[0] for line in exposition.splitlines() if line and not line.startswith("#")}
+    assert len(series) < 200, len(series)  # distinct series over the processes
     hot = {k.decode() for k in redis_client.scan_iter(match=f"{settings.key_prefix}hot:*", count=1000)}
     layout = KeyLayout(settings.key_prefix)
     shards = {name for n in names for i in range(HOT_SHARDS) for name in (layout.hot(n, i), layout.hot_epoch(n, i))}
@@ -263,4 +302,4 @@ def _run(redis_url: str, redis_client: redis.Redis, write_config: Callable[[str]
     assert info[0]["pending"] == 0 and info[0]["lag"] == 0, info
     assert redis_client.xlen(DEAD_LETTER_STREAM) == len(raw_hostile)
     print(f"\n{N_KEYS} keys x get/set/delete/publish in {elapsed:.1f} s; outcomes {dict(outcomes)}; "
-          f"{transport.requests} HTTP requests, {len(_support.ITEM_CALLS)} python-source calls")
+          f"{requests} HTTP requests, {len(item_calls)} python-source calls")
