@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
 import secrets
 import time
@@ -42,7 +43,7 @@ import redis.asyncio
 
 from . import envelope, ratelimit, script_calls, scripts
 from .connections import REDIS_ERRORS
-from .errors import SourceError
+from .errors import SourceError, ValueNotSerializable
 from .hooks import get_hooks
 from .keys import KeyLayout
 from .keyspaces import KeyspaceRegistry
@@ -53,6 +54,7 @@ from .settings import Settings
 from .sources import Fetched, SourceClient
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
@@ -352,7 +354,10 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
                 watch.fetching(key)
             try:
                 fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
-            except SourceError:
+                payload = envelope.dumps(fetched.value) if fetched.found else None
+            except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
+                if isinstance(exc, ValueNotSerializable):
+                    log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
                 result.wasted = (await _release(ctx, key, token, seen))[1]
                 result.outcome = FAILED
                 result.stale = had_value
@@ -368,7 +373,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
                     await _forget(ctx, plan)
                 return result
             ttl = plan.ttl_ms
-            item = script_calls.WriteItem(key, envelope.encode(envelope.dumps(fetched.value), fetched_ms=_now_ms(),
+            item = script_calls.WriteItem(key, envelope.encode(payload, fetched_ms=_now_ms(),
                                                                ttl_ms=ttl, version=fetched.version),
                                           ttl + plan.stale_ms, fence, token, fetched.version)
             write = ctx.pipeliner.merged("write", ctx.build_write, item)

@@ -155,7 +155,7 @@ class HttpSource:
         if status != 200:
             raise SourceError(f"source answered {status}", kind="http_status")
         try:
-            value = json.loads(content)
+            value = json.loads(content, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError):
             raise BadSourceResponse(f"source answered 200 with a body that is not JSON "
                                     f"({len(content)} bytes)") from None
@@ -250,6 +250,11 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     if owned is None:
         owned = _local.owned = _ThreadLoop()
     return owned.loop
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's parser takes them; the value could not be stored: envelope.dumps)."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _with_version(value: Any, version_field: str | None) -> Fetched:
