@@ -2,8 +2,10 @@
 
 For each key, in one script (lua/lease.lua): skip it when it is no longer due (another refresh or a reader got
 there first), take its lease ``l:K`` (SET NX; a lease whose worker's heartbeat is gone is taken over), and take
-the fence token the write will be checked against. Then, under the keyspace's concurrency limit (a semaphore per
-worker process) and rate budget (a token bucket shared by every worker, ratelimit.py), fetch with retries
+the fence token the write will be checked against. Then, under the keyspace's rate budget (a token bucket shared by
+every worker, ratelimit.py) and its concurrency limit (a semaphore per worker process around each source request
+only: held across the lease and write round trips too, it capped hot refreshes near 430/s at 500 invalidations/s
+and queued them 200 ms, issue 12), fetch with retries
 (exponential backoff, full jitter) for SourceError, and write with lua/write.lua, which stores only if no
 invalidation of the key or its tags happened since the token was taken. A 404 removes the key (lua/remove.lua, fenced
 too, and drops it from the hot and pinned sets). When the source keeps failing the old value stays: it lives
@@ -337,49 +339,45 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
     layout = ctx.layout
     result = KeyResult(key, plan.label, SKIPPED)
     try:
-        async with ctx.semaphore(plan.label):
-            token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
-            enlist = ctx.core.enlist_calls(plan)
-            if enlist:  # a tagged key: enlisted before its fence token is read (keys.py)
-                await asyncio.gather(*(ctx.pipeliner.call(call) for call in enlist))
-            leased = await _lease(ctx, plan, token, ahead_ms)
-            if leased.status is not LeaseStatus.TAKEN:
-                result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
-                return result
-            fence, had_value = leased.fence, leased.had_value
-            result.late = leased.late
-            seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
-            watch = _WATCH.get()
-            if watch is not None:
-                watch.fetching(key)
-            try:
-                fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
-                payload = envelope.dumps(fetched.value) if fetched.found else None
-            except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
-                if isinstance(exc, ValueNotSerializable):
-                    log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
-                result.wasted = (await _release(ctx, key, token, seen))[1]
-                result.outcome = FAILED
-                result.stale = had_value
-                return result
-            except BaseException:
-                await _release(ctx, key, token, seen)
-                raise
-            if not fetched.found:
-                removed, result.wasted = await _along(ctx, script_calls.remove(
-                    layout, key=key, fence=fence, lease_token=token), seen)
-                result.outcome = NOT_FOUND if removed is RemoveStatus.REMOVED else FENCED
-                if removed is RemoveStatus.REMOVED:
-                    await _forget(ctx, plan)
-                return result
-            ttl = plan.ttl_ms
-            item = script_calls.WriteItem(key, envelope.encode(payload, fetched_ms=_now_ms(),
-                                                               ttl_ms=ttl, version=fetched.version),
-                                          ttl + plan.stale_ms, fence, token, fetched.version)
-            write = ctx.pipeliner.merged("write", ctx.build_write, item)
-            written, result.wasted = await _along(ctx, write, seen, *enlist)
-            result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
+        token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
+        enlist = ctx.core.enlist_calls(plan)
+        if enlist:  # a tagged key: enlisted before its fence token is read (keys.py)
+            await asyncio.gather(*(ctx.pipeliner.call(call) for call in enlist))
+        leased = await _lease(ctx, plan, token, ahead_ms)
+        if leased.status is not LeaseStatus.TAKEN:
+            result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
             return result
+        fence, had_value = leased.fence, leased.had_value
+        result.late = leased.late
+        seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
+        try:
+            fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
+            payload = envelope.dumps(fetched.value) if fetched.found else None
+        except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
+            if isinstance(exc, ValueNotSerializable):
+                log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
+            result.wasted = (await _release(ctx, key, token, seen))[1]
+            result.outcome = FAILED
+            result.stale = had_value
+            return result
+        except BaseException:
+            await _release(ctx, key, token, seen)
+            raise
+        if not fetched.found:
+            removed, result.wasted = await _along(ctx, script_calls.remove(
+                layout, key=key, fence=fence, lease_token=token), seen)
+            result.outcome = NOT_FOUND if removed is RemoveStatus.REMOVED else FENCED
+            if removed is RemoveStatus.REMOVED:
+                await _forget(ctx, plan)
+            return result
+        ttl = plan.ttl_ms
+        item = script_calls.WriteItem(key, envelope.encode(payload, fetched_ms=_now_ms(),
+                                                           ttl_ms=ttl, version=fetched.version),
+                                      ttl + plan.stale_ms, fence, token, fetched.version)
+        write = ctx.pipeliner.merged("write", ctx.build_write, item)
+        written, result.wasted = await _along(ctx, write, seen, *enlist)
+        result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
+        return result
     except REDIS_ERRORS:
         get_hooks().redis_error("refresh")
         result.outcome = FAILED
@@ -436,11 +434,16 @@ async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
     assert plan.source is not None
     hooks = get_hooks()
     attempts = ctx.settings.refresh_retries + 1
+    watch = _WATCH.get()
     for attempt in range(attempts):
         await ratelimit.acquire(ctx.redis, ctx.layout.rate(plan.label), rate)
         started = time.perf_counter()
         try:
-            fetched = await plan.source.fetch(plan.params, ctx.http)
+            async with ctx.semaphore(plan.label):  # the keyspace's source requests in flight in this process
+                if watch is not None:
+                    watch.fetching(plan.key)
+                started = time.perf_counter()
+                fetched = await plan.source.fetch(plan.params, ctx.http)
         except SourceError as exc:
             hooks.source_request(plan.label, time.perf_counter() - started, exc.kind)
             if attempt + 1 >= attempts:

@@ -210,6 +210,33 @@ def test_a_request_before_the_running_fetch_is_served_by_its_write() -> None:
     assert refresher.spared == 1
 
 
+def test_keys_that_end_in_one_turn_start_their_next_refresh_in_one_batch() -> None:
+    from collections.abc import Callable
+    from concurrent.futures import Future
+
+    started: list[list[str]] = []
+    deferred: list[Callable[[], None]] = []
+
+    def start(keys: list[str], watch: HotRefresher) -> Future[None]:
+        started.append(keys)
+        return Future()
+
+    refresher = HotRefresher(start, defer=deferred.append)
+    refresher(["a", "b", "c"])
+    for key in ("a", "b", "c"):
+        refresher.fetching(key)
+    refresher(["a", "b"])                 # both wanted again
+    refresher.done("a", True)
+    refresher.done("b", True)
+    refresher.done("c", True)             # not wanted again: ends
+    assert started == [["a", "b", "c"]] and len(deferred) == 1
+    refresher(["a"])                      # a waits for its deferred launch: coalesces
+    deferred.pop()()
+    assert started == [["a", "b", "c"], ["a", "b"]]
+    refresher(["c"])
+    assert started[-1] == ["c"]
+
+
 def test_idle_consumers_without_pending_entries_are_pruned(
         redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     from cachewarm.invalidation import consumer as consumer_module

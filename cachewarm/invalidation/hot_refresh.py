@@ -33,9 +33,15 @@ class HotRefresher:
     """Starts refreshes of hot keys at once; repeats coalesce (see the module)."""
 
     def __init__(self, start: Callable[[list[str], HotRefresher], Future[Any]], *,
-                 close: Callable[[], None] | None = None) -> None:
+                 close: Callable[[], None] | None = None,
+                 defer: Callable[[Callable[[], None]], None] | None = None) -> None:
+        """`defer(f)`: calls f soon, after what is running now (the engine's loop: call_soon_threadsafe); with it,
+        the keys that end in one turn and want one more refresh start it in one batch, not one batch each."""
         self._start = start
         self._close = close
+        self._defer = defer
+        self._queued: list[str] = []  # keys to refresh again, waiting for the deferred launch
+        self._flush_due = False
         self._lock = threading.Lock()
         self._running: dict[str, list[int]] = {}  # key whose refresh runs -> [what it wants after, its launch]
         self._fetching: set[str] = set()          # those of them whose source request went
@@ -119,12 +125,30 @@ class HotRefresher:
                     again.append(key)
                 elif state[0] == UNLESS_WRITTEN:
                     self.spared += 1
+            schedule = False
+            if again and self._defer is not None:
+                for key in again:
+                    self._running[key] = [NOTHING, 0]  # launch 0: waiting for the deferred launch
+                self._queued += again
+                schedule, self._flush_due = not self._flush_due, True
+                again = []
             again_id = self._register(again) if again else 0
         if error is not None and ended:  # a failed refresh leaves a miss: the next reader loads
             self.failed += ended
             log.debug("hot refresh of %d key(s) failed: %s", ended, error)
         if again:
             self._launch(again, again_id)
+        if schedule:
+            assert self._defer is not None
+            self._defer(self._flush)
+
+    def _flush(self) -> None:
+        """The deferred launch: every key queued to refresh again since the last one, in one batch."""
+        with self._lock:
+            keys, self._queued, self._flush_due = self._queued, [], False
+            launch_id = self._register(keys) if keys else 0
+        if keys:
+            self._launch(keys, launch_id)
 
     def close(self) -> None:
         if self._close is not None:

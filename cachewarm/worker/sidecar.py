@@ -26,6 +26,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
 from .. import refresh_engine
@@ -62,8 +63,13 @@ def engine_refresher(settings: Settings) -> HotRefresher:
     # while the engine is busy into one bigger batch was measured: worse tails, the big batch hogs the GIL.) No
     # pipeline window: an invalidated key's new value is waited for, and the window's timer is two more wake-ups
     # of this process per refresh (its lease and its write) on a busy machine.
-    return HotRefresher(lambda keys, watch: refresh_engine.get_engine(settings, flush_window=0.0).submit(
-        keys, force=True, watch=watch))
+    def engine() -> refresh_engine.RefreshEngine:
+        return refresh_engine.get_engine(settings, flush_window=0.0)
+
+    def defer(then: Callable[[], None]) -> None:
+        engine().loop.call_soon_threadsafe(then)
+
+    return HotRefresher(lambda keys, watch: engine().submit(keys, force=True, watch=watch), defer=defer)
 
 
 class Sidecar:
