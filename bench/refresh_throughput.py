@@ -428,8 +428,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         title = (f"refresh_throughput ({topology}): {args.keys:,} keys due at once, source {args.latency * 1000:g} "
                  f"ms, concurrency {args.concurrency} (physical limit {limit:,.0f} keys/s, goal {GOAL:,.0f})")
-        markdown = print_table(title, ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}", "CPU ms/key"], rows,
-                               notes=[*notes, load_average()])
+        headers = ["system", "keys/s", "of limit", f"goal >= {GOAL:,.0f}", "CPU ms/key"]
+        floor = next((r for r in rows if r[0].startswith("floor")), None)
+        if floor is not None:  # issue 12's goals for the Celery row: >= 0.85x the floor's keys/s, <= 1.5x its CPU
+            headers += ["keys/s vs floor", "CPU vs floor"]
+            for r in rows:
+                r += [f"{float(r[1].replace(',', '')) / float(floor[1].replace(',', '')):.2f}x",
+                      f"{float(r[4]) / float(floor[4]):.1f}x"]
+            notes = [*notes, "vs floor: goals for the Celery row (issue 12): keys/s >= 0.85x, CPU per key <= 1.5x"]
+        markdown = print_table(title, headers, rows, notes=[*notes, load_average()])
         if args.markdown:
             print()
             print(markdown)
