@@ -211,7 +211,6 @@ def test_a_request_before_the_running_fetch_is_served_by_its_write() -> None:
 
 
 def test_keys_that_end_in_one_turn_start_their_next_refresh_in_one_batch() -> None:
-    from collections.abc import Callable
     from concurrent.futures import Future
 
     started: list[list[str]] = []
