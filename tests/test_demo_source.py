@@ -158,7 +158,7 @@ def test_stats_count_reads_by_path_and_status(source: SourceServer, http: httpx.
 
 
 async def test_stats_track_concurrent_reads(source: SourceServer) -> None:
-    source.configure(latency=0.2)
+    source.configure(latency=2.0)  # long enough for all 20 to be sent before the first answer (0.2 s: 16 in CI)
     async with httpx.AsyncClient(base_url=source.url, timeout=10.0) as client:
         responses = await asyncio.gather(*(client.get(f"/products/{i}") for i in range(20)))
     assert {r.status_code for r in responses} == {200}
