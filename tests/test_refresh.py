@@ -12,11 +12,10 @@ import redis
 import redis.asyncio
 
 from cachewarm import Cache, Settings, envelope, refresh, script_calls, scripts
-from cachewarm.connections import async_client
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout, shard_of
 from cachewarm.refresh import RefreshContext, refresh_batch, stats
-from cachewarm.refresh_engine import make_http_client
+from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()
 pytestmark = pytest.mark.source(latency=0.01)
@@ -46,11 +45,8 @@ def settings(source: SourceServer, write_config: Callable[[str], Path],
 
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[RefreshContext]:
-    context = RefreshContext(settings, async_client(settings.redis_url, timeout=5), make_http_client(settings),
-                             "test-worker")
-    yield context
-    await context.http.aclose()
-    await context.redis.aclose()
+    async with refresh_context(settings) as context:
+        yield context
 
 
 def _entry(client: redis.Redis, key: str) -> envelope.Entry | None:

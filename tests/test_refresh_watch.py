@@ -18,11 +18,10 @@ import pytest
 import redis
 
 from cachewarm import Settings, envelope, script_calls, scripts
-from cachewarm.connections import async_client
 from cachewarm.demo.source import SourceServer
 from cachewarm.keys import KeyLayout
 from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()
 pytestmark = pytest.mark.source(latency=0.3)
@@ -58,11 +57,8 @@ def settings(source: SourceServer, write_config: Callable[[str], Path],
 
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[RefreshContext]:
-    context = RefreshContext(settings, async_client(settings.redis_url, timeout=5), make_http_client(settings),
-                             "test-worker")
-    yield context
-    await context.http.aclose()
-    await context.redis.aclose()
+    async with refresh_context(settings) as context:
+        yield context
 
 
 def _invalidate(client: redis.Redis, key: str, version: int | None) -> None:
