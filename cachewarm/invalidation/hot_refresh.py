@@ -40,8 +40,7 @@ class HotRefresher:
         self._start = start
         self._close = close
         self._defer = defer
-        self._queued: list[str] = []  # keys to refresh again, waiting for the deferred launch
-        self._flush_due = False
+        self._queued: list[str] = []  # keys to refresh again, waiting for the deferred launch (scheduled when any)
         self._lock = threading.Lock()
         self._running: dict[str, list[int]] = {}  # key whose refresh runs -> [what it wants after, its launch]
         self._fetching: set[str] = set()          # those of them whose source request went
@@ -78,7 +77,7 @@ class HotRefresher:
                     state[0] = AGAIN
                 elif state[0] == NOTHING:
                     state[0] = UNLESS_WRITTEN
-            launch_id = self._register(launch)
+            launch_id = self._register(launch) if launch else 0
         if launch:
             self._launch(launch, launch_id)
 
@@ -129,8 +128,8 @@ class HotRefresher:
             if again and self._defer is not None:
                 for key in again:
                     self._running[key] = [NOTHING, 0]  # launch 0: waiting for the deferred launch
+                schedule = not self._queued
                 self._queued += again
-                schedule, self._flush_due = not self._flush_due, True
                 again = []
             again_id = self._register(again) if again else 0
         if error is not None and ended:  # a failed refresh leaves a miss: the next reader loads
@@ -145,7 +144,7 @@ class HotRefresher:
     def _flush(self) -> None:
         """The deferred launch: every key queued to refresh again since the last one, in one batch."""
         with self._lock:
-            keys, self._queued, self._flush_due = self._queued, [], False
+            keys, self._queued = self._queued, []
             launch_id = self._register(keys) if keys else 0
         if keys:
             self._launch(keys, launch_id)
