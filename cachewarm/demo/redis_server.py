@@ -6,6 +6,7 @@ one of these unless they are given a URL.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -14,8 +15,32 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+_random = random.SystemRandom()  # not the module's generator: a test may seed it, forked processes share it
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; 32768-60999 elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port() -> int:
+    """A loopback port nothing listens on now, chosen below the ephemeral range: a port the kernel hands out
+    (bind to 0) is also a candidate for the local end of any outgoing connection, so between this call and the
+    server's bind a client socket could take it (seen: a cluster node's bus port taken under a busy test run)."""
+    low, _ = _ephemeral_ports()
+    first = 10000 if low > 12000 else 1024
+    for _ in range(200):
+        port = _random.randrange(first, low if low > first + 1000 else 65536)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

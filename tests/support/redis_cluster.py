@@ -38,12 +38,17 @@ class RedisCluster:
     """Starts, flushes and stops the six nodes; `url` names one of them (a client discovers the rest)."""
 
     def __init__(self, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS) -> None:
-        # The bus port is given (port + 10000, Redis's default, may be taken or above 65535).
-        self.nodes = [RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-node-timeout",
-                                              str(node_timeout_ms), "--cluster-config-file", "nodes.conf",
-                                              "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0"])
-                      for _ in range(masters * (replicas + 1))]
+        self._count = masters * (replicas + 1)
+        self._node_timeout_ms = node_timeout_ms
+        self.nodes = self._new_nodes()
         self.replicas = replicas
+
+    def _new_nodes(self) -> list[RedisServer]:
+        # The bus port is given (port + 10000, Redis's default, may be taken or above 65535).
+        return [RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-node-timeout",
+                                        str(self._node_timeout_ms), "--cluster-config-file", "nodes.conf",
+                                        "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0"])
+                for _ in range(self._count)]
 
     @property
     def url(self) -> str:
@@ -67,17 +72,22 @@ class RedisCluster:
             raise
         return self
 
-    @classmethod
-    def started(cls, attempts: int = 3) -> RedisCluster:
-        """A started cluster; on a loaded machine a start can fail (a port taken meanwhile, a slow join): the
-        nodes are stopped and a new set started, `attempts` times at most."""
+    def start_retrying(self, attempts: int = 3) -> RedisCluster:
+        """Starts the cluster; on a loaded machine a start can fail (a port taken meanwhile, a slow join): the
+        nodes are stopped and a new set, on new ports, started, `attempts` times at most."""
         for attempt in range(attempts):
             try:
-                return cls().start()
+                return self.start()
             except (RedisServerError, subprocess.TimeoutExpired, redis.RedisError):
                 if attempt + 1 == attempts:
                     raise
+                self.nodes = self._new_nodes()
         raise AssertionError("unreachable")
+
+    @classmethod
+    def started(cls, attempts: int = 3) -> RedisCluster:
+        """A started cluster (see `start_retrying`)."""
+        return cls().start_retrying(attempts)
 
     def _wait_ok(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -119,7 +129,7 @@ class RedisCluster:
             node.cleanup()
 
     def __enter__(self) -> RedisCluster:
-        return self.start()
+        return self.start_retrying()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
