@@ -50,6 +50,10 @@ PARENT_CHECK_INTERVAL = 1.0
 # How long the engine may take at exit to finish the hot-key refreshes it started.
 DRAIN_TIMEOUT = 20.0
 CONSUMER_ENV = "CACHEWARM_INVALIDATION_CONSUMER"
+# Python's default 5 ms switch interval lets the engine's thread keep the GIL that long while the hot-key pipe's
+# reader waits with a key to hand over. At 1 ms (as in the consumer's process), 7 interleaved pairs of 500 events/s
+# runs (issue 12): new-value p99 95 against 135 ms at the median, better in 5 of 7 pairs; del p99 better in 6.
+SWITCH_INTERVAL = 0.001
 
 
 def consumer_enabled() -> bool:
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per request
 
+    sys.setswitchinterval(SWITCH_INTERVAL)
     stop = stop_on_signals()
     try:
         settings = Settings.load()
