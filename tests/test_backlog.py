@@ -44,6 +44,13 @@ def test_a_busy_queue_is_filled_to_a_few_periods_of_the_measured_rate(settings: 
     assert busy_target(settings, 20, record(9_000, 20), 10_000) == 0
 
 
+def test_a_scan_in_the_same_millisecond_as_the_last_record_adds_nothing_untaken(settings: Settings) -> None:
+    # two scans back to back: no time to measure a rate in, and nothing was taken: nothing more is queued
+    assert busy_target(settings, 8, record(10_000, 8), 10_000) == 0
+    # a clock behind the recording host's: what was taken counts over half a period
+    assert busy_target(settings, 6, record(10_500, 8), 10_000) == ceil(QUEUE_PERIODS * 2 * 2)
+
+
 def test_an_emptied_queue_grows_the_target_and_an_idle_one_starts_a_wave(settings: Settings) -> None:
     # all 4 taken within the second: at least 4 a period, QUEUE_PERIODS of that allowed (more than before)
     assert busy_target(settings, 0, record(9_000, 4), 10_000) == ceil(QUEUE_PERIODS * 4) > 4

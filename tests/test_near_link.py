@@ -187,3 +187,42 @@ def test_a_forked_child_opens_its_own_link(redis_url: str, tmp_path) -> None:
     assert lines["child"]["hits"] >= 1                 # the child served from its own copies
     assert lines["child"]["value"] == {"version": 2}   # and heard the change on its own link
     assert lines["parent"]["value"] == {"version": 2}  # the parent's link was left alone
+
+
+
+def test_a_failed_handshake_closes_its_socket() -> None:
+    """A server that accepts and hangs up (or answers the health check wrongly, as a cluster in a failover does):
+    each attempt's socket is closed at once. It was left to the garbage collector, and the logged error's
+    traceback kept it open (pytest's log capture held the record): a file descriptor per attempt, and a
+    ResourceWarning in whatever test ran when it was collected."""
+    import os
+    import socket
+    import threading
+
+    from cachewarm.near.link import ServerAddress, TrackingLink
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        hung_up = threading.Semaphore(0)
+
+        def hang_up() -> None:
+            for _ in range(3):
+                conn, _ = listener.accept()
+                conn.close()
+                hung_up.release()
+
+        server = threading.Thread(target=hang_up, daemon=True)
+        server.start()
+        link = TrackingLink(ServerAddress.from_url(f"redis://127.0.0.1:{port}"), [PREFIX], on_keys=lambda keys: None,
+                            on_reset=lambda: None, retry_interval=0.0)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            assert link.check() is False
+        for _ in range(3):
+            assert hung_up.acquire(timeout=5)
+        after = len(os.listdir("/proc/self/fd"))
+        server.join(5)
+    assert link.disconnected
+    assert after == before

@@ -155,6 +155,7 @@ class TrackingLink:
     # ---- inside --------------------------------------------------------------------------------------------
     def _connect(self, now: float) -> None:
         self._next_attempt = now + self.retry_interval
+        sock: socket.socket | None = None
         try:
             sock = socket.create_connection((self.address.host, self.address.port), timeout=self.connect_timeout)
             if self.address.tls:
@@ -184,6 +185,8 @@ class TrackingLink:
                 self.refused = True
                 raise ConnectionError("the server's health answer is not the expected one")
         except (OSError, ConnectionError) as exc:
+            if sock is not None:  # a handshake that failed: closed now, not whenever the collector gets to it
+                sock.close()
             log.warning("near cache: tracking link to %s:%s not available (%s); reading from redis",
                         self.address.host, self.address.port, exc)
             return

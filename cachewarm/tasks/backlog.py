@@ -168,8 +168,9 @@ def busy_target(settings: Settings, waiting: int, previous: bytes | None, now_ms
     elapsed = (now_ms - then_ms) / 1000
     if not waiting and not queued:
         return first_batches(settings)
-    if elapsed <= 0:
-        return MAX_QUEUED_BATCHES
+    # An elapsed time of 0 or less (a scan in the same millisecond as the previous one's record, or a clock behind
+    # the recording host's) counts as half a period, like any short one: it used to allow MAX_QUEUED_BATCHES, and
+    # two scans in one millisecond filled a queue nobody was taking from (a CI run under load).
     taken = max(0, queued - waiting)
     per_period = taken * settings.scan_interval / max(elapsed, settings.scan_interval / 2)
     return min(MAX_QUEUED_BATCHES, math.ceil(QUEUE_PERIODS * per_period))
