@@ -16,25 +16,24 @@ from pathlib import Path
 from types import TracebackType
 
 _random = random.SystemRandom()  # not the module's generator: a test may seed it, forked processes share it
+FIRST_PORT = 10000  # free_port's ports: from here to the start of the ephemeral range
 
 
-def _ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports (Linux; 32768-60999 elsewhere)."""
+def ephemeral_start() -> int:
+    """The first port of the kernel's range for outgoing connections' local ends (Linux's default elsewhere)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
     """A loopback port nothing listens on now, chosen below the ephemeral range: a port the kernel hands out
     (bind to 0) is also a candidate for the local end of any outgoing connection, so between this call and the
     server's bind a client socket could take it (seen: a cluster node's bus port taken under a busy test run)."""
-    low, _ = _ephemeral_ports()
-    first = 10000 if low > 12000 else 1024
-    for _ in range(200):
-        port = _random.randrange(first, low if low > first + 1000 else 65536)
+    start = ephemeral_start()
+    for _ in range(200 if start > FIRST_PORT + 1000 else 0):
+        port = _random.randrange(FIRST_PORT, start)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
