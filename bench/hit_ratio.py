@@ -75,7 +75,7 @@ from bench.topology import (
     side_by_side,
     topologies_of,
 )
-from cachewarm import Cache
+from cachewarm import Cache, Settings
 from cachewarm.demo.source_process import SourceProcess
 
 # The systems, in the order they run; `--systems` picks a subset by name. The first one is the baseline of the
@@ -94,8 +94,9 @@ class CachewarmWorkers:
 
     name: ClassVar[str] = "cachewarm"
     SCAN_INTERVAL = 0.25
-    HALF_LIFE = 60.0      # the defaults; readers and workers must agree: it is the unit of the hot:S scores
-    THRESHOLD = 0.9
+    # the defaults; readers and workers must agree on the half-life: it is the unit of the hot:S scores
+    HALF_LIFE: float = Settings.model_fields["hot_half_life"].default
+    THRESHOLD: float = Settings.model_fields["hot_threshold"].default
 
     def __init__(self, servers: CacheServers | None = None, *, half_life: float | None = None,
                  threshold: float | None = None) -> None:
