@@ -437,12 +437,11 @@ async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
     watch = _WATCH.get()
     for attempt in range(attempts):
         await ratelimit.acquire(ctx.redis, ctx.layout.rate(plan.label), rate)
-        started = time.perf_counter()
         try:
             async with ctx.semaphore(plan.label):  # the keyspace's source requests in flight in this process
                 if watch is not None:
                     watch.fetching(plan.key)
-                started = time.perf_counter()
+                started = time.perf_counter()  # the request's time, not the wait for the semaphore
                 fetched = await plan.source.fetch(plan.params, ctx.http)
         except SourceError as exc:
             hooks.source_request(plan.label, time.perf_counter() - started, exc.kind)
