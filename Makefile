@@ -1,11 +1,20 @@
 # Two commands on a fresh Debian machine: `make demo` and `make test`.
+# Every install path installs exactly what uv.lock says (versions and hashes); uv itself comes from PyPI, pinned by
+# hash in tools/uv-requirements.txt. `make test-latest` / `make test-lowest` try both ends of the declared ranges
+# in a throwaway environment; `make lock` re-locks after the latest releases passed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+EXTRAS := --all-extras
+TRY_VENV ?= /tmp/cachewarm-try
 APT_PACKAGES := redis-server redis-sentinel rabbitmq-server postgresql prometheus docker-compose
 
-.PHONY: demo test faults lint bench system-deps clean
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: demo test test-latest test-lowest lock faults lint bench system-deps clean
 
 system-deps:
 	@missing=""; \
@@ -21,10 +30,14 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(UV): tools/uv-requirements.txt
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --disable-pip-version-check --require-hashes -r tools/uv-requirements.txt
+	touch $(UV)
+
+# --locked: fails (instead of re-locking) when pyproject.toml changed and uv.lock was not refreshed with it.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked $(EXTRAS) --quiet
 	touch $(STAMP)
 
 demo: system-deps $(STAMP)
@@ -35,6 +48,31 @@ test: system-deps $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# The suite against the newest releases the ranges allow today, resolved now (uv.lock untouched).
+test-latest: system-deps $(UV)
+	RESOLUTION=highest $(MAKE) --no-print-directory try-resolution
+
+# The suite with every direct dependency at its declared floor (their own dependencies as new as those allow).
+test-lowest: system-deps $(UV)
+	RESOLUTION=lowest-direct $(MAKE) --no-print-directory try-resolution
+
+try-resolution:
+	rm -rf $(TRY_VENV)
+	$(UV) venv --quiet $(TRY_VENV)
+	VIRTUAL_ENV=$(TRY_VENV) $(UV) pip install --quiet --refresh --resolution $(RESOLUTION) \
+		-e '.[sqlalchemy,django,postgresql]' --group dev
+	VIRTUAL_ENV=$(TRY_VENV) $(UV) pip list --format freeze > $(TRY_VENV)/resolved.txt
+	@echo "resolved ($(RESOLUTION)): $$(grep -E '^(celery|redis|httpx|aiohttp|prometheus.client|pydantic.settings|click|django|sqlalchemy|psycopg)==' $(TRY_VENV)/resolved.txt | tr '\n' ' ')"
+	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/ruff check cachewarm tests bench examples tools
+	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/mypy
+	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/pytest -q -p no:cacheprovider
+	rm -rf $(TRY_VENV)
+
+# Re-lock to the newest allowed releases, once the suite has passed on them.
+lock: test-latest
+	$(UV) lock --upgrade
+	$(MAKE) --no-print-directory $(STAMP)
+
 faults: system-deps $(STAMP)
 	$(BIN)/pytest -q -m faults tests/faults
 
@@ -43,4 +81,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -39,6 +40,12 @@ def _retry() -> Retry:
     # Retry once on a broken connection (a pooled socket Redis closed), never on a timeout: a retried timeout
     # doubles the read path's wait on a slow Redis, and a retried write may run twice.
     return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def _async_retry() -> AsyncRetry:
+    # The same policy as redis-py's asyncio object: an asyncio client handed the synchronous Retry converts it and
+    # warns (redis-py 8.2), and a coroutine-aware retry is what its connections await.
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
 def _cluster_enabled(info: Any) -> bool:
@@ -156,9 +163,9 @@ def _cluster_client(url: str, options: dict[str, Any]) -> redis.cluster.RedisClu
     return client
 
 
-def _options(timeout: float, max_connections: int | None) -> dict[str, Any]:
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": _retry(),
-                               "health_check_interval": 0}
+def _options(timeout: float, max_connections: int | None, *, asyncio: bool = False) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                               "retry": _async_retry() if asyncio else _retry(), "health_check_interval": 0}
     if max_connections is not None:
         options["max_connections"] = max_connections
     return options
@@ -193,11 +200,12 @@ def async_client(url: str, *, timeout: float, max_connections: int | None = None
     """The asyncio twin of `sync_client` (a cluster client learns the slots at its first command)."""
     try:
         if cluster:
-            return AsyncClusterClient.from_url(url, **_options(timeout, max_connections))  # type: ignore[return-value]
+            return AsyncClusterClient.from_url(  # type: ignore[return-value]
+                url, **_options(timeout, max_connections, asyncio=True))
         if url.startswith("redis+sentinel://"):
-            return _sentinel().async_client(url, timeout=timeout, retry=_retry(),  # type: ignore[no-any-return]
+            return _sentinel().async_client(url, timeout=timeout, retry=_async_retry(),  # type: ignore[no-any-return]
                                             max_connections=max_connections)
-        options = _options(timeout, max_connections)
+        options = _options(timeout, max_connections, asyncio=True)
         return redis.asyncio.Redis.from_url(url, redis_connect_func=_not_a_cluster_node_async(url), **options)
     except ValueError as exc:
         raise ConfigError(f"redis url {mask_url(url)}: {exc}") from None

@@ -21,6 +21,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
 SCHEME = "redis+sentinel"
@@ -94,7 +95,8 @@ def broker_url_for(url: str, db: int = 1) -> tuple[str, str]:
     return ";".join(f"sentinel://{auth}{host}/{db}" for host in hosts), parts.master
 
 
-def _options(parts: SentinelURL, timeout: float, retry: Retry, max_connections: int | None) -> dict[str, Any]:
+def _options(parts: SentinelURL, timeout: float, retry: Retry | AsyncRetry,
+             max_connections: int | None) -> dict[str, Any]:
     options: dict[str, Any] = {
         "db": parts.db, "username": parts.username, "password": parts.password, "socket_timeout": timeout,
         "socket_connect_timeout": timeout, "retry": retry, "health_check_interval": 0,
@@ -118,7 +120,7 @@ def sync_client(url: str, *, timeout: float, retry: Retry, max_connections: int 
     return client
 
 
-def async_client(url: str, *, timeout: float, retry: Retry,
+def async_client(url: str, *, timeout: float, retry: AsyncRetry,
                  max_connections: int | None = None) -> redis.asyncio.Redis:
     """The asyncio twin of `sync_client`."""
     parts = parse(url)
