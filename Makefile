@@ -14,7 +14,7 @@ APT_PACKAGES := redis-server redis-sentinel rabbitmq-server postgresql prometheu
 
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-latest test-lowest lock faults lint bench system-deps clean
+.PHONY: demo test test-latest test-lowest try-resolution lock faults lint bench system-deps clean
 
 system-deps:
 	@missing=""; \
@@ -63,8 +63,8 @@ try-resolution:
 		-e '.[sqlalchemy,django,postgresql]' --group dev
 	VIRTUAL_ENV=$(TRY_VENV) $(UV) pip list --format freeze > $(TRY_VENV)/resolved.txt
 	@echo "resolved ($(RESOLUTION)): $$(grep -E '^(celery|redis|httpx|aiohttp|prometheus.client|pydantic.settings|click|django|sqlalchemy|psycopg)==' $(TRY_VENV)/resolved.txt | tr '\n' ' ')"
-	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/ruff check cachewarm tests bench examples tools
-	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/mypy
+	if [ -n "$(TYPECHECK)" ]; then $(TRY_VENV)/bin/ruff check cachewarm tests bench examples tools \
+		&& $(TRY_VENV)/bin/mypy; fi
 	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/pytest -q -p no:cacheprovider
 	rm -rf $(TRY_VENV)
 
