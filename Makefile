@@ -1,11 +1,13 @@
 # Two commands on a fresh Debian machine: `make demo` and `make test`.
-# Every install path installs exactly what uv.lock says (versions and hashes); uv itself comes from PyPI, pinned by
-# hash in tools/uv-requirements.txt. `make test-latest` / `make test-lowest` try both ends of the declared ranges
-# in a throwaway environment; `make lock` re-locks after the latest releases passed.
+# Every install path installs exactly what requirements-lock.txt says (versions and hashes, every platform); uv
+# itself comes from the package index pinned by hash (tools/uv-requirements.txt). `make test-latest` and
+# `make test-lowest` try both ends of the declared ranges in a throwaway environment; `make lock` re-locks once the
+# newest releases passed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
 UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
 EXTRAS := --all-extras
@@ -14,7 +16,7 @@ APT_PACKAGES := redis-server redis-sentinel rabbitmq-server postgresql prometheu
 
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-latest test-lowest try-resolution lock faults lint bench system-deps clean
+.PHONY: demo test test-latest test-lowest try-resolution lock relock faults lint bench system-deps clean
 
 system-deps:
 	@missing=""; \
@@ -35,9 +37,13 @@ $(UV): tools/uv-requirements.txt
 	$(UV_HOME)/bin/pip install -q --disable-pip-version-check --require-hashes -r tools/uv-requirements.txt
 	touch $(UV)
 
-# --locked: fails (instead of re-locking) when pyproject.toml changed and uv.lock was not refreshed with it.
-$(STAMP): pyproject.toml uv.lock $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked $(EXTRAS) --quiet
+# The environment becomes exactly the lock (what it does not list is removed), then cachewarm itself (editable, built
+# with the locked setuptools). `pip check` fails when pyproject.toml asks for what the lock does not hold: re-lock.
+$(STAMP): pyproject.toml $(LOCK) $(UV)
+	[ -x $(BIN)/python ] || $(UV) venv --quiet $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes $(LOCK)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --require-build-hashes --build-constraints $(LOCK) -e .
+	VIRTUAL_ENV=$(VENV) $(UV) pip check --quiet || { echo "$(LOCK) does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
 
 demo: system-deps $(STAMP)
@@ -48,7 +54,7 @@ test: system-deps $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-# The suite, ruff and mypy against the newest releases the ranges allow, resolved now (uv.lock untouched).
+# The suite, ruff and mypy against the newest releases the ranges allow, resolved now (the lock untouched).
 test-latest: system-deps $(UV)
 	RESOLUTION=highest TYPECHECK=1 $(MAKE) --no-print-directory try-resolution
 
@@ -66,12 +72,16 @@ try-resolution:
 	@echo "resolved ($(RESOLUTION)): $$(grep -E '^(celery|redis|httpx|aiohttp|prometheus.client|pydantic.settings|click|django|sqlalchemy|psycopg)==' $(TRY_VENV)/resolved.txt | tr '\n' ' ')"
 	if [ -n "$(TYPECHECK)" ]; then $(TRY_VENV)/bin/ruff check cachewarm tests bench examples tools \
 		&& $(TRY_VENV)/bin/mypy; fi
-	PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/pytest -q -p no:cacheprovider
+	CACHEWARM_TRY_RESOLUTION=$(RESOLUTION) PATH=$(TRY_VENV)/bin:$$PATH $(TRY_VENV)/bin/pytest -q -p no:cacheprovider
 	rm -rf $(TRY_VENV)
 
-# Re-lock to the newest allowed releases, once the suite has passed on them.
-lock: test-latest
-	$(UV) lock --upgrade
+# Re-lock to the newest allowed releases, once the suite has passed on them (one universal file: every platform and
+# Python the package supports; the extras, the dev group and the build backend). Commit it.
+lock: test-latest relock
+
+relock: $(UV)
+	$(UV) pip compile --quiet --universal --generate-hashes --upgrade --all-extras --group dev --group build \
+		pyproject.toml -o $(LOCK)
 	$(MAKE) --no-print-directory $(STAMP)
 
 faults: system-deps $(STAMP)
