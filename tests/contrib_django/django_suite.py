@@ -87,7 +87,8 @@ def _download(version: str, into: Path) -> Path:
     sdists = sorted(into.glob("[Dd]jango-*.tar.gz"))
     if done.returncode != 0 or not sdists:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
-        raise Unavailable(f"`{' '.join(command[-6:])}` failed (is the package registry reachable?):\n{tail}")
+        raise Unavailable(f"`pip download --no-deps --no-binary :all: django=={version}` failed (is the package "
+                          f"registry reachable?):\n{tail}")
     return sdists[0]
 
 

@@ -164,7 +164,10 @@ else:
     @pytest.fixture(autouse=True)
     def _caches(request: pytest.FixtureRequest, redis_url: str) -> Iterator[None]:
         """Django's test CACHES (``caches_setting_for_tests``) for this row, on the test's clean Redis."""
-        row: type[Row] = request.cls
+        row: type[Row] | None = request.cls
+        if row is None:  # a plain test of this module
+            yield
+            return
         setting = djangos.caches_setting_for_tests(base=row.params(redis_url), exclude=EXCLUDED)
         with override_settings(CACHES=setting):
             yield
@@ -216,3 +219,24 @@ else:
     class TestReferenceRedisCacheAsync(TestReferenceRedisCache):
         through_async_twins = True
 
+
+
+def test_a_sdist_that_is_not_the_locked_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Django's code runs here only when its sdist is the one uv.lock records (for a locked version)."""
+    import io
+    import tarfile
+
+    import django
+
+    fake = tmp_path / f"django-{django.__version__}.tar.gz"
+    with tarfile.open(fake, "w:gz") as archive:
+        data = b"# not Django's\n"
+        member = tarfile.TarInfo(f"django-{django.__version__}/tests/cache/tests.py")
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(django_suite.SDIST_ENV, str(fake))
+    monkeypatch.setattr(django_suite, "locked_sha256", lambda version: "0" * 64)
+    with pytest.raises(django_suite.Unavailable, match=rf"is not the {'0' * 64} that uv\.lock records"):
+        django_suite.fetch.__wrapped__()
+    assert not django_suite.cache_root(django.__version__).exists()
