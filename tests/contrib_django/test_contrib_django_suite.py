@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,11 @@ def test_a_sdist_that_is_not_the_locked_one_is_refused(tmp_path: Path, monkeypat
     with pytest.raises(django_suite.Unavailable, match=rf"is not the {'0' * 64} that uv\.lock records"):
         django_suite.fetch.__wrapped__()
     assert not django_suite.cache_root(django.__version__).exists()
+
+
+def test_the_docs_table_is_the_expected_failures() -> None:
+    """docs/DJANGO.md's conformance table names exactly the tests (and errors) marked here."""
+    text = (HERE.parents[1] / "docs" / "DJANGO.md").read_text(encoding="utf-8")
+    table = text[text.index("### Conformance table"):text.index("They pass for keyspace keys")]
+    documented = dict(re.findall(r"^\| `(test_\w+)` \| (\w+) \|", table, re.M))
+    assert documented == {name: raises.__name__ for name, (raises, _) in KEYSPACE_DIFFERENCES.items()}
