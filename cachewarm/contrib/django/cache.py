@@ -35,7 +35,8 @@ shared by every backend instance of the process with the same settings (Django m
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -367,8 +368,8 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     # ---- Django's API ----------------------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        if self.is_keyspace_key(key) and version is None:  # the hit path, straight to the client (_get, minus
-            # the driver)
+        if self.is_keyspace_key(key) and version is None:
+            # the hit path, straight to the client (what _get does, minus the driver)
             value = canonical_shared_cache(self.settings).get(key)
             return default if value is None else value
         return self._run(self._get(key, default, version))
@@ -407,16 +408,12 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return bool(await self._arun(self._touch(key, timeout, version)))
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        try:
+        with _not_an_integer(key, delta):
             return int(self._run(self._incr(key, delta, version)))
-        except redis.ResponseError as exc:
-            raise _not_an_integer(key, delta, exc) from None
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        try:
+        with _not_an_integer(key, delta):
             return int(await self._arun(self._incr(key, delta, version)))
-        except redis.ResponseError as exc:
-            raise _not_an_integer(key, delta, exc) from None
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         return dict(self._run(self._get_many(keys, version)))
@@ -455,10 +452,17 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return int(await super().aincr_version(key, delta, version))
 
 
-def _not_an_integer(key: Any, delta: int, error: redis.ResponseError) -> NotAnInteger:
-    """INCRBY refused: the value is pickled (not an integer) or would pass 64 bits; the caller's error."""
-    return NotAnInteger(f"Key '{key}': cannot add {delta} to its value: it is not an integer, or the sum would pass "
-                        f"64 bits (Redis: {error})")
+@contextmanager
+def _not_an_integer(key: Any, delta: int) -> Iterator[None]:
+    """INCRBY refused for the value it found (pickled, not an integer; another type; past 64 bits): the caller's
+    error. Redis's more specific refusals (NOPERM ...) are not about the value and go through."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if type(exc) is not redis.ResponseError:
+            raise
+        raise NotAnInteger(f"Key '{key}': cannot add {delta} to its value: it is not an integer, or the sum would "
+                           f"pass 64 bits (Redis: {exc})") from None
 
 
 _derived: dict[tuple[Settings, tuple[tuple[str, Any], ...]], Settings] = {}
