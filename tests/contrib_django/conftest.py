@@ -4,6 +4,9 @@ Django is configured here, when this directory is collected, from the example's 
 DJANGO_SETTINGS_MODULE, which would reach every subprocess of the rest of the suite), with its database in a
 temporary file: the relay and the `cachewarm` subprocesses must see what the tests commit. Each test gets a clean
 Redis database and the CACHEWARM dict pointing at it.
+
+Django's own cache tests (test_contrib_django_suite.py) are fetched here too (django_suite.py: once, then from a
+cache directory), before Django is set up: their models (``cache.models.Poll``) need the app ``cache`` installed.
 """
 
 from __future__ import annotations
@@ -29,10 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if settings.configured:
         return
+    from tests.contrib_django import django_suite
+
     sys.path.insert(0, str(PROJECT))
     shop = importlib.import_module("shop.settings")
     values = {name: getattr(shop, name) for name in dir(shop) if name.isupper()}
     values["DATABASES"]["default"]["TEST"] = {"NAME": str(TEST_DATABASE)}
+    if django_suite.problem() is None:  # else the suite's one test fails with the reason
+        sys.path.append(str(django_suite.fetch()))
+        values["INSTALLED_APPS"] = [*values["INSTALLED_APPS"], "cache"]
     settings.configure(**values)
     django.setup()
 

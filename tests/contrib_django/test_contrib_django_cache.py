@@ -4,6 +4,7 @@ and semantics, sync and async (examples/django_project's ``cachewarm`` cache).""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,79 @@ def test_a_keyspace_key_set_add_delete(cache: CachewarmCache) -> None:
     assert cache.get("category:7")["name"] == "Added"
     cache.set("category:7", {"id": 7}, timeout=0)
     assert not cache.has_key("category:7")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_miss_is_not_a_value(cache: CachewarmCache) -> None:
+    """After a miss (the source has no such product: a remembered "no such item"), has_key, `in`, add and
+    get_or_set agree with get: nothing is cached."""
+    key = "product:424242"
+    assert cache.get(key, "default") == "default"
+    assert not cache.has_key(key) and key not in cache
+    assert cache.add(key, {"id": 424242, "name": "Added"})
+    assert cache.get(key) == {"id": 424242, "name": "Added"} and cache.has_key(key)
+    assert not cache.add(key, {"id": 424242, "name": "Second"})
+    assert cache.get_or_set("product:434343", {"id": 434343}) == {"id": 434343}
+    assert cache.get("product:434343") == {"id": 434343}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_remembered_miss_is_not_a_value_async(acache: CachewarmCache) -> None:
+    key = "product:424242"
+    assert await acache.aget(key, "default") == "default"
+    assert not await acache.ahas_key(key)
+    assert await acache.aadd(key, {"id": 424242})
+    assert await acache.aget(key) == {"id": 424242}
+    assert await acache.aget_or_set("product:434343", {"id": 434343}) == {"id": 434343}
+    assert await acache.aget("product:434343") == {"id": 434343}
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda c: c.get("category:7", version=2), ValueError, "version=2 does not apply to keyspace key"),
+    (lambda c: c.has_key("category:7", version=1), ValueError, "version=1 does not apply"),
+    (lambda c: c.get_many(["a", "category:7"], version=3), ValueError, "version=3 does not apply"),
+    (lambda c: c.set("category:7", {"id": 7}, None), ValueError, "timeout=None .* keyspace's TTL"),
+    (lambda c: c.set("category:7", None), ValueError, "None cannot be stored under keyspace key"),
+    (lambda c: c.set("category:7", (1, 2)), TypeError, "tuple is not a JSON value .*come back as a list"),
+    (lambda c: c.set("category:7", {"ids": {1: 2}}), TypeError, "dict key 1 is not a str"),
+    (lambda c: c.set("category:7", [float("nan")]), TypeError, "nan is not a JSON number"),
+    (lambda c: c.add("category:7", b"bytes"), TypeError, "bytes is not a JSON value"),
+    (lambda c: c.set_many({"fine": 1, "category:7": object()}), TypeError, "object is not a JSON value"),
+])
+def test_keyspace_keys_refuse_what_would_not_follow_djangos_semantics(
+        cache: CachewarmCache, redis_client: redis.Redis, call: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(cache)
+    assert redis_client.dbsize() == 0  # refused before anything was written (set_many's Django key too)
+
+
+def test_caller_errors_are_not_outages(cache: CachewarmCache, redis_client: redis.Redis) -> None:
+    """A command Redis refuses for the value it found is the caller's error, as with Django's Redis backend;
+    CacheUnavailable is for a Redis that cannot serve (test_redis_down_...)."""
+    cache.set("text", "not a number")
+    with pytest.raises(TypeError, match="Key 'text': cannot add 1") as raised:
+        cache.incr("text")
+    assert isinstance(raised.value, redis.ResponseError)  # what Django's RedisCache raises, for code written for it
+    with pytest.raises(TypeError):
+        cache.decr("text")
+    redis_client.hset(cache.django_key("hash"), "field", "value")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        cache.get("hash")
+    with pytest.raises(pickle.PickleError):
+        cache.set("unpicklable", Unpicklable())
+
+
+async def test_caller_errors_are_not_outages_async(acache: CachewarmCache) -> None:
+    await acache.aset("text", "not a number")
+    with pytest.raises(TypeError, match="Key 'text': cannot add 1"):
+        await acache.aincr("text")
+    with pytest.raises(pickle.PickleError):
+        await acache.aset("unpicklable", Unpicklable())
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise pickle.PickleError("not this one")
 
 
 @pytest.mark.parametrize("operation", ["incr", "decr", "touch", "incr_version"])

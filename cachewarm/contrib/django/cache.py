@@ -5,45 +5,59 @@
                             "OPTIONS": {"CONFIG": "cachewarm.toml"}}}     # optional: any cachewarm setting
 
 A key some keyspace pattern matches (``product:42``) is cachewarm's: `get` is `Cache.get` (a miss loads it through
-the keyspace's source, single flight, fenced), `set`/`add` store JSON with the keyspace's TTL (a Django timeout
-of ``None`` or the default means that TTL; a positive one replaces it; zero or less deletes), `delete` also fences
-loads in flight, `has_key` is `exists`. Such keys are used as they are: Django's ``KEY_PREFIX``, ``VERSION`` and
-``KEY_FUNCTION`` do not apply to them (workers, other processes and other languages know them by that name), and
-`incr`, `decr`, `touch` and `incr_version` raise ValueError for them (their values and TTLs come from the keyspace).
-`add` is `exists` then `set`: not atomic against a concurrent writer of the same key.
+the keyspace's source, single flight, fenced), `set`/`add` store JSON with the keyspace's TTL (Django's default
+timeout means that TTL; a positive one replaces it; zero or less deletes), `delete` also fences loads in flight.
+`has_key`, ``in`` and `add` look at what is cached without loading it: a value is there, or not (a remembered "no
+such item" is not a value: `get` answers the default for it, `add` replaces it). Such keys are used as they are:
+Django's ``KEY_PREFIX``, ``VERSION`` and ``KEY_FUNCTION`` do not apply to them (workers, other processes and other
+languages know them by that name). What would not follow Django's semantics for them raises one error that says
+why, never does something else quietly (docs/DJANGO.md has the whole table): ``version=``, ``timeout=None``
+(their values live for the keyspace's TTL), a value JSON cannot hold as it is (a tuple, bytes, a model instance,
+a dict with keys that are not strings) or None (it means "no such item"), and `incr`, `decr`, `touch` and
+`incr_version` (their values and TTLs come from the keyspace). `add` is a look then a `set`: not atomic against a
+concurrent writer of the same key.
 
 Every other key is Django's, with Django's semantics: its ``KEY_PREFIX``/``VERSION``/``KEY_FUNCTION``, pickled
 values (integers raw, so `incr` is INCRBY), stored under ``<CACHEWARM_KEY_PREFIX>django:`` in the same Redis
 (an ACL user limited to cachewarm's keys can use them). `clear` removes those keys only (SCAN + UNLINK, never
 FLUSHDB: the invalidation stream and the fences live in that database); keyspace values are cleared with
-cachewarm's own `clear` / `invalidate_tag`.
+cachewarm's own `clear` / `invalidate_tag`. Errors as Django's Redis backend raises them (cache_io.py): an
+unpicklable value raises pickle's error, `incr` of a value that is not an integer a TypeError (that is also
+redis-py's ResponseError); only a Redis that cannot serve is `CacheUnavailable`.
 
 The async twins (`aget`, ...) are native: `AsyncCache` (one per event loop) and the asyncio Redis client, not
-Django's thread hop. Each operation is written once, as a generator of I/O requests that a sync and an async
-driver run, so that the twins cannot drift. Clients are shared by every backend instance of the process with the
-same settings (Django makes one instance per thread).
+Django's thread hop; pickling a value that is not a small str, bytes or number (it may run SQL: a queryset) and
+unpickling a large one run in a thread, as Django's own backends do. Each operation is written once, as a
+generator of I/O requests that a sync and an async driver run, so that the twins cannot drift. Clients are
+shared by every backend instance of the process with the same settings (Django makes one instance per thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.redis import RedisSerializer
 
-from ...errors import InvalidKey
+from ...errors import InvalidKey, ValueNotSerializable
 from ...keyspaces import KeyspaceRegistry
 from ...settings import Settings
 from .cache_io import (
     Call,
     Commands,
+    Head,
     Op,
     Scan,
+    Work,
     arun_request,
     canonical,
     canonical_loop_cache,
     canonical_shared_cache,
+    holds_value,
     run_request,
 )
 from .conf import cachewarm_settings, settings_values
@@ -53,6 +67,52 @@ SCAN_BATCH = 500  # keys per UNLINK pipeline of clear()
 # incr: Django's contract is "ValueError when the key does not exist"; one script so that it cannot create it.
 INCR_EXISTING = ("local v = redis.call('EXISTS', KEYS[1]) if v == 0 then return false end "
                  "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+# Pickled (and unpickled) in place by the async twins: exact numbers, and str/bytes up to this size. Anything
+# else goes to a thread (Work): a container may hold anything, a model instance or a queryset may run SQL.
+INLINE_BYTES = 16 * 1024
+_INLINE_NUMBERS = (int, float, bool, type(None))
+
+
+class NotAnInteger(redis.ResponseError, TypeError):
+    """`incr`/`decr` of a value that is not an integer: Django's TypeError, and the ResponseError that Django's
+    Redis backend raises for it (code written for either catches it)."""
+
+
+def _inline(value: Any) -> bool:
+    kind = type(value)
+    if kind in _INLINE_NUMBERS:
+        return True
+    return (kind is str or kind is bytes) and len(value) <= INLINE_BYTES
+
+
+def _exact_json(value: Any, key: str, depth: int = 0) -> None:
+    """Refuses what JSON would not give back as it is (a tuple comes back a list, {1: 2} as {"1": 2}) or cannot
+    hold at all, naming what and where: a keyspace value is stored as JSON (other languages read it too)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueNotSerializable(f"keyspace key {key[:100]!r}: {value!r} is not a JSON number")
+        return
+    if depth > 100:
+        raise ValueNotSerializable(f"keyspace key {key[:100]!r}: value nested more than 100 levels deep")
+    if kind is list:
+        for item in value:
+            _exact_json(item, key, depth + 1)
+        return
+    if kind is dict:
+        for name, item in value.items():
+            if type(name) is not str:
+                raise ValueNotSerializable(
+                    f"keyspace key {key[:100]!r}: dict key {name!r} is not a str (JSON object keys are strings; "
+                    "it would come back as another key)")
+            _exact_json(item, key, depth + 1)
+        return
+    hint = " (it would come back as a list)" if isinstance(value, tuple) else ""
+    raise ValueNotSerializable(
+        f"keyspace key {key[:100]!r}: a {kind.__name__} is not a JSON value{hint}; values of keyspace keys are "
+        "stored as JSON (str, int, float, bool, list, dict with str keys): use another key for other values")
 
 
 class CachewarmCache(BaseCache):  # type: ignore[misc]
@@ -114,34 +174,81 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
             timeout = self.default_timeout
         return None if timeout is None else max(0, int(timeout))
 
-    def _keyspace_ttl(self, timeout: Any) -> float | None:
-        """Django's timeout for a keyspace key: the default and None mean the keyspace's TTL (None to `set`)."""
-        if timeout is DEFAULT_TIMEOUT or timeout is None:
+    def _keyspace_ttl(self, key: str, timeout: Any) -> float | None:
+        """Django's timeout for a keyspace key: the default means the keyspace's TTL (None to `set`)."""
+        if timeout is DEFAULT_TIMEOUT:
             return None
+        if timeout is None:
+            raise ValueError(f"timeout=None (never expire) does not apply to keyspace key {key[:100]!r}: its values "
+                             "live for the keyspace's TTL and are refreshed from its source; leave the timeout out "
+                             "(the keyspace's TTL) or give seconds")
         return max(0.0, float(timeout))
 
     def _refuse(self, operation: str, key: str) -> ValueError:
         return ValueError(f"{operation} does not apply to keyspace key {key[:100]!r}: its value and TTL come from "
                           "its keyspace (use another key, or cachewarm's own API)")
 
+    def _ours(self, key: Any, version: int | None) -> bool:
+        """`is_keyspace_key`, refusing a version for such a key (Django's versions do not apply to it)."""
+        if not self.is_keyspace_key(key):
+            return False
+        if version is not None:
+            raise ValueError(f"version={version!r} does not apply to keyspace key {key[:100]!r}: it is used as it "
+                             "is, without Django's VERSION, KEY_PREFIX or KEY_FUNCTION (other processes and "
+                             "languages know it by that name)")
+        return True
+
+    def _keyspace_value(self, key: str, value: Any) -> None:
+        if value is None:
+            raise ValueError(f"None cannot be stored under keyspace key {key[:100]!r}: for a keyspace key None "
+                             "means 'no such item' (get() would answer the default); use delete()")
+        _exact_json(value, key)
+
+    # ---- pickling (blocking: in a thread for the async twins) -------------------------------------------------
+    def _dumps(self, value: Any) -> Generator[Any, Any, Any]:
+        if _inline(value):
+            return self._serializer.dumps(value)
+        return (yield Work(self._serializer.dumps, (value,)))
+
+    def _loads(self, raw: bytes) -> Generator[Any, Any, Any]:
+        if len(raw) <= INLINE_BYTES:
+            return self._serializer.loads(raw)
+        return (yield Work(self._serializer.loads, (raw,)))
+
+    def _dumps_all(self, values: list[Any]) -> Generator[Any, Any, list[Any]]:
+        """Each value pickled; those that are not inline in one thread hop."""
+        heavy = [i for i, value in enumerate(values) if not _inline(value)]
+        skip = set(heavy)
+        out = [value if i in skip else self._serializer.dumps(value) for i, value in enumerate(values)]
+        if heavy:
+            dumps = self._serializer.dumps
+            done = yield Work(lambda items: [dumps(item) for item in items], ([values[i] for i in heavy],))
+            for i, data in zip(heavy, done, strict=True):
+                out[i] = data
+        return out
+
     # ---- operations, written once (generators of requests) ---------------------------------------------------
     def _get(self, key: Any, default: Any, version: int | None) -> Op:
-        if self.is_keyspace_key(key):
+        if self._ours(key, version):
             value = yield Call("get", (key,))
             return default if value is None else value  # None: the source has no such item
         (raw,) = yield Commands((("GET", self.django_key(key, version)),))
-        return default if raw is None else self._serializer.loads(raw)  # a stored None is None, as in Django
+        if raw is None:
+            return default
+        return (yield from self._loads(raw))  # a stored None is None, as in Django
 
     def _set(self, key: Any, value: Any, timeout: Any, version: int | None, *, only_new: bool = False) -> Op:
-        if self.is_keyspace_key(key):
-            if only_new and (yield Call("exists", (key,))):
+        if self._ours(key, version):
+            ttl = self._keyspace_ttl(key, timeout)
+            self._keyspace_value(key, value)
+            if only_new and holds_value((yield Head(key))):
                 return False
-            ttl = self._keyspace_ttl(timeout)
             if ttl == 0:
                 yield Call("delete", (key,))
-                return only_new
+                return True
             return bool((yield Call("set", (key, value, ttl))))
-        name, ttl_s, data = self.django_key(key, version), self._ttl(timeout), self._serializer.dumps(value)
+        name, ttl_s = self.django_key(key, version), self._ttl(timeout)
+        data = yield from self._dumps(value)
         if ttl_s == 0:
             if only_new:
                 (existed,) = yield Commands((("EXISTS", name),))
@@ -153,14 +260,14 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return bool(reply)
 
     def _delete(self, key: Any, version: int | None) -> Op:
-        if self.is_keyspace_key(key):
+        if self._ours(key, version):
             return bool((yield Call("delete", (key,))))
         (count,) = yield Commands((("DEL", self.django_key(key, version)),))
         return bool(count)
 
     def _has_key(self, key: Any, version: int | None) -> Op:
-        if self.is_keyspace_key(key):
-            return bool((yield Call("exists", (key,))))
+        if self._ours(key, version):  # what get() would answer without loading: a value, not a remembered miss
+            return holds_value((yield Head(key)))
         (count,) = yield Commands((("EXISTS", self.django_key(key, version)),))
         return bool(count)
 
@@ -183,12 +290,18 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     def _get_many(self, keys: Iterable[Any], version: int | None) -> Op:
         keys = list(keys)
-        ours = [key for key in keys if not self.is_keyspace_key(key)]
+        djangos = [key for key in keys if not self._ours(key, version)]
         found: dict[Any, Any] = {}
-        raws = (yield Commands(tuple(("GET", self.django_key(key, version)) for key in ours))) if ours else []
-        for key, raw in zip(ours, raws, strict=True):
-            if raw is not None:
+        raws = (yield Commands(tuple(("GET", self.django_key(key, version)) for key in djangos))) if djangos else []
+        stored = [(key, raw) for key, raw in zip(djangos, raws, strict=True) if raw is not None]
+        heavy = [(key, raw) for key, raw in stored if len(raw) > INLINE_BYTES]
+        for key, raw in stored:
+            if len(raw) <= INLINE_BYTES:
                 found[key] = self._serializer.loads(raw)
+        if heavy:
+            loads = self._serializer.loads
+            values = yield Work(lambda raws: [loads(raw) for raw in raws], ([raw for _, raw in heavy],))
+            found.update(zip([key for key, _ in heavy], values, strict=True))
         for key in keys:
             if key not in found and self.is_keyspace_key(key):
                 value = yield Call("get", (key,))
@@ -197,16 +310,23 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return {key: found[key] for key in keys if key in found}
 
     def _set_many(self, data: Mapping[Any, Any], timeout: Any, version: int | None) -> Op:
+        djangos = [(key, value) for key, value in data.items() if not self._ours(key, version)]
+        for key, value in data.items():  # every keyspace value checked before anything is written
+            if self.is_keyspace_key(key):
+                self._keyspace_ttl(key, timeout)
+                self._keyspace_value(key, value)
         ttl = self._ttl(timeout)
         commands = []
+        if ttl == 0:
+            commands = [("DEL", self.django_key(key, version)) for key, _ in djangos]
+        elif djangos:
+            pickled = yield from self._dumps_all([value for _, value in djangos])
+            expiry = ("EX", ttl) if ttl is not None else ()
+            commands = [("SET", self.django_key(key, version), blob, *expiry)
+                        for (key, _), blob in zip(djangos, pickled, strict=True)]
         for key, value in data.items():
             if self.is_keyspace_key(key):
                 yield from self._set(key, value, timeout, version)
-            elif ttl == 0:
-                commands.append(("DEL", self.django_key(key, version)))
-            else:
-                expiry = ("EX", ttl) if ttl is not None else ()
-                commands.append(("SET", self.django_key(key, version), self._serializer.dumps(value), *expiry))
         if commands:
             yield Commands(tuple(commands))
         return []
@@ -214,7 +334,7 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
     def _delete_many(self, keys: Iterable[Any], version: int | None) -> Op:
         names = []
         for key in keys:
-            if self.is_keyspace_key(key):
+            if self._ours(key, version):
                 yield Call("delete", (key,))
             else:
                 names.append(self.django_key(key, version))
@@ -248,7 +368,8 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     # ---- Django's API ----------------------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        if self.is_keyspace_key(key):  # the hit path, straight to the client (what _get does, minus the driver)
+        if self.is_keyspace_key(key) and version is None:
+            # the hit path, straight to the client (what _get does, minus the driver)
             value = canonical_shared_cache(self.settings).get(key)
             return default if value is None else value
         return self._run(self._get(key, default, version))
@@ -287,10 +408,12 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return bool(await self._arun(self._touch(key, timeout, version)))
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return int(self._run(self._incr(key, delta, version)))
+        with _not_an_integer(key, delta):
+            return int(self._run(self._incr(key, delta, version)))
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return int(await self._arun(self._incr(key, delta, version)))
+        with _not_an_integer(key, delta):
+            return int(await self._arun(self._incr(key, delta, version)))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         return dict(self._run(self._get_many(keys, version)))
@@ -327,6 +450,19 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         if self.is_keyspace_key(key):
             raise self._refuse("incr_version", key)
         return int(await super().aincr_version(key, delta, version))
+
+
+@contextmanager
+def _not_an_integer(key: Any, delta: int) -> Iterator[None]:
+    """INCRBY refused for the value it found (pickled, not an integer; another type; past 64 bits): the caller's
+    error. Redis's more specific refusals (NOPERM ...) are not about the value and go through."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if type(exc) is not redis.ResponseError:
+            raise
+        raise NotAnInteger(f"Key '{key}': cannot add {delta} to its value: it is not an integer, or the sum would "
+                           f"pass 64 bits (Redis: {exc})") from None
 
 
 _derived: dict[tuple[Settings, tuple[tuple[str, Any], ...]], Settings] = {}

@@ -1,19 +1,33 @@
 """What `CachewarmCache`'s operations ask for, and the two drivers that answer: sync (`Cache`, redis-py) and
 async (`AsyncCache`, redis.asyncio). The clients are the process's, shared by every backend instance with the same
-settings (Django makes one instance per thread); an event loop has its own `AsyncCache`."""
+settings (Django makes one instance per thread); an event loop has its own `AsyncCache`.
+
+One error policy for both drivers (as Django's backends and django-redis have it): only what says Redis cannot
+serve (a connection refused or lost, a timeout, a cluster without a master for a slot, a replica that became
+read-only, a server out of memory) is `CacheUnavailable`; an error of the caller's making (a command Redis refused
+for the value it found: INCRBY of a pickled value, WRONGTYPE; an argument redis-py refused) goes through as
+redis-py raised it, for the operation to translate (`incr` makes it Django's TypeError).
+
+Blocking work of an operation (pickling a value, which may run SQL for a queryset; unpickling a large one) is a
+`Work` request: the sync driver runs it in place, the async one in a thread as Django's own backends do
+(`sync_to_async`, thread-sensitive: the SQL runs where the request's connection lives), never on the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from asgiref.sync import sync_to_async
 
+from ... import envelope
 from ...client import AsyncCache, Cache
 from ...errors import CacheUnavailable
 from ...settings import Settings
@@ -41,8 +55,35 @@ class Scan:
     match: str
 
 
-Request = Call | Commands | Scan
+@dataclass(frozen=True)
+class Head:
+    """A request: the first bytes of a keyspace key's cached entry (its expiry, fetched time and kind), None when
+    Redis has none: whether a value is cached, without reading (or loading) the value."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """A request: a blocking function call (pickling, unpickling); the answer is what it returns."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+Request = Call | Commands | Scan | Head | Work
 Op = Generator[Request, Any, Any]
+
+# An entry's head: "<expires_ms:13>|<fetched_ms:13>|<kind:1>" (envelope.py), the kind b"v" (a value) or b"n" (the
+# source had no such item, remembered for negative_ttl).
+HEAD_BYTES = envelope.TIMES + 2
+
+
+def holds_value(head: bytes | None) -> bool:
+    """True when an entry's head (a `Head` answer) is a fresh value: not absent, not expired, not a remembered
+    "no such item" (for which `get` answers the default)."""
+    return (head is not None and len(head) == HEAD_BYTES and head[-1:] == envelope.VALUE
+            and envelope.expires_ms(head) > time.time() * 1000)
 
 
 class _Shared:
@@ -107,11 +148,22 @@ def canonical_loop_cache(settings: Settings) -> AsyncCache:
     return _Shared.for_loop(settings)
 
 
+# Redis cannot serve: every other RedisError is about the command or its data (the caller's), and goes through.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError,  # refused, reset, auth, loading, max clients; a timeout
+    redis.exceptions.InvalidResponse,  # a connection that answered garbage
+    redis.exceptions.ClusterError, redis.exceptions.TryAgainError,  # CLUSTERDOWN, MASTERDOWN; a slot migrating
+    redis.exceptions.RedisClusterException,  # the slots could not be learnt, a slot without a master
+    redis.exceptions.ReadOnlyError,  # a write that reached a replica (a failover in progress)
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached with a noeviction policy
+)
+
+
 @contextmanager
 def _redis_errors() -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    except UNAVAILABLE as exc:
         raise CacheUnavailable(f"redis is unavailable (django cache): {type(exc).__name__}") from None
 
 
@@ -125,7 +177,12 @@ def _pipeline(client: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
 def run_request(cache: Cache, request: Request) -> Any:
     if isinstance(request, Call):
         return getattr(cache, request.method)(*request.args)
+    if isinstance(request, Work):
+        return request.function(*request.args)
     with _redis_errors():
+        if isinstance(request, Head):
+            return cache.redis.execute_command(  # type: ignore[no-untyped-call]
+                "GETRANGE", cache.layout.value(request.key), 0, HEAD_BYTES - 1) or None
         if isinstance(request, Scan):
             return list(cache.redis.scan_iter(match=request.match, count=1000))
         if len(request.commands) == 1:
@@ -136,7 +193,12 @@ def run_request(cache: Cache, request: Request) -> Any:
 async def arun_request(cache: AsyncCache, request: Request) -> Any:
     if isinstance(request, Call):
         return await getattr(cache, request.method)(*request.args)
+    if isinstance(request, Work):
+        return await sync_to_async(request.function)(*request.args)
     with _redis_errors():
+        if isinstance(request, Head):
+            return await cache.redis.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
+                "GETRANGE", cache.layout.value(request.key), 0, HEAD_BYTES - 1) or None
         if isinstance(request, Scan):
             return [name async for name in cache.redis.scan_iter(match=request.match, count=1000)]
         if len(request.commands) == 1:
