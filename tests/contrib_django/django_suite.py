@@ -1,7 +1,7 @@
 """Django's own cache tests (``tests/cache/`` of Django's source distribution, for the installed Django), fetched at
-test time as any dependency is: ``pip download`` of the sdist by package name, its sha256 checked against uv.lock
-when the lock has this version, ``tests/cache/*.py`` extracted into a cache directory outside the repository and
-reused by later runs. Nothing of Django's is committed here.
+test time as any dependency is: ``pip download`` of the sdist by package name, its sha256 checked against
+requirements-lock.txt when the lock pins this version, ``tests/cache/*.py`` extracted into a cache directory outside
+the repository and reused by later runs. Nothing of Django's is committed here.
 
     $XDG_CACHE_HOME/cachewarm/django-tests/<version>/cache/{tests.py,models.py,...}   (~/.cache by default)
 
@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,17 +46,22 @@ def cache_root(version: str) -> Path:
     return base / "cachewarm" / "django-tests" / version
 
 
-def locked_sha256(version: str, lock: Path = REPO / "uv.lock") -> str | None:
-    """The sha256 of Django `version`'s sdist as uv.lock records it; None when the lock has no such version."""
+def locked_sha256s(version: str, lock: Path = REPO / "requirements-lock.txt") -> frozenset[str] | None:
+    """The sha256 hashes requirements-lock.txt records for Django `version` (its wheels' and its sdist's); None when
+    the lock does not pin that version."""
     try:
-        packages = tomllib.loads(lock.read_text(encoding="utf-8")).get("package", [])
-    except (OSError, tomllib.TOMLDecodeError):
+        lines = lock.read_text(encoding="utf-8").splitlines()
+    except OSError:
         return None
-    for package in packages:
-        if package.get("name") == "django" and package.get("version") == version:
-            digest = str(package.get("sdist", {}).get("hash", ""))
-            return digest.removeprefix("sha256:") or None
-    return None
+    pin = re.compile(rf"^django=={re.escape(version)}(\s|;|$)", re.I)
+    hashes: set[str] = set()
+    inside = False
+    for line in lines:
+        if re.match(r"^[A-Za-z0-9]", line):  # a pin starts: `name==version [; marker] \`
+            inside = bool(pin.match(line))
+        elif inside and (match := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            hashes.add(match[1])
+    return frozenset(hashes) or None
 
 
 def _pip() -> list[str]:
@@ -118,13 +123,13 @@ def fetch() -> Path:
     root = cache_root(version)
     if (root / "cache" / "tests.py").exists() and (root / "SHA256").exists():
         return root
-    expected = locked_sha256(version)
+    expected = locked_sha256s(version)
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{version}-", dir=root.parent) as tmp:
         sdist = _download(version, Path(tmp))
         digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if expected is not None and digest != expected:
-            raise Unavailable(f"{sdist.name}: sha256 {digest} is not the {expected} that uv.lock records for "
+        if expected is not None and digest not in expected:
+            raise Unavailable(f"{sdist.name}: sha256 {digest} is not one that requirements-lock.txt records for "
                               f"django {version}; refusing to run its code")
         staging = Path(tmp) / "root"
         (staging / "cache").mkdir(parents=True)

@@ -223,7 +223,7 @@ else:
 
 
 def test_a_sdist_that_is_not_the_locked_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Django's code runs here only when its sdist is the one uv.lock records (for a locked version)."""
+    """Django's code runs here only when its sdist is one requirements-lock.txt records (for a locked version)."""
     import io
     import tarfile
 
@@ -237,8 +237,8 @@ def test_a_sdist_that_is_not_the_locked_one_is_refused(tmp_path: Path, monkeypat
         archive.addfile(member, io.BytesIO(data))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(django_suite.SDIST_ENV, str(fake))
-    monkeypatch.setattr(django_suite, "locked_sha256", lambda version: "0" * 64)
-    with pytest.raises(django_suite.Unavailable, match=rf"is not the {'0' * 64} that uv\.lock records"):
+    monkeypatch.setattr(django_suite, "locked_sha256s", lambda version: frozenset({"0" * 64}))
+    with pytest.raises(django_suite.Unavailable, match=r"is not one that requirements-lock\.txt records"):
         django_suite.fetch.__wrapped__()
     assert not django_suite.cache_root(django.__version__).exists()
 
