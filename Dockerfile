@@ -30,7 +30,9 @@ WORKDIR /app
 COPY deploy/cachewarm.toml /app/deploy/cachewarm.toml
 ENV CACHEWARM_CONFIG=/app/deploy/cachewarm.toml
 
-RUN useradd --system --no-create-home --uid 10001 cachewarm
+# The processes run as cachewarm, whose home (/var/lib/cachewarm) is the one directory they write: beat's schedule
+# (docker-compose.yml mounts a volume there). /app stays root's.
+RUN useradd --system --uid 10001 --home-dir /var/lib/cachewarm --create-home cachewarm
 USER cachewarm
 
 EXPOSE 8000 9808

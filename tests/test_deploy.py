@@ -76,7 +76,8 @@ PANELS = {
 SERVICES = {"cache", "broker", "source", "worker", "beat", "prometheus", "grafana"}
 # The same commands the end-to-end tests run.
 WORKER_COMMAND = "celery -A cachewarm.worker worker --loglevel=INFO --concurrency=4"
-BEAT_COMMAND = "celery -A cachewarm.worker beat --loglevel=INFO"
+BEAT_SCHEDULE = "/var/lib/cachewarm/celerybeat-schedule"
+BEAT_COMMAND = f"celery -A cachewarm.worker beat --loglevel=INFO --schedule={BEAT_SCHEDULE}"
 APP_ENV = {
     "CACHEWARM_REDIS_URL": "redis://cache:6379/0",
     "CACHEWARM_BROKER_URL": "redis://broker:6379/0",
@@ -269,6 +270,69 @@ def test_compose_runs_the_documented_processes() -> None:
     assert compose_value(worker, "CACHEWARM_METRICS_HOST") == "0.0.0.0"
     assert compose_value(compose_service(config, "source"), "command") == (
         "python -m cachewarm.demo.source --host 0.0.0.0 --port 8000 --latency 0.05")
+
+
+def test_compose_files_carry_no_obsolete_version_key() -> None:
+    for name in ("docker-compose.yml", "docker-compose.cluster.yml"):
+        assert not re.search(r"^version:", (ROOT / name).read_text(), re.M), name
+
+
+def _depends_on(block: list[str]) -> dict[str, str]:
+    """A service's `depends_on` as docker-compose resolves it: {service: condition}."""
+    lines = [line.strip() for line in block]
+    if "depends_on:" not in lines:
+        return {}
+    start = lines.index("depends_on:")
+    found: dict[str, str] = {}
+    for raw, line in zip(block[start + 1:], lines[start + 1:], strict=True):
+        if indent(raw) <= indent(block[start]):
+            break
+        if line.startswith("condition:"):
+            found[name] = line.split(":", 1)[1].strip()
+        elif line.endswith(":"):
+            name = line[:-1]
+            found[name] = ""
+    return found
+
+
+@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.cluster.yml")])
+def test_compose_services_wait_for_what_they_need_to_answer(files: tuple[str, ...]) -> None:
+    """Every dependency names a condition; a dependency with a healthcheck is waited for until healthy (a bare
+    list only waits for the container to exist: the worker then starts against a Redis still loading)."""
+    config = run("docker-compose", *(arg for f in files for arg in ("-f", f)), "config")
+    services = run("docker-compose", *(arg for f in files for arg in ("-f", f)), "config", "--services").split()
+    healthy = {name for name in services if "healthcheck:" in [line.strip() for line in compose_service(config, name)]}
+    assert {"cache", "broker", "source"} <= healthy
+    waits = {name: _depends_on(compose_service(config, name)) for name in services}
+    for name, needs in waits.items():
+        for needed, condition in needs.items():
+            assert condition, f"{name} depends on {needed} without a condition"
+            if needed in healthy:
+                assert condition == "service_healthy", f"{name} starts before {needed} is healthy ({condition})"
+    for app in ("worker", "beat"):
+        assert {"cache", "broker"} <= waits[app].keys()
+
+
+def test_compose_processes_write_only_where_their_user_may() -> None:
+    """The image's processes run as the `cachewarm` user, whose home is the one directory the image gives it; beat
+    (Celery writes its schedule file into the working directory unless told otherwise, and /app is root's) keeps its
+    schedule there, on a volume. What no daemon here can show (the volume's first mount copying the directory's
+    owner) is Docker's documented behaviour for named volumes."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user == ["cachewarm"]
+    useradd = re.search(r"useradd .*--home-dir (\S+) --create-home cachewarm", dockerfile)
+    assert useradd, "the cachewarm user needs a home it owns"
+    home = useradd[1]
+    assert BEAT_SCHEDULE.rsplit("/", 1)[0] == home
+    config = compose_config()
+    beat = compose_service(config, "beat")
+    assert compose_value(beat, "command") == BEAT_COMMAND
+    assert any(line.strip() == f"target: {home}" or line.strip().endswith(f":{home}:rw") or
+               line.strip().endswith(f":{home}") for line in beat), "\n".join(beat)
+    for name in ("worker", "source"):
+        command = compose_value(compose_service(config, name), "command")
+        assert "--schedule" not in command and " beat" not in command  # only beat writes a schedule
 
 
 def test_compose_redis_policies() -> None:
