@@ -284,14 +284,15 @@ def _depends_on(block: list[str]) -> dict[str, str]:
         return {}
     start = lines.index("depends_on:")
     found: dict[str, str] = {}
+    current = ""
     for raw, line in zip(block[start + 1:], lines[start + 1:], strict=True):
         if indent(raw) <= indent(block[start]):
             break
         if line.startswith("condition:"):
-            found[name] = line.split(":", 1)[1].strip()
+            found[current] = line.split(":", 1)[1].strip()
         elif line.endswith(":"):
-            name = line[:-1]
-            found[name] = ""
+            current = line[:-1]
+            found[current] = ""
     return found
 
 
