@@ -49,16 +49,16 @@ import redis
 from bench.common import ZipfSampler, print_table
 from bench.topology import CacheServers, add_topology_arg, cache_servers, load_average, topologies_of
 from cachewarm import Cache, publish_invalidation
-from cachewarm.connections import async_client
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from cachewarm.settings import Settings
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
 
 CONFIG = """
 [keyspaces.product]

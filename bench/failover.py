@@ -48,12 +48,12 @@ import redis
 from bench.common import ZipfSampler
 from bench.topology import CacheServers, cache_servers, load_average
 from cachewarm import Cache, publish_invalidation
-from cachewarm.connections import async_client
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
 
 CONFIG = """
 [keyspaces.product]

@@ -83,10 +83,11 @@ from bench.topology import (
     side_by_side,
     topologies_of,
 )
-from cachewarm import Cache, envelope
+from cachewarm import Cache
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.publish import event_fields
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 
 SOURCE_LATENCY = 0.05
 EVENT_TIMEOUT = 5.0
@@ -109,7 +110,7 @@ import signal, sys, threading
 sys.setswitchinterval(float(sys.argv[1]))
 from cachewarm import Settings
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.invalidation.hot_refresh import HotRefresher
+from cachewarm.warming.hot_refresh import HotRefresher
 from cachewarm.worker.sidecar import engine_refresher
 settings = Settings.load()
 refresher = None

@@ -44,9 +44,9 @@ from bench.common import latency_stats, print_table
 from cachewarm import Settings, publish_invalidation
 from cachewarm.contrib.sqlalchemy import CacheInvalidator, outbox_table
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.keys import INVALIDATION_STREAM
 from cachewarm.outbox.relay import Relay
 from cachewarm.outbox.schema import POSTGRES_STATEMENTS, SQLITE_STATEMENTS
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 from tests.support.outbox_db import connect
 from tests.support.postgres import PostgresServer
 

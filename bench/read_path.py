@@ -12,7 +12,7 @@ tracking on, as in production. The async half does the same for `AsyncCache.get`
 
 Goal: `Cache.get` on a hit within 1.10x of the raw pair (median), on either topology. Accounting is buffered
 in-process and flushed every `stats_flush_interval` (0.25 s) in one script call, so a hit is one GET (see
-cachewarm/access.py).
+cachewarm/read/access.py).
 """
 
 from __future__ import annotations

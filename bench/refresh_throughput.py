@@ -60,14 +60,14 @@ from bench.topology import (
     side_by_side,
     topologies_of,
 )
-from cachewarm.connections import async_client
+from cachewarm.config.sources import SourceClient
 from cachewarm.demo.source_process import SourceProcess
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh import stats as refresh_stats
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import KeyLayout
 from cachewarm.settings import Settings
-from cachewarm.sources import SourceClient
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh import stats as refresh_stats
+from cachewarm.warming.refresh_engine import make_http_client
 
 L = KeyLayout()
 GOAL = 1500.0
@@ -81,7 +81,7 @@ baseline_app.conf.update(task_serializer="json", accept_content=["json"], task_i
 
 @baseline_app.task(name="bench.refresh_one", ignore_result=True)  # type: ignore[untyped-decorator]
 def refresh_one(key: str) -> None:
-    from cachewarm.refresh_engine import get_engine
+    from cachewarm.warming.refresh_engine import get_engine
 
     get_engine().submit([key]).result(60)
 

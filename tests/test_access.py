@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from cachewarm import AsyncCache, Cache, Settings
-from cachewarm.access import AccessRecorder, recorder_for, release_recorder
-from cachewarm.keys import KeyLayout, shard_of
+from cachewarm.read.access import AccessRecorder, recorder_for, release_recorder
+from cachewarm.redis_layer.keys import KeyLayout, shard_of
 from tests import sources_fixture
 from tests.support.hot import hot_members, hot_score
 from tests.support.redis_cluster import topologies
@@ -138,7 +138,7 @@ def test_recorder_batches_reads_of_one_key(redis_url: str, redis_client: redis.R
 
 FORK_CHILD = """
 import os, sys
-from cachewarm.access import AccessRecorder
+from cachewarm.read.access import AccessRecorder
 recorder = AccessRecorder(sys.argv[1], "cachewarm:", half_life=3600, interval=3600, timeout=1,
                           cluster=sys.argv[2] == "cluster")
 for _ in range(5):
@@ -216,7 +216,7 @@ registered = []
 real_at_fork, real_atexit = os.register_at_fork, atexit.register
 os.register_at_fork = lambda **kw: (registered.extend(kw.values()), real_at_fork(**kw))[1]
 atexit.register = lambda f, *a, **kw: (registered.append(f), real_atexit(f, *a, **kw))[1]
-import cachewarm, cachewarm.access, cachewarm.invalidation.consumer, cachewarm.metrics.server, cachewarm.cli.status
+import cachewarm, cachewarm.read.access, cachewarm.invalidation.consumer, cachewarm.metrics.server, cachewarm.cli.status
 names = (f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', f)}" for f in registered)
 print(sorted(name for name in names if name.startswith("cachewarm")))
 """

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import AsyncCache, Cache, Settings, script_calls, scripts
-from cachewarm.keys import KeyLayout
+from cachewarm import AsyncCache, Cache, Settings
+from cachewarm.redis_layer import script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
 from tests import sources_fixture
 from tests.support.clients import FLAVOURS
 

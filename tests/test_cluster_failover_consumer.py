@@ -17,7 +17,7 @@ import redis
 
 from cachewarm import Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.timeout(120)

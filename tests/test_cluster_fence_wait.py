@@ -16,12 +16,12 @@ import pytest
 import redis
 
 from cachewarm import Settings, publish_invalidation
+from cachewarm.config.keyspaces import KeyspaceRegistry
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.keyspaces import KeyspaceRegistry
 from cachewarm.outcomes import InvalidationOutcome
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from tests.support.redis_cluster import RedisCluster
 from tests.test_cluster_scripts import calls_of, masters
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 import redis.cluster
 
-from cachewarm import script_calls, scripts
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,7 +156,7 @@ def test_a_moved_slot_is_followed(cluster: ClusterAndMasters) -> None:
 
 
 def test_stream_reads_keys_are_read_from_their_streams_argument() -> None:
-    from cachewarm.connections import stream_keys
+    from cachewarm.redis_layer.connections import stream_keys
     assert stream_keys(("XREAD", "COUNT", 1, "BLOCK", 10, "STREAMS", "a", "b", "0", "$")) == ["a", "b"]
     assert stream_keys(("XREADGROUP", "GROUP", "streams", "STREAMS", "STREAMS", "s", ">")) == ["s"]
     assert stream_keys(("GET", "k")) is None
@@ -164,7 +164,7 @@ def test_stream_reads_keys_are_read_from_their_streams_argument() -> None:
 
 
 def test_a_consumer_wake_up_asks_the_server_nothing(redis_cluster: RedisCluster, cluster: ClusterAndMasters) -> None:
-    from cachewarm.connections import sync_client
+    from cachewarm.redis_layer.connections import sync_client
     _, nodes = cluster
     client: Any = sync_client(redis_cluster.url, timeout=5, cluster=True)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cachewarm import ConfigError, InvalidKey, Settings, UnknownKeyspace
-from cachewarm.keyspaces import KeyspaceRegistry, check_key, load_keyspaces, placeholders
+from cachewarm.config.keyspaces import KeyspaceRegistry, check_key, load_keyspaces, placeholders
 from cachewarm.settings import mask_url
 
 GOOD = """
@@ -169,7 +169,7 @@ def test_mask_url_hides_passwords() -> None:
 
 
 def test_readme_documents_every_setting_and_keyspace_field() -> None:
-    from cachewarm.keyspaces import KeyspaceConfig
+    from cachewarm.config.keyspaces import KeyspaceConfig
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for name in Settings.model_fields:

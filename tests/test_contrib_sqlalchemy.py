@@ -15,8 +15,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from cachewarm import Settings
 from cachewarm.contrib.sqlalchemy import CacheInvalidator, outbox_table
-from cachewarm.keys import INVALIDATION_STREAM
 from cachewarm.outbox.relay import Relay
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 from tests.support.postgres import shared_postgres
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.keyspaces import product_keyspace, write_config
 from tests.support.processes import Processes, cluster_env
 from tests.support.redis_cluster import raw_client, topologies

@@ -23,14 +23,15 @@ from typing import Any
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope, script_calls, scripts
-from cachewarm.connections import async_client
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer import envelope, script_calls, scripts
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
 from tests.support.redis_cluster import topologies
 
 pytestmark = pytest.mark.timeout(90)

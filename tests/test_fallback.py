@@ -15,7 +15,7 @@ import redis
 from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.hooks import Hooks, get_hooks, set_hooks
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests import sources_fixture
 from tests.support.waiting import wait_until
 

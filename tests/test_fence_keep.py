@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import redis
 
-from cachewarm import script_calls, scripts
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
 
 L = KeyLayout()
 KEEP = 10_000

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import redis
 
-from cachewarm import envelope, script_calls, scripts
-from cachewarm.keys import KeyLayout
-from cachewarm.script_calls import WriteStatus
+from cachewarm.redis_layer import envelope, script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.redis_layer.script_calls import WriteStatus
 
 L = KeyLayout()
 FENCE_TTL = 600

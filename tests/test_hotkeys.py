@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from cachewarm import Cache
-from cachewarm.hotkeys import COLD_FACTOR, hot_set, pin, unpin
-from cachewarm.keys import KeyLayout, shard_of
+from cachewarm.redis_layer.keys import KeyLayout, shard_of
+from cachewarm.warming.hotkeys import COLD_FACTOR, hot_set, pin, unpin
 from tests.support.hot import hot_members, hot_score, seed_hot
 
 L = KeyLayout()

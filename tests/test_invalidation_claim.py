@@ -15,7 +15,7 @@ import redis
 
 from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
 from tests.support.waiting import wait_until
 
 N = 60

@@ -14,7 +14,7 @@ import redis
 from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event, Rejected, parse_entry
-from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM
 from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 

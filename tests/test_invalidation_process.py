@@ -21,8 +21,8 @@ import redis
 from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.handoff import KeyPipeReader, KeyPipeWriter
-from cachewarm.invalidation.hot_refresh import HotRefresher
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.warming.hot_refresh import HotRefresher
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from cachewarm.cli import cli
 from cachewarm.invalidation.apply import Hotness, apply_events, hot_keys
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event, parse_entry
-from cachewarm.invalidation.hot_refresh import HotRefresher
-from cachewarm.keys import INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
+from cachewarm.warming.hot_refresh import HotRefresher
 
 
 def product(id: str) -> dict[str, str]:
@@ -239,7 +239,7 @@ def test_keys_that_end_in_one_turn_start_their_next_refresh_in_one_batch() -> No
 def test_idle_consumers_without_pending_entries_are_pruned(
         redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     from cachewarm.invalidation import consumer as consumer_module
-    from cachewarm.keys import CONSUMER_GROUP
+    from cachewarm.redis_layer.keys import CONSUMER_GROUP
 
     monkeypatch.setattr(consumer_module, "PRUNE_IDLE_MS", -1)
     monkeypatch.setattr(consumer_module, "PRUNE_INTERVAL", 0.0)

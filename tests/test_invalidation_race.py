@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope, script_calls, scripts
+from cachewarm import Cache, Settings
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import envelope, script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.redis_cluster import topologies
 
 ROUNDS = 240

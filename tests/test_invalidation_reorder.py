@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope, publish_invalidation
+from cachewarm import Cache, Settings, publish_invalidation
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM
 from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 

@@ -105,7 +105,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_the_consumer_is_handed_its_refresher() -> None:
     """It applies invalidations; what refreshes the hot keys it names (a Cache, the engine) is given to it."""
     reached = _reachable(_graph(), "cachewarm.invalidation.consumer")
-    assert not reached & {"cachewarm.client", "cachewarm.refresh_engine", "cachewarm.refresh"}
+    assert not reached & {"cachewarm.client", "cachewarm.warming.refresh_engine", "cachewarm.warming.refresh"}
 
 
 def test_the_checker_sees_a_cycle_and_imports_anywhere(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.faults._support import close_pairs, requests_between
 from tests.support.hosts import Host
 from tests.support.keyspaces import write_config

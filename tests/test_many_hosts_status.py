@@ -17,9 +17,9 @@ import redis
 import redis.asyncio
 from click.testing import CliRunner
 
-from cachewarm import heartbeat
 from cachewarm.cli import cli
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming import heartbeat
 
 L = KeyLayout()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from cachewarm import Cache, Settings
-from cachewarm.connections import async_client
-from cachewarm.keyspaces import KeyspaceRegistry
-from cachewarm.plans import Planner
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.config.keyspaces import KeyspaceRegistry
+from cachewarm.read.plans import Planner
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
 
 BOUND = 200
 KEYSPACE = """

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import free_port
 from cachewarm.hooks import get_hooks, set_hooks
-from cachewarm.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from cachewarm.metrics.cluster import ClusterCollector
 from cachewarm.metrics.process import ProcessMetrics, PrometheusHooks
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from tests.support.redis_cluster import topologies
 
 CONFIG = """

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from cachewarm import Cache
 from cachewarm.cli import cli
 from cachewarm.demo.redis_server import RedisServer, free_port
-from cachewarm.keys import DEAD_LETTER_STREAM, KeyLayout
 from cachewarm.metrics import history
+from cachewarm.redis_layer.keys import DEAD_LETTER_STREAM, KeyLayout
 from tests.support.redis_cluster import topologies
 
 CONFIG = """

@@ -13,9 +13,9 @@ import redis
 import redis.cluster
 from redis.crc import key_slot
 
-from cachewarm import envelope
-from cachewarm.keys import KeyLayout
 from cachewarm.near.cache import LocalBounds, NearCache
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.redis_cluster import RedisCluster
 from tests.support.waiting import wait_until
 

@@ -161,8 +161,8 @@ def test_local_bounds_need_local(write_config) -> None:
 
 
 def test_value_prefix_follows_the_layout() -> None:
-    from cachewarm.keys import KeyLayout
     from cachewarm.near.cache import value_prefix
+    from cachewarm.redis_layer.keys import KeyLayout
 
     layout = KeyLayout("app:")
     prefix = value_prefix(layout, "product:{id}")

@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
-from cachewarm import envelope
-from cachewarm.keys import KeyLayout
 from cachewarm.near.cache import LocalBounds, NearCache
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.sentinel import SentinelGroup
 from tests.support.waiting import wait_until
 

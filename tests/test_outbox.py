@@ -22,11 +22,11 @@ from cachewarm import Settings
 from cachewarm.cli import cli
 from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.errors import ConfigError
-from cachewarm.keys import DEAD_LETTER_STREAM, INVALIDATION_STREAM
 from cachewarm.outbox import outbox_row, write_outbox
 from cachewarm.outbox.dialects import dialect_for
 from cachewarm.outbox.metrics import PrometheusRelayObserver
 from cachewarm.outbox.relay import Relay
+from cachewarm.redis_layer.keys import DEAD_LETTER_STREAM, INVALIDATION_STREAM
 from cachewarm.worker.sidecar import Sidecar
 from tests.support.outbox_db import BACKENDS, connect, new_database, outbox_count
 from tests.support.processes import ROOT

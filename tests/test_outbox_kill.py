@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from cachewarm import Settings
+from cachewarm.config.keyspaces import KeyspaceRegistry
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
-from cachewarm.keyspaces import KeyspaceRegistry
 from cachewarm.outbox.relay import Relay
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM, KeyLayout
 from tests.support.outbox_db import BACKENDS, connect, new_database, outbox_count
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_until

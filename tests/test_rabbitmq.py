@@ -18,10 +18,11 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
 from cachewarm.tasks import backlog
 from cachewarm.tasks.scan import scan as scan_task
 from cachewarm.worker.celery_app import create_app

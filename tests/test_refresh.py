@@ -11,10 +11,12 @@ import pytest
 import redis
 import redis.asyncio
 
-from cachewarm import Cache, Settings, envelope, refresh, script_calls, scripts
+from cachewarm import Cache, Settings
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout, shard_of
-from cachewarm.refresh import RefreshContext, refresh_batch, stats
+from cachewarm.redis_layer import envelope, script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout, shard_of
+from cachewarm.warming import refresh
+from cachewarm.warming.refresh import RefreshContext, refresh_batch, stats
 from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import Settings, envelope
+from cachewarm import Settings
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
 from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from cachewarm import Settings
-from cachewarm.connections import async_client
 from cachewarm.demo.source import SourceServer
 from cachewarm.hooks import Hooks, get_hooks, set_hooks
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
 
 pytestmark = pytest.mark.source(latency=0.01)
 

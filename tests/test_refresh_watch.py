@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import Settings, envelope, script_calls, scripts
+from cachewarm import Settings
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
+from cachewarm.redis_layer import envelope, script_calls, scripts
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
 from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import Settings, envelope
-from cachewarm.keys import KeyLayout
-from cachewarm.scan import scan
+from cachewarm import Settings
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.scan import scan
 from tests.support.hot import seed_hot
 
 L = KeyLayout()

@@ -1,5 +1,5 @@
-"""The Lua scripts (cachewarm/lua/): every key they touch comes in KEYS, and every path keeps working when Redis
-forgets its scripts (SCRIPT FLUSH, as after a restart) in the middle of a run."""
+"""The Lua scripts (cachewarm/redis_layer/lua/): every key they touch comes in KEYS, and every path keeps working
+when Redis forgets its scripts (SCRIPT FLUSH, as after a restart) in the middle of a run."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import AsyncCache, Cache, Settings, publish_invalidation, script_calls, scripts
-from cachewarm.connections import async_client
+from cachewarm import AsyncCache, Cache, Settings, publish_invalidation
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
-from cachewarm.scan import scan
+from cachewarm.redis_layer import script_calls, scripts
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.scan import scan
 from tests import sources_fixture
 from tests.support.redis_cluster import topologies
 
@@ -204,7 +205,7 @@ def test_a_merged_lease_and_write_answer_each_key_as_its_own_call_would(redis_cl
 
 
 # ---- every key in KEYS ------------------------------------------------------------------------------------------
-LUA = resources.files("cachewarm") / "lua"
+LUA = resources.files("cachewarm.redis_layer") / "lua"
 # Commands whose key is not their first argument: (command, position of the key among the arguments).
 KEY_POSITION = {"XINFO": 1}
 NO_KEY = {"TIME"}

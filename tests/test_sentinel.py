@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachewarm import Cache, Settings, envelope
-from cachewarm.connections import sync_client
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.errors import ConfigError
-from cachewarm.keys import KeyLayout
-from cachewarm.sentinel import broker_url_for, parse
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.connections import sync_client
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.redis_layer.sentinel import broker_url_for, parse
 from cachewarm.settings import mask_url
 from cachewarm.worker.celery_app import transport_options
 from cachewarm.worker.consumer import RETRY_MAX

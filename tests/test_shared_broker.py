@@ -23,7 +23,7 @@ from celery import Celery
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.keyspaces import product_keyspace, write_config
 from tests.support.processes import Processes, cluster_env
 from tests.support.team_app import RAN_KEY

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from cachewarm import Cache, Settings, publish_invalidation
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM
 from cachewarm.worker import sidecar_step
 from tests.support.waiting import wait_until
 

@@ -10,19 +10,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from cachewarm import (
-    AsyncCache,
-    BadSourceResponse,
-    Cache,
-    InvalidKey,
-    Settings,
-    SourceError,
-    ValueNotSerializable,
-)
+from cachewarm import AsyncCache, BadSourceResponse, Cache, InvalidKey, Settings, SourceError, ValueNotSerializable
+from cachewarm.config.keyspaces import load_keyspaces
+from cachewarm.config.sources import HttpSource
 from cachewarm.demo.redis_server import free_port
 from cachewarm.demo.source import SourceServer
-from cachewarm.keyspaces import load_keyspaces
-from cachewarm.sources import HttpSource
 from tests import sources_fixture
 from tests.support.waiting import wait_until
 

@@ -12,9 +12,9 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from cachewarm.config.sources import Fetched, HttpPool, HttpSource, SourceClient
 from cachewarm.demo.redis_server import free_port
 from cachewarm.errors import BadSourceResponse, SourceError
-from cachewarm.sources import Fetched, HttpPool, HttpSource, SourceClient
 
 
 class Scripted:

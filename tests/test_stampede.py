@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from cachewarm import AsyncCache, Cache, Settings
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.redis_cluster import topologies
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,15 +11,15 @@ from typing import TextIO, cast
 import click
 import redis
 
-from ..connections import async_client, sync_client
-from ..heartbeat import worker_id
-from ..hotkeys import pin
-from ..keys import KeyLayout
-from ..keyspaces import check_key
+from ..config.keyspaces import check_key
 from ..outcomes import RefreshOutcome
-from ..refresh import RefreshContext, refresh_batch
-from ..refresh_engine import make_http_client
+from ..redis_layer.connections import async_client, sync_client
+from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
+from ..warming.heartbeat import worker_id
+from ..warming.hotkeys import pin
+from ..warming.refresh import RefreshContext, refresh_batch
+from ..warming.refresh_engine import make_http_client
 from .options import load_settings
 
 BATCH = 200

@@ -32,12 +32,12 @@ from typing import Any
 
 import redis
 
-from .. import script_calls, scripts
-from ..keys import KeyLayout, shard_of
-from ..keyspaces import KeyspaceRegistry
+from ..config.keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
-from ..popularity import decay_scale
-from ..script_calls import InvalidateStatus, TagStep
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import KeyLayout, shard_of
+from ..redis_layer.popularity import decay_scale
+from ..redis_layer.script_calls import InvalidateStatus, TagStep
 from .events import Event
 
 TAG_BATCH = 500

@@ -34,12 +34,12 @@ from typing import Any, Self
 
 import redis
 
-from .. import scripts
-from ..connections import sync_client
+from ..config.keyspaces import KeyspaceRegistry
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
-from ..keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
+from ..redis_layer import scripts
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from ..settings import Settings
 from . import gap as gaps
 from .apply import Hotness, apply_events

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..keys import MAX_KEY_LENGTH
+from ..redis_layer.keys import MAX_KEY_LENGTH
 
 KNOWN_FIELDS = frozenset({"key", "tag", "version", "ts"})
 # Lua numbers are doubles: a larger version could not be compared exactly by the store scripts.

@@ -32,9 +32,9 @@ from typing import Any
 
 import redis
 
-from .. import script_calls, scripts
-from ..keys import INVALIDATION_STREAM, KeyLayout
-from ..keyspaces import KeyspaceRegistry
+from ..config.keyspaces import KeyspaceRegistry
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import INVALIDATION_STREAM, KeyLayout
 from ..settings import Settings
 from .apply import hot_keys
 

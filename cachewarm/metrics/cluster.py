@@ -23,12 +23,19 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .. import scripts
-from ..access import AGE_BUCKETS
-from ..connections import sync_client
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, DEFAULT_PREFIX, HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
-from ..popularity import decay_scale
+from ..read.access import AGE_BUCKETS
+from ..redis_layer import scripts
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import (
+    CONSUMER_GROUP,
+    DEAD_LETTER_STREAM,
+    DEFAULT_PREFIX,
+    HOT_SHARDS,
+    INVALIDATION_STREAM,
+    KeyLayout,
+)
+from ..redis_layer.popularity import decay_scale
 from ..settings import Settings
 
 _DEFAULTS = Settings.model_fields

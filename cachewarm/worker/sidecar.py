@@ -29,13 +29,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
-from .. import refresh_engine
 from ..errors import ConfigError
-from ..heartbeat import NodeBeat
-from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
 from ..settings import Settings
+from ..warming import refresh_engine
+from ..warming.heartbeat import NodeBeat
+from ..warming.hot_refresh import HotRefresher
 from .children import stop_on_signals
 from .invalidation_process import ConsumerProcess
 

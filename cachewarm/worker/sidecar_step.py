@@ -19,9 +19,9 @@ from typing import Any
 import celery
 from celery import bootsteps
 
-from .. import heartbeat
 from ..metrics import multiprocess
 from ..settings import Settings
+from ..warming import heartbeat
 from .children import stop_child
 from .queues import runs_cachewarm
 

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from cachewarm import Settings
-from cachewarm.connections import async_client
-from cachewarm.refresh import RefreshContext
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.warming.refresh import RefreshContext
+from cachewarm.warming.refresh_engine import make_http_client
 
 
 @contextlib.asynccontextmanager

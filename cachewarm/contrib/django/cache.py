@@ -32,8 +32,8 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.redis import RedisSerializer
 
+from ...config.keyspaces import KeyspaceRegistry
 from ...errors import InvalidKey
-from ...keyspaces import KeyspaceRegistry
 from ...settings import Settings
 from .cache_io import (
     Call,

@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from yarl import URL
 
-from .contrib.django.startup import setup_django
-from .errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
+from ..contrib.django.startup import setup_django
+from ..errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
 
 if TYPE_CHECKING:
     import aiohttp

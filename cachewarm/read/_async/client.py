@@ -1,5 +1,5 @@
 """The read-through client for asyncio: `AsyncCache`, the one source of both clients. The sync twin `Cache`
-(cachewarm/_sync/client.py) is generated from this file by tools/unasync.py: edit here, then run
+(cachewarm/read/_sync/client.py) is generated from this file by tools/unasync.py: edit here, then run
 `.venv/bin/python tools/unasync.py`; tests/test_unasync.py fails while the generated file is out of date.
 
 A hit is one GET; its accounting is one append to the process's access buffer (lookup.py, access.py). A miss goes
@@ -22,20 +22,20 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .. import envelope, scripts
+from ...config.keyspaces import KeyspaceRegistry, check_key
+from ...config.sources import Fetched
+from ...errors import CacheUnavailable, SourceError
+from ...hooks import get_hooks
+from ...near.cache import Ticket, near_cache_for
+from ...redis_layer import envelope, scripts
+from ...redis_layer.connections import REDIS_ERRORS, async_client
+from ...redis_layer.script_calls import AcquireStatus, WriteStatus
+from ...settings import Settings
 from ..breaker import Breaker
-from ..connections import REDIS_ERRORS, async_client
 from ..decorated import check_function, clear_prefix, function_key
-from ..errors import CacheUnavailable, SourceError
-from ..hooks import get_hooks
-from ..keyspaces import KeyspaceRegistry, check_key
 from ..lookup import Lookup, ReadAccounting, is_fresh, loaded
-from ..near.cache import Ticket, near_cache_for
 from ..plans import Plan, Planner
-from ..script_calls import AcquireStatus, WriteStatus
-from ..settings import Settings
 from ..singleflight import AsyncSingleFlight
-from ..sources import Fetched
 
 R = TypeVar("R")
 CLEAR_BATCH = 500  # SCANned keys invalidated per pipeline by clear()

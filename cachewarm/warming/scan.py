@@ -24,11 +24,11 @@ from typing import TypeVar
 
 import redis
 
-from . import script_calls, scripts
+from ..config.keyspaces import KeyspaceRegistry
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import KeyLayout
+from ..settings import Settings
 from .hotkeys import hot_set
-from .keys import KeyLayout
-from .keyspaces import KeyspaceRegistry
-from .settings import Settings
 
 R = TypeVar("R")
 

@@ -43,17 +43,18 @@ from typing import Any, Protocol, TypeVar, cast
 import redis
 import redis.asyncio
 
-from . import envelope, ratelimit, script_calls, scripts
-from .connections import REDIS_ERRORS
-from .errors import SourceError, ValueNotSerializable
-from .hooks import get_hooks
-from .keys import KeyLayout
-from .keyspaces import KeyspaceRegistry
-from .outcomes import RefreshOutcome
-from .plans import Plan, Planner
-from .script_calls import LeaseStatus, RemoveStatus, WriteStatus
-from .settings import Settings
-from .sources import Fetched, SourceClient
+from ..config.keyspaces import KeyspaceRegistry
+from ..config.sources import Fetched, SourceClient
+from ..errors import SourceError, ValueNotSerializable
+from ..hooks import get_hooks
+from ..outcomes import RefreshOutcome
+from ..read.plans import Plan, Planner
+from ..redis_layer import envelope, script_calls, scripts
+from ..redis_layer.connections import REDIS_ERRORS
+from ..redis_layer.keys import KeyLayout
+from ..redis_layer.script_calls import LeaseStatus, RemoveStatus, WriteStatus
+from ..settings import Settings
+from . import ratelimit
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ValueNotSerializable
+from ..errors import ValueNotSerializable
 
 VALUE = b"v"
 NOT_FOUND = b"n"

@@ -12,7 +12,7 @@ import asyncio
 
 import redis.asyncio
 
-from . import script_calls, scripts
+from ..redis_layer import script_calls, scripts
 
 
 async def acquire(client: redis.asyncio.Redis, bucket: str, rate: float, *, burst: float | None = None) -> float:

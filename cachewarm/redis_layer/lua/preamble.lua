@@ -1,4 +1,4 @@
--- Prepended to every script when it is loaded (cachewarm/scripts.py): the helpers the scripts share.
+-- Prepended to every script when it is loaded (scripts.py, beside lua/): the helpers the scripts share.
 -- Redis's clock in whole milliseconds, read once per script (call it once and keep the result).
 local function now_ms()
   local t = redis.call('TIME')

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .hooks import get_hooks
+from ..hooks import get_hooks
 
 
 class Breaker:

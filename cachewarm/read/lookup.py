@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import envelope
+from ..hooks import get_hooks
+from ..redis_layer import envelope
+from ..settings import Settings
 from .access import LOCAL_HIT, AccessRecorder, recorder_for, release_recorder
-from .hooks import get_hooks
 from .plans import Plan
-from .settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import envelope, script_calls, scripts
-from .errors import UnknownKeyspace
-from .keys import TAG_GRACE_MS, KeyLayout
-from .keyspaces import Keyspace, KeyspaceRegistry, check_key, placeholders
+from ..config.keyspaces import Keyspace, KeyspaceRegistry, check_key, placeholders
+from ..config.sources import Source, build_source
+from ..errors import UnknownKeyspace
+from ..redis_layer import envelope, script_calls, scripts
+from ..redis_layer.keys import TAG_GRACE_MS, KeyLayout
+from ..settings import Settings
 from .memo import TwoGenerationMemo
-from .settings import Settings
-from .sources import Source, build_source
 
 TAG_BATCH = 500  # members a tag invalidation's walk asks for per step (ZSCAN COUNT)
 _NO_PARAMS: Mapping[str, str] = {}

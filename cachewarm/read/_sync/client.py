@@ -1,4 +1,4 @@
-"""The read-through client for threads: `Cache`. GENERATED from cachewarm/_async/client.py (the one source
+"""The read-through client for threads: `Cache`. GENERATED from cachewarm/read/_async/client.py (the one source
 of both clients) by tools/unasync.py: do not edit; edit the async source and run
 `.venv/bin/python tools/unasync.py`.
 
@@ -21,20 +21,20 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .. import envelope, scripts
+from ...config.keyspaces import KeyspaceRegistry, check_key
+from ...config.sources import Fetched
+from ...errors import CacheUnavailable, SourceError
+from ...hooks import get_hooks
+from ...near.cache import Ticket, near_cache_for
+from ...redis_layer import envelope, scripts
+from ...redis_layer.connections import REDIS_ERRORS, sync_client
+from ...redis_layer.script_calls import AcquireStatus, WriteStatus
+from ...settings import Settings
 from ..breaker import Breaker
-from ..connections import REDIS_ERRORS, sync_client
 from ..decorated import check_function, clear_prefix, function_key
-from ..errors import CacheUnavailable, SourceError
-from ..hooks import get_hooks
-from ..keyspaces import KeyspaceRegistry, check_key
 from ..lookup import Lookup, ReadAccounting, is_fresh, loaded
-from ..near.cache import Ticket, near_cache_for
 from ..plans import Plan, Planner
-from ..script_calls import AcquireStatus, WriteStatus
-from ..settings import Settings
 from ..singleflight import SingleFlight
-from ..sources import Fetched
 
 R = TypeVar("R")
 CLEAR_BATCH = 500  # SCANned keys invalidated per pipeline by clear()

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, InvalidKey, UnknownKeyspace, one_line
-from .keys import MAX_KEY_LENGTH
+from ..errors import ConfigError, InvalidKey, UnknownKeyspace, one_line
+from ..redis_layer.keys import MAX_KEY_LENGTH
 from .sources import build_source
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -25,9 +25,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from .connections import sync_client
-from .keys import KeyLayout
-from .settings import Settings
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import KeyLayout
+from ..settings import Settings
 
 TTL_MS = 3000
 INTERVAL = 1.0

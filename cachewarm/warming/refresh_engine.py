@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 # after the fork (sources.py imports it on first use), it and its TLS contexts cost each child 0.1-0.3 s of CPU.
 import aiohttp  # noqa: F401
 
-from .connections import async_client
+from ..config.sources import HttpPool
+from ..redis_layer.connections import async_client
+from ..settings import Settings
 from .heartbeat import beat_forever, worker_id
 from .refresh import KeyWatch, RefreshContext, refresh_batch
-from .settings import Settings
-from .sources import HttpPool
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

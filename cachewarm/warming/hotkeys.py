@@ -15,10 +15,10 @@ from collections.abc import Iterable
 
 import redis
 
-from . import script_calls, scripts
-from .keys import HOT_SHARDS, KeyLayout
-from .popularity import half_life_ms
-from .script_calls import HotSet
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import HOT_SHARDS, KeyLayout
+from ..redis_layer.popularity import half_life_ms
+from ..redis_layer.script_calls import HotSet
 
 # Members whose decayed count falls below threshold / COLD_FACTOR are removed by the scan.
 COLD_FACTOR = 16.0

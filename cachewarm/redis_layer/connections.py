@@ -24,8 +24,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import ConfigError
-from .settings import mask_url
+from ..errors import ConfigError
+from .urls import mask_url
 
 # What a Redis failure raises: redis-py's cluster client also raises RedisClusterException (not a RedisError) when it
 # cannot learn the slots, and SlotNotCoveredError while a failed master's slots have no owner yet.

@@ -1,4 +1,4 @@
-"""Running the Lua scripts of cachewarm/lua/: loading, the one NOSCRIPT retry, and pipelines.
+"""Running the Lua scripts of cachewarm/redis_layer/lua/: loading, the one NOSCRIPT retry, and pipelines.
 
 Each script is a .lua file (its KEYS, ARGV and reply documented at its top) with lua/preamble.lua prepended. It is
 run by EVALSHA; a NOSCRIPT reply (Redis restarted, or SCRIPT FLUSH) sends a single call again as EVAL of its source,
@@ -50,7 +50,7 @@ class Script:
 
 
 def _read(name: str) -> str:
-    return (resources.files("cachewarm") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    return (resources.files("cachewarm.redis_layer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 _PREAMBLE = _read("preamble")

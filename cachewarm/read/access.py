@@ -25,12 +25,14 @@ from collections import defaultdict, deque
 
 import redis
 
-from . import script_calls, scripts, store
-from .connections import REDIS_ERRORS, sync_client
-from .keys import KeyLayout
-from .popularity import half_life_ms
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.connections import REDIS_ERRORS, sync_client
+from ..redis_layer.keys import KeyLayout
+from ..redis_layer.popularity import half_life_ms
 
-AGE_BUCKETS: tuple[float, ...] = store.AGE_BUCKETS
+# Age buckets (seconds) of the served-value age histogram: each hit's age is counted into one of them here (in
+# Python, before the flush); metrics/cluster.py reads them back as a histogram.
+AGE_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 REBASE_HALF_LIVES = 200
 LOCAL_HIT = 2  # `hit` of a read the near cache answered (a hit all the same; also counted as local_hit:S)
 

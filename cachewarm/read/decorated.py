@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import envelope
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..redis_layer import envelope
 
 
 def check_function(fn: Callable[..., Any], *, coroutine: bool, client: str) -> str:
