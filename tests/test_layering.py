@@ -1,8 +1,12 @@
-"""Imports point one way: no cycles inside cachewarm/, and only the Celery entry points import cachewarm.worker.
+"""Imports point down the layers: each module imports only its own layer and the layers below it, and nothing
+inside cachewarm/ forms an import cycle.
 
 Read from the source with ast (nothing is imported). Every import statement counts: those inside functions (an
-import moved into a function to dodge a cycle is still a cycle) and those under `if TYPE_CHECKING:` (two modules
-that need each other's types are one idea, or need a protocol) too.
+import moved into a function to dodge a cycle or a layer is still that import) and those under
+`if TYPE_CHECKING:` (two modules that need each other's types are one idea, or need a protocol) too.
+
+The layers, lowest first (docs/ARCHITECTURE.md, "Layers", says why in this order). A module belongs to the
+layer of the longest name listed that is it or a package holding it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,53 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cachewarm"
-# Celery's entry points: the task modules import the app they register with.
-MAY_IMPORT_WORKER = ("cachewarm.worker", "cachewarm.tasks")
+
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    # what every layer may use: the error tree, the outcome names, the observation hooks
+    ("basics", ("cachewarm.errors", "cachewarm.outcomes", "cachewarm.hooks")),
+    # keys, value format, Lua scripts and their calls, clients: handed URLs and numbers, never settings
+    ("redis layer", ("cachewarm.redis_layer",)),
+    # keyspaces, their sources (with the hooks integrations register), the settings that load them
+    ("configuration", ("cachewarm.config", "cachewarm.settings")),
+    # the near cache, which the read path consults before Redis
+    ("near cache", ("cachewarm.near",)),
+    # Cache / AsyncCache and what they share: plans, read accounting, single flight, breaker
+    ("read path", ("cachewarm.read", "cachewarm.client")),
+    # the scan, the refresh of a batch and its engine, hot refreshes of invalidated keys
+    ("warming", ("cachewarm.warming",)),
+    # publish, parse, apply, the consumer (handed its hot-key refresher: it imports no warming)
+    ("invalidation", ("cachewarm.invalidation",)),
+    # Prometheus metrics: per process, the collector of what Redis holds, the endpoint
+    ("metrics", ("cachewarm.metrics",)),
+    # the transactional outbox and its relay into the invalidation stream
+    ("outbox", ("cachewarm.outbox",)),
+    # the thin Celery tasks over warming
+    ("tasks", ("cachewarm.tasks",)),
+    # Django and SQLAlchemy: what applications use of all the above; the core registers nothing of them
+    ("integrations", ("cachewarm.contrib",)),
+    # the Celery app and the node's processes (sidecar, consumer, metrics); they load the integrations' hooks
+    ("worker", ("cachewarm.worker",)),
+    # the demo's parts (a private redis-server, a product API), put together by `cachewarm demo`
+    ("demo", ("cachewarm.demo",)),
+    # the `cachewarm` command
+    ("cli", ("cachewarm.cli",)),
+    # what is entered from outside: the package's public face, `python -m cachewarm`, Django's `manage.py cachewarm`
+    ("entry points", ("cachewarm", "cachewarm.__main__", "cachewarm.contrib.django.management")),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the module's layer (the package `cachewarm` itself is named exactly, not as a
+    prefix: it holds everything)."""
+    best: tuple[int, int] | None = None  # (length of the matched name, layer index)
+    for index, (_, names) in enumerate(LAYERS):
+        for name in names:
+            matches = module == name or (name != "cachewarm" and module.startswith(name + "."))
+            if matches and (best is None or len(name) > best[0]):
+                best = (len(name), index)
+    if best is None:
+        raise LookupError(f"{module} is in no layer: add it to LAYERS")
+    return best[1]
 
 
 def _module_name(path: Path) -> str:
@@ -86,9 +135,27 @@ def test_there_is_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def test_only_celery_entry_points_import_the_worker_package() -> None:
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module in a higher layer than the importer's, as "importer (layer) imports target (layer)"."""
+    return sorted(f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                  for name, targets in graph.items() for target in targets if layer_of(target) > layer_of(name))
+
+
+def test_every_module_is_in_a_layer() -> None:
+    for name in _modules():
+        layer_of(name)
+
+
+def test_imports_point_down_the_layers() -> None:
+    wrong = _upward(_graph())
+    assert not wrong, "imports of a higher layer:\n" + "\n".join(wrong)
+
+
+def test_only_the_worker_package_imports_the_worker_package() -> None:
+    """The Celery app and its processes are entered from outside (`celery -A cachewarm.worker`, fork + exec), never
+    imported by the layers above it either (the CLI starts them as processes)."""
     wrong = sorted(f"{name} imports {target}" for name, targets in _graph().items() for target in targets
-                   if target.startswith("cachewarm.worker") and not name.startswith(MAY_IMPORT_WORKER))
+                   if target.startswith("cachewarm.worker") and not name.startswith("cachewarm.worker"))
     assert not wrong
 
 
@@ -106,6 +173,17 @@ def test_the_consumer_is_handed_its_refresher() -> None:
     """It applies invalidations; what refreshes the hot keys it names (a Cache, the engine) is given to it."""
     reached = _reachable(_graph(), "cachewarm.invalidation.consumer")
     assert not reached & {"cachewarm.client", "cachewarm.warming.refresh_engine", "cachewarm.warming.refresh"}
+
+
+def test_the_checker_sees_an_import_of_a_higher_layer() -> None:
+    graph = {"cachewarm.redis_layer.connections": {"cachewarm.settings", "cachewarm.errors"},
+             "cachewarm.config.sources": {"cachewarm.contrib.django.startup"},
+             "cachewarm.cli.warm": {"cachewarm.warming.refresh"}}
+    assert _upward(graph) == [
+        "cachewarm.config.sources (configuration) imports cachewarm.contrib.django.startup (integrations)",
+        "cachewarm.redis_layer.connections (redis layer) imports cachewarm.settings (configuration)"]
+    assert layer_of("cachewarm") == layer_of("cachewarm.contrib.django.management.commands.cachewarm")
+    assert layer_of("cachewarm.contrib.django.startup") < layer_of("cachewarm.worker.sidecar")
 
 
 def test_the_checker_sees_a_cycle_and_imports_anywhere(tmp_path: Path) -> None:

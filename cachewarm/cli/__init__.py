@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..contrib import load_startup_hooks
 from ..errors import ConfigError
 
 # name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.
@@ -47,6 +48,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="cachewarm")
 def cli() -> None:
     """Keeps the hot part of a Redis cache warm."""
+    load_startup_hooks()  # before a command's keyspaces import any python: source (Django's set-up)
 
 
 def main() -> None:

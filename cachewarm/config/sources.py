@@ -24,7 +24,6 @@ from urllib.parse import quote, urlsplit
 import httpx
 from yarl import URL
 
-from ..contrib.django.startup import setup_django
 from ..errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
 
 if TYPE_CHECKING:
@@ -268,11 +267,25 @@ def _with_version(value: Any, version_field: str | None) -> Fetched:
     return Fetched(value, version)
 
 
+# Called, in the order added, before a ``python:`` source's module is imported: what such a module needs first.
+# Integrations add theirs (cachewarm.contrib.django: django.setup() when DJANGO_SETTINGS_MODULE is set, so that a
+# source module may import models); cachewarm's processes load them at start (cachewarm.contrib.load_startup_hooks).
+_import_hooks: list[Callable[[], object]] = []
+
+
+def add_import_hook(hook: Callable[[], object]) -> None:
+    """Calls `hook` before each import of a ``python:`` source's module (added once however often it is added; a
+    hook returns at once when it has nothing left to do). A ConfigError it raises is the source's."""
+    if hook not in _import_hooks:
+        _import_hooks.append(hook)
+
+
 def import_callable(path: str) -> Callable[..., Any]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{path!r} must look like 'package.module:function'")
-    setup_django()  # with DJANGO_SETTINGS_MODULE set, a source module may import models
+    for hook in _import_hooks:
+        hook()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

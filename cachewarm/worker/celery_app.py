@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from .. import tasks
+from ..contrib import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 
@@ -35,6 +36,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    load_startup_hooks()  # before the settings' keyspaces import any python: source (Django's set-up)
     settings = settings or Settings.load()
     app = Celery("cachewarm", broker=settings.broker_url)
     app.conf.update(

@@ -23,6 +23,7 @@ from typing import Any
 from celery import Celery, signals
 
 from .. import tasks
+from ..contrib import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 
@@ -91,6 +92,7 @@ def install(app: Celery, settings: Settings | None = None, *, beat: bool = True,
     ``celery -A proj worker -Q cachewarm.refresh,cachewarm.scan`` (`settings.refresh_queue`, `.scan_queue`).
     `beat=False` leaves ``beat_schedule`` alone (the scan then comes from elsewhere: a database scheduler's row,
     cachewarm's own beat)."""
+    load_startup_hooks()  # before the settings' keyspaces import any python: source (Django's set-up)
     settings = settings or Settings.load()
     installation = Installation(app, settings, beat=beat, fast_reconnect=fast_reconnect)
     tasks.register(app)

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from typing import Self
 
+from ..contrib import load_startup_hooks
 from ..errors import ConfigError
 from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.handoff import KeyPipeReader, KeyPipeWriter
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = stop_on_signals()
     try:
+        load_startup_hooks()  # before the keyspaces import any python: source (Django's set-up)
         settings = Settings.load()
         keyspaces = settings.load_keyspaces()
     except ConfigError as exc:

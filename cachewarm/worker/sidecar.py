@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
+from ..contrib import load_startup_hooks
 from ..errors import ConfigError
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL)
     stop = stop_on_signals()
     try:
+        load_startup_hooks()  # before the keyspaces import any python: source (Django's set-up)
         settings = Settings.load()
         sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics,
                           loglevel=args.loglevel.upper()).start()
