@@ -291,6 +291,7 @@ def _one_slot_calls() -> Iterator[scripts.Call[object]]:
         yield script_calls.claim(L, keys=[key], claim_ms=1)
     for shard in range(3):
         yield script_calls.hotset(L, keyspace="product", shard=shard, threshold=1.0, half_life_ms=1, cold_factor=2.0)
+        yield script_calls.hot_members(L, keyspace="product", shard=shard, keys=["p:1"], threshold=1.0, half_life_ms=1)
     yield from script_calls.flush(L, half_life_ms=1, rebase_half_lives=1, reads={"p": {f"p:{i}": 1 for i in range(99)}},
                                   limits={})
     yield script_calls.check_and_read(L, stream="cachewarm:invalidations", group="g", consumer="c", count=1, now_ms=1,

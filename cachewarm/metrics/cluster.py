@@ -35,7 +35,7 @@ from ..redis_layer.keys import (
     INVALIDATION_STREAM,
     KeyLayout,
 )
-from ..redis_layer.popularity import decay_scale
+from ..redis_layer.popularity import hot_bound
 from ..settings import Settings
 
 _DEFAULTS = Settings.model_fields
@@ -123,8 +123,8 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[st
             continue
         for shard, epoch in enumerate(shard_epochs):
             if epoch is not None and not isinstance(epoch, Exception):
-                # Scores are decayed counts scaled by decay_scale: hot means above the threshold, scaled alike.
-                missing.append((name, shard, hot_threshold * decay_scale(snap.now_ms, _num(epoch), hot_half_life)))
+                # Hot: strictly above the bound (popularity.is_hot, on Redis's clock): ZCOUNT from '(bound'.
+                missing.append((name, shard, hot_bound(hot_threshold, snap.now_ms, _num(epoch), hot_half_life)))
     if missing:
         pipe = client.pipeline(transaction=False)
         for name, shard, low in missing:

@@ -22,7 +22,7 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-# ---- the read path and writes (store.py) ------------------------------------------------------------------------
+# ---- the read path and writes (keys.py, lua/) --------------------------------------------------------------------
 class AcquireStatus(Enum):
     FRESH = 1       # another loader just wrote the value: here it is
     LOAD = 0        # the lease is yours: load, then WRITE with the fence token
@@ -296,6 +296,13 @@ def hotset(layout: KeyLayout, *, keyspace: str, shard: int, threshold: float, ha
     return Call(script("hotset"),
                 [layout.hot(keyspace, shard), layout.hot_epoch(keyspace, shard), layout.seen(keyspace, shard)],
                 [repr(threshold), half_life_ms, repr(cold_factor)], _hot_shard)
+
+
+def hot_members(layout: KeyLayout, *, keyspace: str, shard: int, keys: Sequence[str], threshold: float,
+                half_life_ms: int) -> Call[list[bool]]:
+    """Whether each key (all of one hot-set shard) is hot now, by HOTSET's rule (is_hot, lua/preamble.lua)."""
+    return Call(script("hot_members"), [layout.hot(keyspace, shard), layout.hot_epoch(keyspace, shard)],
+                [repr(threshold), half_life_ms, *keys], lambda reply: [bool(int(flag)) for flag in reply])
 
 
 def take(*, bucket: str, rate: float, burst: float) -> Call[int]:

@@ -1,12 +1,13 @@
 """The hot set of a keyspace: keys whose decayed popularity is above the threshold, plus the pinned keys.
 
-Popularity is kept by the read path (access.py) in HOT_SHARDS shards per keyspace (keys.py): ``hot:{S#n}`` holds
-forward-decayed scores relative to ``hot:{S#n}:epoch``, so a key's decayed read count is score / 2^((now - epoch)
-/ half_life). The hot set is read from every shard and the pins in one pipeline (one round trip; a Redis Cluster
-client sends it to each node at once). Both the threshold test
-and the cleanup are therefore one ZRANGEBYSCORE / ZREMRANGEBYSCORE on a bound computed from the clock: the cost
-grows with the hot set, never with the keyspace. Cold members (far below the threshold) are dropped here so that
-a key nobody reads any more leaves the zset instead of waiting for max_tracked eviction.
+Popularity is kept by the read path (read/access.py) in HOT_SHARDS shards per keyspace (keys.py): ``hot:{S#n}``
+holds forward-decayed scores relative to ``hot:{S#n}:epoch``, so a key's decayed read count is score / 2^((now -
+epoch) / half_life). One HOTSET script per shard and the pins are read in one pipeline (one round trip; a Redis
+Cluster client sends it to each node at once). In each shard both the threshold test (popularity.is_hot's Lua twin:
+strictly above a bound computed from Redis's clock, one ZREVRANGEBYSCORE) and the cleanup (one ZRANGEBYSCORE of
+the cold members, then ZREM) work on score ranges: the cost grows with the hot set, never with the keyspace. Cold
+members (far below the threshold) are dropped here so that a key nobody reads any more leaves the zset instead of
+waiting for max_tracked eviction.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from ..redis_layer.script_calls import HotSet
 COLD_FACTOR = 16.0
 
 
-
 def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold: float,
             half_life: float) -> HotSet:
-    """The keyspace's hot keys (decayed reads >= threshold), hottest first with their decayed read counts, and
+    """The keyspace's hot keys (decayed reads above threshold), hottest first with their decayed read counts, and
     pinned keys; drops cold members on the way."""
     calls = [script_calls.hotset(layout, keyspace=keyspace, shard=shard, threshold=threshold,
                                  half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR)

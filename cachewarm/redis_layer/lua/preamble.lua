@@ -4,6 +4,15 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- What makes a member of a hot-set shard hot (popularity.py's hot_bound / is_hot are the Python twin): its decayed
+-- read count strictly above the threshold at `now`, Redis's clock (now_ms()): its score above this bound. HOTSET
+-- (the scan) and HOT_MEMBERS (an invalidation's hot keys) use it; metrics/cluster.py counts with the Python twin.
+local function hot_bound(threshold, now, epoch, half_life_ms)
+  return threshold * math.pow(2, (now - epoch) / half_life_ms)
+end
+local function is_hot(score, bound)
+  return score ~= nil and score > bound
+end
 -- The version field of a value envelope (envelope.py: 13 digits expiry '|' 13 digits fetched '|' kind '|', then
 -- version '|' ...: the version begins at byte 31). It began at byte 30 here until issue 12, so no script ever read
 -- a held value's version (tests/test_fence_versions.py).
