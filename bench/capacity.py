@@ -57,8 +57,8 @@ from cachewarm.invalidation.events import Event
 from cachewarm.redis_layer.connections import async_client
 from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from cachewarm.settings import Settings
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
-from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 CONFIG = """
 [keyspaces.product]

@@ -52,8 +52,8 @@ from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.redis_layer.connections import async_client
 from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
-from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 CONFIG = """
 [keyspaces.product]

@@ -65,9 +65,9 @@ from cachewarm.demo.source_process import SourceProcess
 from cachewarm.redis_layer.connections import async_client
 from cachewarm.redis_layer.keys import KeyLayout
 from cachewarm.settings import Settings
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 from cachewarm.warming.refresh import stats as refresh_stats
-from cachewarm.warming.refresh_engine import make_http_client
 
 L = KeyLayout()
 GOAL = 1500.0

@@ -30,8 +30,8 @@ from cachewarm.invalidation.events import Event
 from cachewarm.redis_layer import envelope, script_calls, scripts
 from cachewarm.redis_layer.connections import async_client
 from cachewarm.redis_layer.keys import KeyLayout
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
-from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 from tests.support.redis_cluster import topologies
 
 pytestmark = pytest.mark.timeout(90)

@@ -15,8 +15,8 @@ from cachewarm import Cache, Settings
 from cachewarm.config.keyspaces import KeyspaceRegistry
 from cachewarm.read.plans import Planner
 from cachewarm.redis_layer.connections import async_client
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
-from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 BOUND = 200
 KEYSPACE = """

@@ -16,7 +16,8 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.redis_layer import envelope, script_calls, scripts
 from cachewarm.redis_layer.keys import KeyLayout, shard_of
 from cachewarm.warming import refresh
-from cachewarm.warming.refresh import RefreshContext, refresh_batch, stats
+from cachewarm.warming.context import RefreshContext
+from cachewarm.warming.refresh import refresh_batch, stats
 from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()

@@ -17,7 +17,8 @@ from cachewarm import Settings
 from cachewarm.demo.source import SourceServer
 from cachewarm.redis_layer import envelope
 from cachewarm.redis_layer.keys import KeyLayout
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
+from cachewarm.warming.context import RefreshContext
+from cachewarm.warming.refresh import refresh_batch
 from tests.support.refresh_context import refresh_context
 
 L = KeyLayout()

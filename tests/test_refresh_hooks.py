@@ -13,8 +13,8 @@ from cachewarm import Settings
 from cachewarm.demo.source import SourceServer
 from cachewarm.hooks import Hooks, get_hooks, set_hooks
 from cachewarm.redis_layer.connections import async_client
-from cachewarm.warming.refresh import RefreshContext, refresh_batch
-from cachewarm.warming.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 pytestmark = pytest.mark.source(latency=0.01)
 

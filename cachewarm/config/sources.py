@@ -25,6 +25,7 @@ import httpx
 from yarl import URL
 
 from ..errors import BadSourceResponse, ConfigError, InvalidKey, SourceError
+from ..outcomes import SourceOutcome
 
 if TYPE_CHECKING:
     import aiohttp
@@ -105,9 +106,9 @@ class HttpPool:
             async with session.get(url, allow_redirects=False, timeout=limits) as response:
                 return response.status, await response.read()
         except TimeoutError:
-            raise SourceError("source timed out", kind="timeout") from None
+            raise SourceError("source timed out", kind=SourceOutcome.TIMEOUT) from None
         except aiohttp.ClientError as exc:
-            raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
+            raise SourceError(f"source unreachable: {type(exc).__name__}", kind=SourceOutcome.CONNECT) from None
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -150,9 +151,9 @@ class HttpSource:
         if status == 404:
             return Fetched(None)
         if status >= 500:
-            raise SourceError(f"source answered {status}", kind="http_5xx")
+            raise SourceError(f"source answered {status}", kind=SourceOutcome.HTTP_5XX)
         if status != 200:
-            raise SourceError(f"source answered {status}", kind="http_status")
+            raise SourceError(f"source answered {status}", kind=SourceOutcome.HTTP_STATUS)
         try:
             value = json.loads(content, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError):
@@ -180,9 +181,9 @@ def _http_errors() -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException:
-        raise SourceError("source timed out", kind="timeout") from None
+        raise SourceError("source timed out", kind=SourceOutcome.TIMEOUT) from None
     except httpx.HTTPError as exc:
-        raise SourceError(f"source unreachable: {type(exc).__name__}", kind="connect") from None
+        raise SourceError(f"source unreachable: {type(exc).__name__}", kind=SourceOutcome.CONNECT) from None
 
 
 @contextmanager
@@ -193,9 +194,9 @@ def _function_errors() -> Iterator[None]:
     except SourceError:
         raise
     except TimeoutError:
-        raise SourceError("source timed out", kind="timeout") from None
+        raise SourceError("source timed out", kind=SourceOutcome.TIMEOUT) from None
     except Exception as exc:
-        raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind="exception") from exc
+        raise SourceError(f"source function raised {type(exc).__name__}: {exc}", kind=SourceOutcome.EXCEPTION) from exc
 
 
 class PythonSource:

@@ -89,7 +89,7 @@ def write(layout: KeyLayout, *, key: str, envelope: str | bytes, px: int, fence:
 def write_many(layout: KeyLayout, items: Sequence[WriteItem], *, fence_ttl: int,
                bump: bool = False) -> Call[list[WriteStatus]]:
     """WRITE of several keys in one script call: each as `write` alone would, the replies in order. Several keys
-    are several slots: one key per call on a Redis Cluster (refresh.Pipeliner merges calls only on one Redis)."""
+    are several slots: one key per call on a Redis Cluster (warming's Pipeliner merges calls only on one Redis)."""
     keys: list[str | bytes] = []
     args: list[str | bytes | int | float] = [fence_ttl, "1" if bump else "0"]
     value_prefix, fence_prefix, lease_prefix = layout.value_prefix, layout.fence_prefix, layout.lease_prefix

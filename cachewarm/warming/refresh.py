@@ -23,7 +23,7 @@ Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_fo
 Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
 writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
 a 404 adds FORGET and the unpin. On one Redis the LEASEs of a pipeline are one script call of many keys, and so
-are its WRITEs and its SEENs (`Pipeliner.merged`); on a Redis Cluster every key keeps a call of its own (its
+are its WRITEs and its SEENs (pipeline.Pipeliner.merged); on a Redis Cluster every key keeps a call of its own (its
 slot).
 """
 
@@ -36,25 +36,24 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 import redis
 import redis.asyncio
 
-from ..config.keyspaces import KeyspaceRegistry
-from ..config.sources import Fetched, SourceClient
+from ..config.sources import Fetched
 from ..errors import SourceError, ValueNotSerializable
 from ..hooks import get_hooks
-from ..outcomes import RefreshOutcome
-from ..read.plans import Plan, Planner
+from ..outcomes import RefreshOutcome, SourceOutcome
+from ..read.plans import Plan
 from ..redis_layer import envelope, script_calls, scripts
 from ..redis_layer.connections import REDIS_ERRORS
 from ..redis_layer.keys import KeyLayout
 from ..redis_layer.script_calls import LeaseStatus, RemoveStatus, WriteStatus
-from ..settings import Settings
 from . import ratelimit
+from .context import RefreshContext
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
@@ -66,141 +65,6 @@ BACKOFF_CAP = 2.0
 BUSY_RETRY_FIRST = 0.02
 BUSY_RETRY_CAP = 0.25
 BUSY_RETRY_FOR = 5.0
-
-# Outcomes of one key's refresh (the hooks' `outcome` label; `stat_name` spells them in refresh:stats).
-OK, NOT_FOUND, FENCED, SKIPPED, BUSY, FAILED, UNKNOWN = (
-    RefreshOutcome.OK, RefreshOutcome.NOT_FOUND, RefreshOutcome.FENCED, RefreshOutcome.SKIPPED, RefreshOutcome.BUSY,
-    RefreshOutcome.ERROR, RefreshOutcome.UNKNOWN)
-
-
-Build = Callable[[list[Any]], "scripts.Call[list[Any]]"]
-MERGE_MAX = 500  # items of one merged script call at most
-# How long the refresh path's script calls wait for company before their pipeline goes: 2 ms (5 ms measured the
-# same) against 50 ms fetches took CPU per key from 1.10-1.20 to 0.93-1.11 ms in one process (issue 12).
-FLUSH_WINDOW = 0.002
-
-
-class Pipeliner:
-    """Coalesces the script calls made in one turn of the event loop into one pipelined round trip.
-
-    A batch's refreshes take their leases together and finish their fetches in waves, so this turns hundreds of
-    EVALSHA round trips (and as many trips through redis-py's connection pool) into a few pipelines. Calls of
-    the same kind (`merged`: LEASE, WRITE) are merged on one Redis into one script call of many keys, which
-    packs a few arguments per key instead of a whole command (issue 12); on a Redis Cluster each key keeps its
-    own call (its own slot). `call` and `merged` return futures: awaiting them adds no task. With a `window`
-    (seconds), a flush waits that long for more calls: fetches finish spread out, and one pipeline per loop turn
-    was about one pipeline per two keys.
-    """
-
-    def __init__(self, client: redis.asyncio.Redis, window: float = 0.0) -> None:
-        self.client = client
-        self.window = window
-        self.merge = not scripts.is_cluster(client)
-        self._pending: list[tuple[scripts.Call[Any], asyncio.Future[Any]]] = []
-        self._merged: dict[Hashable, tuple[Build, list[tuple[Any, asyncio.Future[Any]]]]] = {}
-        self._flushing: asyncio.Task[None] | None = None
-
-    def call(self, call: scripts.Call[R]) -> asyncio.Future[R]:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((call, future))
-        self._schedule()
-        return future
-
-    def merged(self, kind: Hashable, build: Build, item: Any) -> asyncio.Future[Any]:
-        """`build([item, ...])` makes one call of many items whose reply is a list, one result per item, in
-        order; items of the same `kind` (which must say everything `build` puts in the call besides the items)
-        made in this turn go in one call."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        group = self._merged.get(kind)
-        if group is None:
-            group = self._merged[kind] = (build, [])
-        group[1].append((item, future))
-        self._schedule()
-        return future
-
-    def _schedule(self) -> None:
-        if self._flushing is None:
-            self._flushing = asyncio.ensure_future(self._flush())
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(self.window)  # let the other calls of this turn (and of the window) join
-        batch, self._pending = self._pending, []
-        merged, self._merged = self._merged, {}
-        self._flushing = None
-        calls = [call for call, _ in batch]
-        targets: list[asyncio.Future[Any] | list[asyncio.Future[Any]]] = [future for _, future in batch]
-        step = MERGE_MAX if self.merge else 1
-        for build, entries in merged.values():
-            for i in range(0, len(entries), step):
-                chunk = entries[i:i + step]
-                calls.append(build([item for item, _ in chunk]))
-                targets.append([future for _, future in chunk])
-        try:
-            results = await scripts.aexecute(self.client, calls)
-        except BaseException as exc:
-            for target in targets:
-                for future in target if isinstance(target, list) else [target]:
-                    if not future.done():
-                        future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for target, result in zip(targets, results, strict=True):
-            if isinstance(target, list):
-                for i, future in enumerate(target):
-                    if not future.done():
-                        if isinstance(result, Exception):
-                            future.set_exception(result)
-                        else:
-                            future.set_result(result[i])
-            elif not target.done():
-                if isinstance(result, Exception):
-                    target.set_exception(result)
-                else:
-                    target.set_result(result)
-
-
-@dataclass
-class RefreshContext:
-    """What refreshes share for the life of a worker process: clients, plans and per-keyspace semaphores."""
-
-    settings: Settings
-    redis: redis.asyncio.Redis
-    http: SourceClient     # the workers' sources.HttpPool (make_http_client), or an httpx.AsyncClient
-    worker_id: str
-    keyspaces: KeyspaceRegistry | None = None
-    core: Planner = field(init=False)
-    layout: KeyLayout = field(init=False)
-    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    pipeliner: Pipeliner = field(init=False)
-    lease_builds: dict[Hashable, Build] = field(default_factory=dict)
-    # Keys' outcomes not yet told to the hooks: one hooks.refresh call per (keyspace, outcome) at a batch's end
-    # instead of one per key (a Prometheus label lookup and increment each).
-    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.core = Planner(self.settings, self.keyspaces)
-        self.layout = self.core.layout
-        self.pipeliner = Pipeliner(self.redis, FLUSH_WINDOW)
-
-    def build_write(self, items: list[script_calls.WriteItem]) -> scripts.Call[list[script_calls.WriteStatus]]:
-        """The refreshes' WRITE of many keys (fenced by their tokens, no bump)."""
-        return script_calls.write_many(self.layout, items, fence_ttl=self.settings.fence_ttl)
-
-    def build_seen(self, items: list[tuple[str, str]]) -> scripts.Call[list[bool]]:
-        """The refreshes' SEEN of many keys, each (key, keyspace)."""
-        return script_calls.seen_many(self.layout, items)
-
-    def concurrency(self, keyspace: str) -> int:
-        """Source requests of the keyspace in flight at once in this process."""
-        return self.core.keyspaces[keyspace].config.concurrency or self.settings.refresh_concurrency
-
-    def semaphore(self, keyspace: str) -> asyncio.Semaphore:
-        sem = self.semaphores.get(keyspace)
-        if sem is None:
-            sem = self.semaphores[keyspace] = asyncio.Semaphore(self.concurrency(keyspace))
-        return sem
-
 
 class KeyWatch(Protocol):
     """Told of each key of a batch, on the refresh loop (refresh_batch's `watch`)."""
@@ -293,7 +157,7 @@ async def _reported(ctx: RefreshContext, key: str, force: bool, watch: KeyWatch 
     token = _WATCH.set(watch)
     try:
         result = await refresh_one(ctx, key, force=force)
-        written = result.outcome is OK
+        written = result.outcome is RefreshOutcome.OK
         return result
     finally:
         _WATCH.reset(token)
@@ -316,14 +180,14 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
     then stay missing until its next read. The holder's own fresh value makes the retry a "not due" skip."""
     plan = ctx.core.plan(key)
     if plan is None or plan.source is None:
-        return KeyResult(key, "_none", UNKNOWN)
+        return KeyResult(key, "_none", RefreshOutcome.UNKNOWN)
     cfg = ctx.core.keyspaces[plan.label].config
     ahead_ms = int(cfg.refresh_ahead * 1000)
-    result = KeyResult(key, plan.label, SKIPPED)
+    result = KeyResult(key, plan.label, RefreshOutcome.SKIPPED)
     try:
         result = await _refresh_attempt(ctx, plan, None if force else ahead_ms)
         waited, delay = 0.0, BUSY_RETRY_FIRST
-        while force and result.outcome is BUSY and waited < BUSY_RETRY_FOR:
+        while force and result.outcome is RefreshOutcome.BUSY and waited < BUSY_RETRY_FOR:
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, BUSY_RETRY_CAP)
@@ -338,7 +202,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
     key = plan.key
     cfg = ctx.core.keyspaces[plan.label].config
     layout = ctx.layout
-    result = KeyResult(key, plan.label, SKIPPED)
+    result = KeyResult(key, plan.label, RefreshOutcome.SKIPPED)
     try:
         token = f"w={ctx.worker_id}|{secrets.token_hex(6)}"
         enlist = ctx.core.enlist_calls(plan)
@@ -346,7 +210,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
             await asyncio.gather(*(ctx.pipeliner.call(call) for call in enlist))
         leased = await _lease(ctx, plan, token, ahead_ms)
         if leased.status is not LeaseStatus.TAKEN:
-            result.outcome = SKIPPED if leased.status is LeaseStatus.NOT_DUE else BUSY
+            result.outcome = RefreshOutcome.SKIPPED if leased.status is LeaseStatus.NOT_DUE else RefreshOutcome.BUSY
             return result
         fence, had_value = leased.fence, leased.had_value
         result.late = leased.late
@@ -358,7 +222,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
             if isinstance(exc, ValueNotSerializable):
                 log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
             result.wasted = (await _release(ctx, key, token, seen))[1]
-            result.outcome = FAILED
+            result.outcome = RefreshOutcome.ERROR
             result.stale = had_value
             return result
         except BaseException:
@@ -367,7 +231,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
         if not fetched.found:
             removed, result.wasted = await _along(ctx, script_calls.remove(
                 layout, key=key, fence=fence, lease_token=token), seen)
-            result.outcome = NOT_FOUND if removed is RemoveStatus.REMOVED else FENCED
+            result.outcome = RefreshOutcome.NOT_FOUND if removed is RemoveStatus.REMOVED else RefreshOutcome.FENCED
             if removed is RemoveStatus.REMOVED:
                 await _forget(ctx, plan)
             return result
@@ -377,11 +241,11 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
                                       ttl + plan.stale_ms, fence, token, fetched.version)
         write = ctx.pipeliner.merged("write", ctx.build_write, item)
         written, result.wasted = await _along(ctx, write, seen, *enlist)
-        result.outcome = OK if written is WriteStatus.WRITTEN else FENCED
+        result.outcome = RefreshOutcome.OK if written is WriteStatus.WRITTEN else RefreshOutcome.FENCED
         return result
     except REDIS_ERRORS:
         get_hooks().redis_error("refresh")
-        result.outcome = FAILED
+        result.outcome = RefreshOutcome.ERROR
         return result
 
 
@@ -450,7 +314,8 @@ async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
                 raise
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
             continue
-        hooks.source_request(plan.label, time.perf_counter() - started, "ok" if fetched.found else "not_found")
+        hooks.source_request(plan.label, time.perf_counter() - started,
+                             SourceOutcome.OK if fetched.found else SourceOutcome.NOT_FOUND)
         return fetched
     raise AssertionError("unreachable")
 

@@ -22,22 +22,16 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 # aiohttp is imported here, by the worker's main process, so that its forked pool children inherit it: imported
-# after the fork (sources.py imports it on first use), it and its TLS contexts cost each child 0.1-0.3 s of CPU.
+# after the fork (config/sources.py imports it on first use), it and its TLS contexts cost each child 0.1-0.3 s of CPU.
 import aiohttp  # noqa: F401
 
-from ..config.sources import HttpPool
-from ..redis_layer.connections import async_client
 from ..settings import Settings
+from .context import RefreshContext
 from .heartbeat import beat_forever, worker_id
-from .refresh import KeyWatch, RefreshContext, refresh_batch
+from .refresh import KeyWatch, refresh_batch
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def make_http_client(settings: Settings, *, concurrency: int | None = None) -> HttpPool:
-    """The workers' HTTP client for sources: aiohttp's connection pool (each source gives its own timeout)."""
-    return HttpPool(max_connections=max(concurrency or settings.refresh_concurrency, 10))
 
 
 class RefreshEngine:
@@ -59,10 +53,7 @@ class RefreshEngine:
     def _run(self, ready: Future[RefreshContext]) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            ctx = RefreshContext(
-                self.settings, async_client(self.settings.redis_url, timeout=max(self.settings.redis_timeout, 5.0),
-                                            cluster=self.settings.redis_cluster),
-                make_http_client(self.settings), self.worker_id)
+            ctx = RefreshContext.open(self.settings, self.worker_id, timeout=max(self.settings.redis_timeout, 5.0))
         except BaseException as exc:
             ready.set_exception(exc)
             return
@@ -111,8 +102,7 @@ class RefreshEngine:
         async def shutdown() -> None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-            await self.ctx.http.aclose()
-            await self.ctx.redis.aclose()
+            await self.ctx.aclose()
 
         try:
             self.run(shutdown()).result(10)
@@ -127,7 +117,7 @@ _lock = threading.Lock()
 
 def get_engine(settings: Settings | None = None, *, flush_window: float | None = None) -> RefreshEngine:
     """The engine of this process, created on first use and again after a fork. `flush_window` (seconds) replaces
-    the pipeline window of refresh.Pipeliner (the sidecar's hot refreshes: 0, latency first)."""
+    the pipeline window of pipeline.Pipeliner (the sidecar's hot refreshes: 0, latency first)."""
     global _engine
     with _lock:
         if _engine is None or _engine.pid != os.getpid():

@@ -26,6 +26,7 @@ from ...config.sources import Fetched
 from ...errors import CacheUnavailable, SourceError
 from ...hooks import get_hooks
 from ...near.cache import Ticket, near_cache_for
+from ...outcomes import SourceOutcome
 from ...redis_layer import envelope, scripts
 from ...redis_layer.connections import REDIS_ERRORS, sync_client
 from ...redis_layer.script_calls import AcquireStatus, WriteStatus
@@ -256,11 +257,11 @@ class Cache:
     def _fetch_source(self, plan: Plan) -> Fetched:
         assert plan.source is not None
         started = time.perf_counter()
-        outcome = "ok"
+        outcome: str = SourceOutcome.OK
         try:
             fetched = plan.source.fetch_sync(plan.params, self._http)
             if not fetched.found:
-                outcome = "not_found"
+                outcome = SourceOutcome.NOT_FOUND
             return fetched
         except SourceError as exc:
             outcome = exc.kind
