@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 
+# The exit status of a process a ConfigError stopped (the CLI's commands, the worker's child processes): a parent
+# does not restart a child that exited with it, since a new start would only repeat the error.
+CONFIG_ERROR = 2
+
+
 class CachewarmError(Exception):
     """Base of every error cachewarm raises on purpose."""
 

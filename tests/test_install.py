@@ -16,7 +16,7 @@ from celery import Celery
 from cachewarm import Settings
 from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.tasks import REFRESH, SCAN, backlog, settings_of
-from cachewarm.worker import periodic, queues
+from cachewarm.worker import metrics_step, periodic, queues
 from cachewarm.worker.install import install
 
 CONFIG = Path("/nonexistent/cachewarm.toml")
@@ -126,6 +126,23 @@ def test_the_start_line_names_what_was_set_and_warns_about_pickle(caplog: pytest
     assert len(lines) == 1
     assert "set task_routes" in lines[0] and "beat_schedule['cachewarm.scan']" in lines[0]
     assert "accepts ['pickle']" in lines[0]
+
+
+def test_metrics_take_the_settings_of_the_app_as_the_sidecar_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker of an app built with explicit settings counts under those settings' keyspaces (issue 24: the
+    metrics step read the environment's while the sidecar step read the app's)."""
+    settings = Settings.load(refresh_queue="team.refresh")
+    app = Celery("team")
+    install(app, settings)
+    given: list[Settings | None] = []
+    monkeypatch.setattr(metrics_step, "_settings", None)
+    monkeypatch.setattr(metrics_step, "runs_cachewarm", lambda worker: True)
+    monkeypatch.setattr(metrics_step.multiprocess, "enable", lambda: None)
+    monkeypatch.setattr(metrics_step.multiprocess, "enabled", lambda: True)
+    monkeypatch.setattr(metrics_step, "_install_hooks", given.append)
+    metrics_step.on_worker_init(sender=SimpleNamespace(app=app))
+    metrics_step.on_child_init()  # a pool child: the settings its main process had
+    assert given == [settings, settings]
 
 
 def test_queue_length_is_read_from_the_broker_and_counts_only_the_refresh_queue(redis_server: RedisServer) -> None:

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from cachewarm import Cache, Settings, publish_invalidation
+from cachewarm.errors import CONFIG_ERROR
 from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM
 from cachewarm.worker import sidecar_step
 from tests.support.waiting import wait_until
@@ -101,7 +102,7 @@ def test_a_configuration_error_is_not_restarted(redis_url: str, write_config: Ca
     try:
         proc = step.process
         assert proc is not None
-        assert proc.wait(20) == sidecar_step.CONFIG_ERROR
+        assert proc.wait(20) == CONFIG_ERROR
         step.check()
         assert step.process is None
     finally:

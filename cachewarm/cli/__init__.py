@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..contrib import load_startup_hooks
-from ..errors import ConfigError
+from ..errors import CONFIG_ERROR, ConfigError
 
 # name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -36,12 +36,13 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
-        # The one place a configuration error becomes one line and exit status 2, whichever command raised it.
+        # The one place a configuration error becomes one line and exit status 2 (CONFIG_ERROR), whichever command
+        # raised it.
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
             click.echo(f"cachewarm: configuration error: {exc}", err=True)
-            ctx.exit(2)
+            ctx.exit(CONFIG_ERROR)
 
 
 @click.group(cls=LazyGroup)

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_consumer="cachewarm.worker.consumer:Consumer",
         task_queues=queues.cachewarm_queues(settings),
         task_routes=queues.routes(settings),
-        beat_schedule={"cachewarm.scan": queues.scan_entry(settings)},
+        beat_schedule={queues.SCAN_ENTRY: queues.scan_entry(settings)},
     )
     app.conf[tasks.SETTINGS_KEY] = settings
     tasks.register(app)

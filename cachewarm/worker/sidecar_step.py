@@ -22,14 +22,13 @@ from celery import bootsteps
 from ..metrics import multiprocess
 from ..settings import Settings
 from ..warming import heartbeat
-from .children import stop_child
+from .children import CONFIG_ERROR, stop_child
 from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 5.0
 STOP_TIMEOUT = 30.0  # the sidecar's own drain (sidecar.DRAIN_TIMEOUT) plus the consumer's stop
-CONFIG_ERROR = 2
 
 
 _fork_guard_installed = False
