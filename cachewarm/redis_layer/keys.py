@@ -92,11 +92,6 @@ def shard_of(key: str) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % HOT_SHARDS
 
 
-def has_braces(prefix: str) -> bool:
-    """Whether a prefix would move the hash tags of the layout (refused by settings.py)."""
-    return "{" in prefix or "}" in prefix
-
-
 class KeyLayout:
     """Builds the Redis key names for one prefix."""
 

@@ -1,6 +1,6 @@
-"""Refreshing the hot keys an invalidation names, at once; repeats coalesce.
-
-The consumer hands each batch's hot keys to a callable it is given; this is the one the workers give it. It knows
+"""Refreshing the hot keys an invalidation names, at once; repeats coalesce. The invalidation consumer hands each
+batch's hot keys to a callable it is given; in a worker node that callable writes them to a pipe
+(invalidation/handoff.py) whose reader, a thread of the sidecar, hands them to a `HotRefresher` here. It knows
 nothing of what refreshes: it is built around a `start(keys, watch)` that begins refreshing a batch and returns a
 future that ends with the batch, telling `watch` (from any thread) as each key's source request goes
 (`fetching(key)`) and as its refresh ends (`done(key, written)`). The worker sidecar passes its refresh engine's
