@@ -1,10 +1,12 @@
-"""Refreshing the hot keys an invalidation names, at once; repeats coalesce. The invalidation consumer hands each
-batch's hot keys to a callable it is given; in a worker node that callable writes them to a pipe
-(invalidation/handoff.py) whose reader, a thread of the sidecar, hands them to a `HotRefresher` here. It knows
-nothing of what refreshes: it is built around a `start(keys, watch)` that begins refreshing a batch and returns a
-future that ends with the batch, telling `watch` (from any thread) as each key's source request goes
-(`fetching(key)`) and as its refresh ends (`done(key, written)`). The worker sidecar passes its refresh engine's
-`submit` (refresh.KeyWatch); `threaded` runs a per-key load, such as a Cache's `lookup`, in a thread pool.
+"""Refreshing the hot keys an invalidation names, at once; repeats coalesce.
+
+The invalidation consumer hands each batch's hot keys to a callable it is given; in a worker node that callable
+writes them to a pipe (invalidation/handoff.py) whose reader, a thread of the sidecar, hands them to a
+`HotRefresher` here. It knows nothing of what refreshes: it is built around a `start(keys, watch)` that begins
+refreshing a batch and returns a future that ends with the batch, telling `watch` (from any thread) as each key's
+source request goes (`fetching(key)`) and as its refresh ends (`done(key, written)`). The worker sidecar passes its
+refresh engine's `submit` (refresh.KeyWatch); `threaded` runs a per-key load, such as a Cache's `lookup`, in a
+thread pool.
 
 While a key's refresh runs, new requests for it (each an invalidation applied before the request) become at most
 one more refresh after it, and only when needed: a request made before the running refresh's source request went
