@@ -194,3 +194,19 @@ def test_the_checker_sees_a_cycle_and_imports_anywhere(tmp_path: Path) -> None:
                       "def f():\n    from cachewarm import settings\n")
     modules = {"cachewarm.client": source, "cachewarm.settings": source, "cachewarm.m": source}
     assert _imports("cachewarm.m", source, modules) == {"cachewarm.client", "cachewarm.settings"}
+
+
+MAX_LINES = 400
+TOP_LEVEL = {"__init__", "__main__", "client", "errors", "hooks", "outcomes", "settings"}
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module holds one idea; past 400 lines it usually holds several (split it where the ideas part)."""
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long
+
+
+def test_the_top_level_holds_only_the_public_face() -> None:
+    """Everything else lives in the package of its layer (LAYERS): a new module goes there, not beside these."""
+    assert {path.stem for path in PACKAGE.glob("*.py")} == TOP_LEVEL
