@@ -23,7 +23,7 @@ acknowledged and had not sent on can be lost):
 `--fence-wait S` sets the keyspace's `fence_replica_wait` (the consumer sends `WAIT 1 <S*1000>` after each batch's
 fence bumps and floors, docs/SCALING.md); the consumer's events/s and apply time are printed either way.
 
-    PYTHONPATH=. .venv/bin/python bench/failover.py [--keys 200] [--before 4] [--after 8] [--fence-wait 0.1]
+    .venv/bin/python -m bench.failover [--keys 200] [--before 4] [--after 8] [--fence-wait 0.1]
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx
 import redis

@@ -19,7 +19,7 @@
    commandstats) per write, database statements per write by construction.
 3. The relay's own cost: rows drained per second from a full outbox, µs per row.
 
-    PYTHONPATH=. python bench/outbox_latency.py [--quick] [--rate 500] [--seconds 20] [--writes 2000] [--markdown]
+    python -m bench.outbox_latency [--quick] [--rate 500] [--seconds 20] [--writes 2000] [--markdown]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Every row also gives CPU ms per key (see the table's notes). A Celery row that s
 refreshed for --stall seconds) fails, naming how many were refreshed, with py-spy dumps of the worker's processes
 (if py-spy is installed) and the logs kept; whatever way the bench ends, it leaves no process behind.
 
-    PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--systems ...] [--markdown]
+    python -m bench.refresh_throughput [--keys 20000] [--quick] [--systems ...] [--markdown]
         [--topology standalone|cluster|both]
 
 `--topology cluster` runs the same rows with the cache on a private 3-master Redis Cluster (the broker a standalone
@@ -42,9 +42,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx
 import redis

@@ -9,7 +9,7 @@
 - handoff.py       the consumer's hot keys, through a pipe, to the process that refreshes them
 
 What refreshes those hot keys is warming's (warming/hot_refresh.py, in the worker node's sidecar): the consumer
-is handed a callable and imports nothing of warming (tests/layering/test_layering.py).
+is handed a callable and imports nothing of warming (tests/unit/test_layering.py).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ A plan holds what is per key and only that: the key, its value key (what a hit r
 string work) and its keyspace's `Shared` (label, TTLs in ms, hot-key bound, source, tags without placeholders), one
 object per keyspace per Planner. A key's parameters, and its tags when they have placeholders, are worked out again
 when a source is called or a script written (a miss or a refresh: a regex match, ~1 us, beside milliseconds).
-That is ~240 bytes per memoised key with the key string and the memo's dict slots (tracemalloc, tests/test_memory.py),
-~4.6 MiB at the default bound of CACHEWARM_MAX_PLANS (20,000); the memo (memo.TwoGenerationMemo) drops the least
-recently used keys first, gradually.
+That is ~240 bytes per memoised key with the key string and the memo's dict slots (tracemalloc,
+tests/read/test_memory.py), ~4.6 MiB at the default bound of CACHEWARM_MAX_PLANS (20,000); the memo
+(memo.TwoGenerationMemo) drops the least recently used keys first, gradually.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class AsyncClusterClient(redis.asyncio.cluster.RedisCluster):
     """redis-py's asyncio cluster client, with one fix. While it learns the slots (at its first commands, and again
     after a broken connection) it replaces node objects and closes their connections, including one another task
     has just taken, whose command then fails with AttributeError while connecting, before it is sent (no stream:
-    tests/test_stampede.py's fifty concurrent first reads hit it about once in 125 commands). Such a command is
+    tests/read/test_stampede.py's fifty concurrent first reads hit it about once in 125 commands). Such a command is
     sent once more; failing again, it is raised as the broken connection it is (readers fall back to the source)."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -105,7 +105,7 @@ class _StreamKeys:
     by `COMMAND GETKEYS` (movable keys), twice per call, and asks the client's default node, the one the URL named:
     a round trip each, and while that node is down (its master SIGKILLed, before the failover or for good) every
     XREAD / XREADGROUP failed with ConnectionError, so the invalidation consumer stopped reading until that node
-    was back (tests/test_cluster_failover_consumer.py). Everything else goes to redis-py's parser."""
+    was back (tests/invalidation/test_cluster_failover_consumer.py). Everything else goes to redis-py's parser."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner

@@ -1,6 +1,6 @@
 """The read-through client for asyncio: `AsyncCache`, the one source of both clients. The sync twin `Cache`
 (cachewarm/read/_sync/client.py) is generated from this file by tools/unasync.py: edit here, then run
-`.venv/bin/python tools/unasync.py`; tests/test_unasync.py fails while the generated file is out of date.
+`.venv/bin/python tools/unasync.py`; tests/unit/test_unasync.py fails while the generated file is out of date.
 
 A hit is one GET; its accounting is one append to the process's access buffer (lookup.py, access.py). A miss goes
 through the in-process single flight (singleflight.py: one loader per key per process), then the cluster-wide lease

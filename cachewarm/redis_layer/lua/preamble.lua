@@ -15,7 +15,7 @@ local function is_hot(score, bound)
 end
 -- The version field of a value envelope (envelope.py: 13 digits expiry '|' 13 digits fetched '|' kind '|', then
 -- version '|' ...: the version begins at byte 31). It began at byte 30 here until issue 12, so no script ever read
--- a held value's version (tests/test_fence_versions.py).
+-- a held value's version (tests/redis_layer/test_fence_versions.py).
 local function env_version(v)
   if not v then return nil end
   local bar = string.find(v, '|', 31, true)
