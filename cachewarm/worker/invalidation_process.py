@@ -36,8 +36,6 @@ log = logging.getLogger("cachewarm.sidecar")
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/cachewarm-invalidation] %(message)s"
 STOP_TIMEOUT = 10.0
-# children.SWITCH_INTERVAL, 1 ms: Python's default 5 ms lets the waiting main thread hold the GIL that long when it
-# wakes; the consumer's thread is the one that matters here.
 
 
 class ConsumerProcess:

@@ -48,10 +48,6 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/cachewarm-sidecar] %(message)s"
 # How long the engine may take at exit to finish the hot-key refreshes it started.
 DRAIN_TIMEOUT = 20.0
 CONSUMER_ENV = "CACHEWARM_INVALIDATION_CONSUMER"
-# children.SWITCH_INTERVAL, 1 ms: Python's default 5 ms lets the engine's thread keep the GIL that long while the
-# hot-key pipe's reader waits with a key to hand over. At 1 ms (as in the consumer's process), 7 interleaved pairs
-# of 500 events/s runs (issue 12): new-value p99 95 against 135 ms at the median, better in 5 of 7 pairs; del p99
-# better in 6.
 
 
 def consumer_enabled() -> bool:
