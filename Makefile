@@ -16,7 +16,7 @@ APT_PACKAGES := redis-server redis-sentinel rabbitmq-server postgresql prometheu
 
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-latest test-lowest try-resolution lock relock faults lint bench system-deps clean
+.PHONY: demo test test-unit test-latest test-lowest try-resolution lock relock faults lint bench system-deps clean
 
 system-deps:
 	@missing=""; \
@@ -53,6 +53,10 @@ test: system-deps $(STAMP)
 	$(BIN)/ruff check cachewarm tests bench examples tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The tests that need no server nor process of their own (tests/unit/, about 20 s): for a quick loop while editing.
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
 
 # The suite, ruff and mypy against the newest releases the ranges allow, resolved now (the lock untouched).
 test-latest: system-deps $(UV)

@@ -22,7 +22,7 @@ Per phase, deltas summed over every master: INFO commandstats (calls; commands t
 server's CPU (used_cpu_user + used_cpu_sys), used_memory; the client's CPU is this process's (time.process_time,
 every thread: the flush thread too). A calibration of an empty phase (the INFO calls themselves) is subtracted.
 
-    PYTHONPATH=. .venv/bin/python bench/capacity.py [--keys 5000] [--repeat 4] [--topology standalone|cluster|both]
+    .venv/bin/python -m bench.capacity [--keys 5000] [--repeat 4] [--topology standalone|cluster|both]
         [--fence-wait 0.1] [--events-only]
 """
 
@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import os
 import signal
 import sys
 import tempfile
@@ -41,24 +40,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `bench` and `cachewarm` importable from the checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import redis
 
-from bench.common import ZipfSampler, print_table
+from bench.common import ZipfSampler, percentile, print_table
 from bench.topology import CacheServers, add_topology_arg, cache_servers, load_average, topologies_of
 from cachewarm import Cache, publish_invalidation
-from cachewarm.connections import async_client
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.apply import apply_events
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.events import Event
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from cachewarm.settings import Settings
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 CONFIG = """
 [keyspaces.product]
@@ -222,7 +218,7 @@ def apply_latency(servers: CacheServers, settings: Settings, configs: Sequence[P
     for label, samples in zip(("without WAIT", "with WAIT (fence_replica_wait)"), times, strict=True):
         samples.sort()
         print(f"apply_events of 1 key event, {label}: median {samples[len(samples) // 2]:,.0f} µs, "
-              f"p99 {samples[int(len(samples) * 0.99)]:,.0f} µs ({len(samples)} calls, {servers.topology})",
+              f"p99 {percentile(samples, 99, ordered=True):,.0f} µs ({len(samples)} calls, {servers.topology})",
               file=sys.stderr)
 
 

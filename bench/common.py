@@ -96,12 +96,13 @@ class LatencyStats:
     max: float
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence (q in [0, 100])."""
-    if not sorted_values:
+def percentile(values: Sequence[float], q: float, *, ordered: bool = False) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of `values` (already sorted when `ordered`); NaN when empty. The one
+    definition every bench reports with."""
+    data = values if ordered else sorted(values)
+    if not data:
         return float("nan")
-    index = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
+    return data[max(0, min(len(data) - 1, math.ceil(q / 100 * len(data)) - 1))]
 
 
 def latency_stats(latencies: Sequence[float]) -> LatencyStats:
@@ -109,7 +110,8 @@ def latency_stats(latencies: Sequence[float]) -> LatencyStats:
     ordered = sorted(latencies)
     if not ordered:
         return LatencyStats(0, float("nan"), float("nan"), float("nan"))
-    return LatencyStats(len(ordered), _percentile(ordered, 50), _percentile(ordered, 99), ordered[-1])
+    return LatencyStats(len(ordered), percentile(ordered, 50, ordered=True), percentile(ordered, 99, ordered=True),
+                        ordered[-1])
 
 
 @dataclass

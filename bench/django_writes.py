@@ -279,7 +279,6 @@ def _parent(args: argparse.Namespace) -> int:
              "--database-url", url])
         status = child("")
         if args.postgres and status == 0:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
             from tests.support.postgres import PostgresServer
 
             with PostgresServer(options={}) as postgres:  # default durability: fsync and synchronous commit on

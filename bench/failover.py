@@ -23,7 +23,7 @@ acknowledged and had not sent on can be lost):
 `--fence-wait S` sets the keyspace's `fence_replica_wait` (the consumer sends `WAIT 1 <S*1000>` after each batch's
 fence bumps and floors, docs/SCALING.md); the consumer's events/s and apply time are printed either way.
 
-    PYTHONPATH=. .venv/bin/python bench/failover.py [--keys 200] [--before 4] [--after 8] [--fence-wait 0.1]
+    .venv/bin/python -m bench.failover [--keys 200] [--before 4] [--after 8] [--fence-wait 0.1]
 """
 
 from __future__ import annotations
@@ -39,21 +39,18 @@ import threading
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import httpx
 import redis
 
 from bench.common import ZipfSampler
 from bench.topology import CacheServers, cache_servers, load_average
 from cachewarm import Cache, publish_invalidation
-from cachewarm.connections import async_client
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
 
 CONFIG = """
 [keyspaces.product]

@@ -24,7 +24,7 @@ window's hot misses split by whether the key's decayed read count was at the thr
 Goals (issue 12): steady-state hot hit ratio >= 99.9 %, hot read p99 <= 3x raw GET p99, req/hot key/period <= 1.05,
 learning misses per newly hot key <= 1.5.
 
-    PYTHONPATH=. python bench/hit_ratio.py [--quick] [--systems classic,locked] [--markdown]
+    python -m bench.hit_ratio [--quick] [--systems classic,locked] [--markdown]
         [--warmup S] [--shift-seconds S] [--half-life S] [--topology standalone|cluster|both]
 
 `--topology cluster` runs cachewarm alone (the baselines are single-server clients) with the cache on a private
@@ -48,9 +48,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-if __package__ in (None, ""):  # run as a script: make `bench` and `cachewarm` importable from the checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis
 

@@ -32,10 +32,10 @@ group's pending + lag (entries not yet acknowledged), sampled every second: firs
 median / max, `flat` or `GROWING`. Goals (issue 12): at 500/s del p99 <= 10 ms and new p99 <= 80 ms; at 2,000/s
 for 60 s over 1,000 keys del p99 <= 20 ms with the backlog flat.
 
-    PYTHONPATH=. python bench/invalidation_latency.py [--quick] [--events N | --seconds S] [--rate R] [--keys K]
+    python -m bench.invalidation_latency [--quick] [--events N | --seconds S] [--rate R] [--keys K]
         [--markdown] [--layout process|shared] [--refresher engine|cache|none] [--topology standalone|cluster|both]
-    PYTHONPATH=. python bench/invalidation_latency.py --rate 2000 --seconds 60 --keys 1000 --systems cachewarm
-    PYTHONPATH=. python bench/invalidation_latency.py --find-max --seconds 20 --keys 1000   # highest sustained rate
+    python -m bench.invalidation_latency --rate 2000 --seconds 60 --keys 1000 --systems cachewarm
+    python -m bench.invalidation_latency --find-max --seconds 20 --keys 1000   # highest sustained rate
 
 `--find-max` runs cachewarm alone at --rates (default 500, 1000, 1500, 2000, 2500, 3000, 4000) and stops at the
 first rate that fails: del p99 > 20 ms, the backlog growing, or the driver falling behind (under 97% of the rate).
@@ -66,9 +66,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` and `cachewarm` importable from the checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import httpx
 import redis
 import redis.cluster
@@ -83,10 +80,11 @@ from bench.topology import (
     side_by_side,
     topologies_of,
 )
-from cachewarm import Cache, envelope
+from cachewarm import Cache
 from cachewarm.demo.source_process import SourceProcess
 from cachewarm.invalidation.publish import event_fields
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 
 SOURCE_LATENCY = 0.05
 EVENT_TIMEOUT = 5.0
@@ -109,7 +107,7 @@ import signal, sys, threading
 sys.setswitchinterval(float(sys.argv[1]))
 from cachewarm import Settings
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.invalidation.hot_refresh import HotRefresher
+from cachewarm.warming.hot_refresh import HotRefresher
 from cachewarm.worker.sidecar import engine_refresher
 settings = Settings.load()
 refresher = None

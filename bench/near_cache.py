@@ -37,8 +37,8 @@ from cachewarm import AsyncCache, Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.near.store import LocalStore
 
-from .common import ZipfSampler, print_table
-from .read_path import VALUE, interleave_async, interleave_sync, percentile
+from .common import ZipfSampler, percentile, print_table
+from .read_path import VALUE, interleave_async, interleave_sync
 
 KEYSPACES = """
 [keyspaces.product]
@@ -64,7 +64,7 @@ def load(id: str) -> dict[str, Any]:
 
 
 def _row(name: str, samples: list[float], base: list[float]) -> list[str]:
-    med, p99 = statistics.median(samples) / 1000, percentile(samples, 0.99) / 1000
+    med, p99 = statistics.median(samples) / 1000, percentile(samples, 99) / 1000
     speed = statistics.median(base) / statistics.median(samples)
     return [name, f"{med:.2f}", f"{p99:.2f}", f"{speed:.1f}x"]
 
@@ -132,7 +132,7 @@ def push_to_drop(url: str, config: Path, trials: int) -> tuple[float, float, flo
             delays.append(time.perf_counter() - acked)
     writer.close()
     delays.sort()
-    return statistics.median(delays), percentile(delays, 0.99), delays[-1]
+    return statistics.median(delays), percentile(delays, 99, ordered=True), delays[-1]
 
 
 def bytes_per_entry(count: int = 10_000) -> float:

@@ -19,7 +19,7 @@
    commandstats) per write, database statements per write by construction.
 3. The relay's own cost: rows drained per second from a full outbox, µs per row.
 
-    PYTHONPATH=. python bench/outbox_latency.py [--quick] [--rate 500] [--seconds 20] [--writes 2000] [--markdown]
+    python -m bench.outbox_latency [--quick] [--rate 500] [--seconds 20] [--writes 2000] [--markdown]
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from bench.common import latency_stats, print_table
 from cachewarm import Settings, publish_invalidation
 from cachewarm.contrib.sqlalchemy import CacheInvalidator, outbox_table
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.keys import INVALIDATION_STREAM
 from cachewarm.outbox.relay import Relay
 from cachewarm.outbox.schema import POSTGRES_STATEMENTS, SQLITE_STATEMENTS
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 from tests.support.outbox_db import connect
 from tests.support.postgres import PostgresServer
 

@@ -12,7 +12,7 @@ tracking on, as in production. The async half does the same for `AsyncCache.get`
 
 Goal: `Cache.get` on a hit within 1.10x of the raw pair (median), on either topology. Accounting is buffered
 in-process and flushed every `stats_flush_interval` (0.25 s) in one script call, so a hit is one GET (see
-cachewarm/access.py).
+cachewarm/read/access.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from bench.common import percentile
 from bench.topology import (
     CacheServers,
     Figure,
@@ -58,11 +59,6 @@ ttl = 3600
 
 def load(id: str) -> dict[str, Any]:
     return {**VALUE, "id": id}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def time_sync(fn: Callable[[], Any], n: int, out: list[float]) -> None:
@@ -109,12 +105,12 @@ async def interleave_async(pairs: dict[str, Callable[[], Awaitable[Any]]], round
 
 
 def row(name: str, samples: list[float], base: list[float] | None) -> str:
-    med, p99 = statistics.median(samples) / 1000, percentile(samples, 0.99) / 1000
+    med, p99 = statistics.median(samples) / 1000, percentile(samples, 99) / 1000
     if base is None:
         ratio = "1.00x / 1.00x"
     else:
         ratio = (f"{med / (statistics.median(base) / 1000):.2f}x / "
-                 f"{p99 / (percentile(base, 0.99) / 1000):.2f}x")
+                 f"{p99 / (percentile(base, 99) / 1000):.2f}x")
     return f"| {name:<50} | {med:>10.1f} | {p99:>9.1f} | {ratio:>15} |"
 
 

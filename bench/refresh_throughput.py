@@ -20,7 +20,7 @@ Every row also gives CPU ms per key (see the table's notes). A Celery row that s
 refreshed for --stall seconds) fails, naming how many were refreshed, with py-spy dumps of the worker's processes
 (if py-spy is installed) and the logs kept; whatever way the bench ends, it leaves no process behind.
 
-    PYTHONPATH=. python bench/refresh_throughput.py [--keys 20000] [--quick] [--systems ...] [--markdown]
+    python -m bench.refresh_throughput [--keys 20000] [--quick] [--systems ...] [--markdown]
         [--topology standalone|cluster|both]
 
 `--topology cluster` runs the same rows with the cache on a private 3-master Redis Cluster (the broker a standalone
@@ -43,9 +43,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import httpx
 import redis
 from celery import Celery
@@ -60,14 +57,14 @@ from bench.topology import (
     side_by_side,
     topologies_of,
 )
-from cachewarm.connections import async_client
+from cachewarm.config.sources import SourceClient
 from cachewarm.demo.source_process import SourceProcess
-from cachewarm.keys import KeyLayout
-from cachewarm.refresh import RefreshContext, refresh_batch
-from cachewarm.refresh import stats as refresh_stats
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.redis_layer.connections import async_client
+from cachewarm.redis_layer.keys import KeyLayout
 from cachewarm.settings import Settings
-from cachewarm.sources import SourceClient
+from cachewarm.warming.context import RefreshContext, make_http_client
+from cachewarm.warming.refresh import refresh_batch
+from cachewarm.warming.refresh import stats as refresh_stats
 
 L = KeyLayout()
 GOAL = 1500.0
@@ -81,7 +78,7 @@ baseline_app.conf.update(task_serializer="json", accept_content=["json"], task_i
 
 @baseline_app.task(name="bench.refresh_one", ignore_result=True)  # type: ignore[untyped-decorator]
 def refresh_one(key: str) -> None:
-    from cachewarm.refresh_engine import get_engine
+    from cachewarm.warming.refresh_engine import get_engine
 
     get_engine().submit([key]).result(60)
 

@@ -4,8 +4,8 @@ Child side (`install`, run by a sitecustomize.py the soak writes into its tempor
 PYTHONPATH): every Python process the soak starts, and every process they start or fork (Celery's main process,
 its pool children and beat, the sidecar, the readers), traces its allocations from its first line, and on
 SNAPSHOT_SIGNAL dumps a snapshot into the directory named by the environment. Neither starts a thread (Celery's main
-process must run none: it forks, see tests/test_fork_safety.py); the snapshot is taken by a signal handler, in the
-process's main thread, between two bytecodes.
+process must run none: it forks, see tests/worker/test_fork_safety.py); the snapshot is taken by a signal handler,
+in the process's main thread, between two bytecodes.
 
 Soak side (`signal_all`, `report`): signals the processes that catch the signal (a process that does not would be
 killed by it: /proc/PID/status SigCgt tells), waits for their snapshots, and prints each process's top growing lines

@@ -7,9 +7,9 @@ calls), lookup.py (Lookup, read accounting), breaker.py, singleflight.py and dec
 
 from __future__ import annotations
 
-from ._async.client import AsyncCache
-from ._sync.client import Cache
 from .errors import InvalidKey
-from .lookup import Lookup
+from .read._async.client import AsyncCache
+from .read._sync.client import Cache
+from .read.lookup import Lookup
 
 __all__ = ["AsyncCache", "Cache", "InvalidKey", "Lookup"]

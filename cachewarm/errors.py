@@ -15,8 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .outcomes import SourceOutcome
+
 if TYPE_CHECKING:
     from pydantic import ValidationError
+
+
+# The exit status of a process a ConfigError stopped (the CLI's commands, the worker's child processes): a parent
+# does not restart a child that exited with it, since a new start would only repeat the error.
+CONFIG_ERROR = 2
 
 
 class CachewarmError(Exception):
@@ -38,16 +45,16 @@ class UnknownKeyspace(CachewarmError, LookupError):
 class SourceError(CachewarmError):
     """The source could not give a value (5xx, timeout, connection error)."""
 
-    def __init__(self, message: str, *, kind: str = "error") -> None:
+    def __init__(self, message: str, *, kind: str = SourceOutcome.ERROR) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = kind  # a SourceOutcome value: the `kind` label of cachewarm_source_errors_total
 
 
 class BadSourceResponse(SourceError):
     """The source answered with something that is not storable JSON."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, kind="bad_response")
+        super().__init__(message, kind=SourceOutcome.BAD_RESPONSE)
 
 
 class ValueNotSerializable(CachewarmError, TypeError):

@@ -14,7 +14,8 @@ class Hooks:
         """A Redis call failed and the caller fell back."""
 
     def source_request(self, keyspace: str, seconds: float, outcome: str) -> None:
-        """A source request finished: outcome is ok, not_found, or the SourceError kind."""
+        """A source request finished: outcome is a `SourceOutcome` value (outcomes.py): ok, not_found, or the
+        SourceError's kind."""
 
     def stale_served(self, keyspace: str) -> None:
         """An expired value was served because the source failed."""

@@ -1,8 +1,11 @@
-"""How a refresh or an invalidation ended: the one spelling shared by refresh, invalidation, metrics and the CLI.
+"""How a refresh, a source request or an invalidation ended: the one spelling shared by the read path, warming,
+invalidation, metrics and the CLI.
 
-The values are the ``outcome`` label of ``cachewarm_refreshes_total`` and ``cachewarm_invalidations_total``
-(a public contract: dashboards select on them). The refresh counters kept in Redis (``refresh:stats``) spell three
-of them differently, for history's sake; `RefreshOutcome.stat_name` is that mapping, written once.
+The values are the ``outcome`` label of ``cachewarm_refreshes_total`` and ``cachewarm_invalidations_total`` and
+the ``kind`` label of ``cachewarm_source_errors_total`` (a public contract: dashboards select on them). The refresh
+counters kept in Redis (``refresh:stats``) spell three of them differently, for history's sake;
+`RefreshOutcome.stat_name` is that mapping, written once. A failed refresh is `RefreshOutcome.ERROR` everywhere
+(label ``error``, counter ``failed:S``): the refresh code used to call it FAILED.
 """
 
 from __future__ import annotations
@@ -45,3 +48,26 @@ class InvalidationOutcome(StrEnum):
     def done(self) -> bool:
         """Whether the entry may be acknowledged."""
         return self in (InvalidationOutcome.APPLIED, InvalidationOutcome.STALE)
+
+
+class SourceOutcome(StrEnum):
+    """How one source request ended (a reader's load or a refresh's fetch): `SourceError.kind` for the failures."""
+
+    OK = "ok"                      # a value
+    NOT_FOUND = "not_found"        # "no such item" (HTTP 404, a python: source's None)
+    TIMEOUT = "timeout"            # no answer within the keyspace's timeout
+    CONNECT = "connect"            # the source could not be reached
+    HTTP_5XX = "http_5xx"          # the source answered 5xx
+    HTTP_STATUS = "http_status"    # any other status that is neither 200 nor 404
+    BAD_RESPONSE = "bad_response"  # an answer that is not storable JSON (BadSourceResponse)
+    EXCEPTION = "exception"        # a python: source function raised
+    ERROR = "error"                # a SourceError raised without a kind (by a python: source itself)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the request failed (counted in ``cachewarm_source_errors_total``, by this value)."""
+        return self not in (SourceOutcome.OK, SourceOutcome.NOT_FOUND)
+
+
+# The failures a metric series is created for in advance, per keyspace.
+SOURCE_ERROR_KINDS: tuple[SourceOutcome, ...] = tuple(o for o in SourceOutcome if o.failed)

@@ -8,26 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from . import sentinel
+from .config.keyspaces import KeyspaceRegistry, load_keyspaces
 from .errors import ConfigError, one_line
-from .keyspaces import KeyspaceRegistry, load_keyspaces
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``: the only form in which URLs are printed or logged."""
-    if ";" in url:  # Celery's failover form: sentinel://...;sentinel://...
-        return ";".join(mask_url(part) for part in url.split(";"))
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-    masked = f"{user}:***@{hostport}" if user or ":" in userinfo else f"***@{hostport}"
-    return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
-
+from .redis_layer import sentinel
+from .redis_layer.urls import mask_url as mask_url  # where it was first; the Redis layer has it
 
 # Schemes of the cache's URL, and of the broker's without asking kombu (any kombu transport is a broker).
 CACHE_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)

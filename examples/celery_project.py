@@ -6,7 +6,7 @@
     celery -A examples.celery_project beat                                         # one beat: the team's + the scan
 
 Settings come from CACHEWARM_* (CACHEWARM_REDIS_URL, CACHEWARM_CONFIG, ...); the broker is the team's (PROJ_BROKER_URL
-here). tests/support/team_app.py is this app under test (tests/test_shared_broker.py).
+here). tests/support/team_app.py is this app under test (tests/worker/test_shared_broker.py).
 """
 
 from __future__ import annotations

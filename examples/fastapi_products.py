@@ -33,9 +33,9 @@ from sqlalchemy import Engine, String, create_engine, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from cachewarm import AsyncCache, Settings
+from cachewarm.config.keyspaces import KeyspaceRegistry
 from cachewarm.contrib.sqlalchemy import CacheInvalidator, outbox_table
 from cachewarm.invalidation.consumer import InvalidationConsumer
-from cachewarm.keyspaces import KeyspaceRegistry
 from cachewarm.outbox.relay import Relay
 
 DEFAULT_DATABASE_URL = "sqlite:///./example_products.db"

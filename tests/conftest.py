@@ -1,5 +1,9 @@
 """Shared fixtures: a private redis-server per session (flushed per test), keyspace files, clients.
 
+The folders mirror cachewarm/'s packages (tests/read/ for cachewarm/read/, ...); tests/unit/ holds the tests that
+need no server and no process of their own, marked ``unit`` here: ``pytest tests/unit`` (or ``-m unit``) runs them
+in seconds. The scenarios that start whole deployments are in tests/deploy/ and tests/faults/.
+
 Topologies: a module with ``pytestmark = topologies`` (tests/support/redis_cluster.py), or a test marked so, runs
 once on the standalone redis-server and once on a private Redis Cluster (3 masters, 1 replica each), started once
 per session and flushed per test. `redis_url`, `redis_client` and `make_settings` follow the `topology`; the
@@ -22,9 +26,17 @@ from tests.support import keyspaces
 from tests.support.recording import RecordingState
 from tests.support.redis_cluster import RedisCluster, raw_client
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "source(latency=0.0, items=..., recording=False): the `source` fixture's setup")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if UNIT in item.path.parents:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

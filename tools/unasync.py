@@ -1,4 +1,4 @@
-"""Generates the sync client from the async one: cachewarm/_async/client.py -> cachewarm/_sync/client.py.
+"""Generates the sync client from the async one: cachewarm/read/_async/client.py -> cachewarm/read/_sync/client.py.
 
 The two clients are one piece of code; writing it twice let them drift. As httpcore's scripts/unasync.py does, the
 async source is rewritten by an ordered list of regex substitutions (`async def` -> `def`, `await ` -> ``,
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = {ROOT / "cachewarm/_async/client.py": ROOT / "cachewarm/_sync/client.py"}
+FILES = {ROOT / "cachewarm/read/_async/client.py": ROOT / "cachewarm/read/_sync/client.py"}
 
 SYNC_HEAD = (
-    '"""The read-through client for threads: `Cache`. GENERATED from cachewarm/_async/client.py (the one source\n'
+    '"""The read-through client for threads: `Cache`. GENERATED from cachewarm/read/_async/client.py (the one source\n'
     "of both clients) by tools/unasync.py: do not edit; edit the async source and run\n"
     "`.venv/bin/python tools/unasync.py`.\n"
 )

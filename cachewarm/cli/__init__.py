@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..contrib import load_startup_hooks
+from ..errors import CONFIG_ERROR, ConfigError
 
 # name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -35,18 +36,20 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
-        # The one place a configuration error becomes one line and exit status 2, whichever command raised it.
+        # The one place a configuration error becomes one line and exit status 2 (CONFIG_ERROR), whichever command
+        # raised it.
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
             click.echo(f"cachewarm: configuration error: {exc}", err=True)
-            ctx.exit(2)
+            ctx.exit(CONFIG_ERROR)
 
 
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="cachewarm")
 def cli() -> None:
     """Keeps the hot part of a Redis cache warm."""
+    load_startup_hooks()  # before a command's keyspaces import any python: source (Django's set-up)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..settings import mask_url
+from ..redis_layer.urls import mask_url
 from .options import load_settings
 
 

@@ -27,7 +27,7 @@ import redis
 from ..client import Cache
 from ..demo.redis_server import RedisServer, free_port
 from ..demo.source_process import SourceProcess
-from ..keys import KeyLayout
+from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 
 HALF_LIFE = 10.0

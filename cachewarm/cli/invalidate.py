@@ -6,7 +6,7 @@ import click
 
 from ..errors import CacheUnavailable
 from ..invalidation.publish import event_fields, publish_events
-from ..settings import mask_url
+from ..redis_layer.urls import mask_url
 from .options import load_settings
 
 

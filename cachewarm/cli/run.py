@@ -23,8 +23,8 @@ import click
 from .options import load_settings
 
 
-def worker_command(schedule: str, *, loglevel: str, concurrency: int | None,
-                   queues: tuple[str, ...] = ("cachewarm.refresh", "cachewarm.scan")) -> list[str]:
+def worker_command(schedule: str, *, loglevel: str, concurrency: int | None, queues: tuple[str, ...]) -> list[str]:
+    """The worker node's command line, consuming `queues` (the settings' refresh_queue and scan_queue)."""
     cmd = [sys.executable, "-m", "celery", "-A", "cachewarm.worker", "worker", "-B", "-s", schedule,
            "-Q", ",".join(dict.fromkeys(queues)), "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
     if concurrency:

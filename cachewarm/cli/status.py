@@ -17,14 +17,15 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from .. import envelope
-from ..connections import sync_client
-from ..heartbeat import Heartbeat, read_heartbeats
-from ..keys import HOT_SHARDS, KeyLayout
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
-from ..popularity import decayed_reads
-from ..settings import Settings, mask_url
+from ..redis_layer import envelope
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import HOT_SHARDS, KeyLayout
+from ..redis_layer.popularity import decayed_reads
+from ..redis_layer.urls import mask_url
+from ..settings import Settings
+from ..warming.heartbeat import Heartbeat, read_heartbeats
 from .options import load_settings
 
 

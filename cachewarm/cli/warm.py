@@ -11,15 +11,15 @@ from typing import TextIO, cast
 import click
 import redis
 
-from ..connections import async_client, sync_client
-from ..heartbeat import worker_id
-from ..hotkeys import pin
-from ..keys import KeyLayout
-from ..keyspaces import check_key
+from ..config.keyspaces import check_key
 from ..outcomes import RefreshOutcome
-from ..refresh import RefreshContext, refresh_batch
-from ..refresh_engine import make_http_client
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
+from ..warming.context import RefreshContext
+from ..warming.heartbeat import worker_id
+from ..warming.hotkeys import pin
+from ..warming.refresh import refresh_batch
 from .options import load_settings
 
 BATCH = 200
@@ -77,9 +77,7 @@ def _pin_and_load(settings: Settings, by_space: dict[str, list[str]], wanted: li
 
 async def load(settings: Settings, keys: list[str], progress: Callable[[int], None]) -> Counter[str]:
     """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time."""
-    ctx = RefreshContext(settings, async_client(settings.redis_url, timeout=5.0,
-                                                cluster=settings.redis_cluster), make_http_client(settings),
-                         f"warm.{worker_id()}")
+    ctx = RefreshContext.open(settings, f"warm.{worker_id()}", timeout=5.0)
     counts: Counter[str] = Counter()
     try:
         for start in range(0, len(keys), BATCH):
@@ -87,6 +85,5 @@ async def load(settings: Settings, keys: list[str], progress: Callable[[int], No
             counts.update(await refresh_batch(ctx, chunk, force=True))
             progress(len(chunk))
     finally:
-        await ctx.http.aclose()
-        await ctx.redis.aclose()
+        await ctx.aclose()
     return counts

@@ -1,4 +1,4 @@
-"""Applying a batch of invalidation events with the store scripts, in one pipeline.
+"""Applying a batch of invalidation events with the Redis layer's scripts, in one pipeline.
 
 A key event runs lua/invalidate_key.lua: it bumps the key's fence generation (so a load or refresh in flight can no
 longer write what it fetched before the change), raises the key's version floor when the event has a version, and
@@ -19,25 +19,25 @@ is counted in ``Applied.unreplicated`` and the events are applied and acknowledg
 them, retrying cannot make a replica catch up, and leaving them pending would dead-letter every event of the
 keyspace while a replica is down (docs/SCALING.md).
 
-The caller learns which of the invalidated keys are hot (pinned, or decayed reads above ``hot_threshold``, as in
-access.py), each once however many events named it, so it can refresh them straight away.
+The caller learns which of the invalidated keys are hot (pinned, or hot by the scan's rule: decayed reads above
+``hot_threshold`` on Redis's clock, popularity.is_hot, judged in Redis by lua/hot_members.lua), each once however
+many events named it, so it can refresh them straight away.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from .. import script_calls, scripts
-from ..keys import KeyLayout, shard_of
-from ..keyspaces import KeyspaceRegistry
+from ..config.keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
-from ..popularity import decay_scale
-from ..script_calls import InvalidateStatus, TagStep
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import KeyLayout, shard_of
+from ..redis_layer.popularity import half_life_ms
+from ..redis_layer.script_calls import InvalidateStatus, TagStep
 from .events import Event
 
 TAG_BATCH = 500
@@ -69,9 +69,10 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
 
     merged = not scripts.is_cluster(client) and sum(e.kind == "key" for e in events) > 1
     calls, spans = _calls(layout, events, fence_ttl, merged=merged)
+    hot_calls = _hot_calls(by_space, layout, hotness) if hotness is not None else []
     waited = waits.keys([e.target for e in events if e.kind == "key"])
-    replies = _per_event(scripts.execute(client, calls, waits.after(waited,
-                                                                    lambda pipe: _queue_hot(pipe, by_space, layout)),
+    replies = _per_event(scripts.execute(client, calls + hot_calls,
+                                         waits.after(waited, lambda pipe: _queue_pins(pipe, by_space, layout)),
                                          then_again=bool(waited)),
                          spans, len(events), merged=merged)
     unsure = waits.count(replies, waited)
@@ -95,7 +96,7 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
                 seen.setdefault(member.decode("utf-8", "surrogateescape"))
     result.keys = list(seen)
     if hotness is not None:
-        hot = set(_hot_of(by_space, replies[len(events):], hotness))
+        hot = set(_hot_of(by_space, replies[len(events):], len(hot_calls)))
         asked = {k for keys in by_space.values() for k in keys}
         drained = [k for k in result.keys if k not in asked]
         if drained:  # tag members: known only now
@@ -247,7 +248,7 @@ class _ReplicaWaits:
 
 @dataclass(frozen=True, slots=True)
 class Hotness:
-    """What makes a key hot: pinned in its keyspace, or decayed reads above threshold (see access.py)."""
+    """What makes a key hot: pinned in its keyspace, or decayed reads above threshold (popularity.is_hot)."""
 
     keyspaces: KeyspaceRegistry
     half_life: float
@@ -266,13 +267,18 @@ def _by_keyspace(keys: Sequence[str], keyspaces: KeyspaceRegistry) -> dict[str, 
     return by_space
 
 
-def _queue_hot(pipe: redis.client.Pipeline, by_space: dict[str, list[str]], layout: KeyLayout) -> None:
-    """Per keyspace: its pins of the keys, then per hot-set shard holding some of them its epoch and their scores."""
+def _hot_calls(by_space: dict[str, list[str]], layout: KeyLayout,
+               hotness: Hotness) -> list[scripts.Call[list[bool]]]:
+    """Per keyspace, per hot-set shard holding some of the keys: a HOT_MEMBERS call judging them."""
+    return [script_calls.hot_members(layout, keyspace=space, shard=shard, keys=members, threshold=hotness.threshold,
+                                     half_life_ms=half_life_ms(hotness.half_life))
+            for space, keys in by_space.items() for shard, members in _by_shard(keys).items()]
+
+
+def _queue_pins(pipe: redis.client.Pipeline, by_space: dict[str, list[str]], layout: KeyLayout) -> None:
+    """Per keyspace: which of the keys are pinned."""
     for space, keys in by_space.items():
         pipe.smismember(layout.pinned(space), keys)  # type: ignore[arg-type]
-        for shard, members in _by_shard(keys).items():
-            pipe.get(layout.hot_epoch(space, shard))
-            pipe.zmscore(layout.hot(space, shard), members)
 
 
 def _by_shard(keys: Sequence[str]) -> dict[int, list[str]]:
@@ -282,32 +288,31 @@ def _by_shard(keys: Sequence[str]) -> dict[int, list[str]]:
     return shards
 
 
-def _hot_of(by_space: dict[str, list[str]], replies: Sequence[Any], hotness: Hotness) -> list[str]:
-    now_ms = time.time() * 1000
+def _hot_of(by_space: dict[str, list[str]], replies: Sequence[Any], calls: int) -> list[str]:
+    """The hot keys, from the replies of the `calls` HOT_MEMBERS calls (`_hot_calls`) and then of the pins."""
     hot: list[str] = []
     at = 0
     for keys in by_space.values():
-        pinned, at = replies[at], at + 1
+        for members in _by_shard(keys).values():
+            flags, at = replies[at], at + 1
+            if not isinstance(flags, Exception):
+                hot += [key for key, flag in zip(members, flags, strict=True) if flag]
+    for keys, pinned in zip(by_space.values(), replies[calls:calls + len(by_space)], strict=True):
         if not isinstance(pinned, Exception):
             hot += [key for key, pin in zip(keys, pinned, strict=True) if pin]
-        for members in _by_shard(keys).values():
-            epoch_raw, scores, at = replies[at], replies[at + 1], at + 2
-            if epoch_raw is None or isinstance(epoch_raw, Exception) or isinstance(scores, Exception):
-                continue
-            scale = decay_scale(now_ms, float(epoch_raw), hotness.half_life)
-            hot += [key for key, score in zip(members, scores, strict=True)
-                    if score is not None and score / scale > hotness.threshold]
     return hot
 
 
 def hot_keys(client: redis.Redis, keys: Sequence[str], *, keyspaces: KeyspaceRegistry, layout: KeyLayout,
              half_life: float, threshold: float) -> list[str]:
-    """The keys (of some keyspace) that are pinned, or whose decayed read count is above threshold."""
+    """The keys (of some keyspace) that are pinned, or whose decayed read count is above threshold; raises the
+    first Redis error."""
     by_space = _by_keyspace(keys, keyspaces)
     if not by_space:
         return []
-    pipe = client.pipeline(transaction=False)
-    _queue_hot(pipe, by_space, layout)
-    return _hot_of(by_space, pipe.execute(), Hotness(keyspaces, half_life, threshold))
-
-
+    calls = _hot_calls(by_space, layout, Hotness(keyspaces, half_life, threshold))
+    replies = scripts.execute(client, calls, lambda pipe: _queue_pins(pipe, by_space, layout))
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return _hot_of(by_space, replies, len(calls))

@@ -1,10 +1,11 @@
-"""The invalidation consumer: one per worker process, all in one consumer group, at-least-once.
+"""The invalidation consumer: one per worker node (in a process of its own, worker/invalidation_process.py), all in
+one consumer group, at-least-once.
 
 Each round: claim entries another consumer left pending longer than ``claim_idle_ms`` (XAUTOCLAIM; a killed worker
 never acknowledged them), read new entries, then for each entry:
 
 - cannot be parsed, or delivered more than ``max_deliveries`` times: copied to ``cachewarm:invalidations:dead``
-  with a ``reason`` and acknowledged, in one MULTI (on a Redis Cluster: copied, then acknowledged);
+  with a ``reason`` and acknowledged (dead_letters.py);
 - otherwise applied (apply.py) and only then acknowledged. An entry whose application fails stays pending and is
   retried; applying an event twice is harmless (a second INVALIDATE_KEY only bumps the generation again). The
   consumer retries what it failed to apply from memory (held, with a back-off from 0.1 s doubling to 5 s, up to
@@ -13,12 +14,14 @@ never acknowledged them), read new entries, then for each entry:
   to the dead-letter stream as poison after ``max_deliveries`` back-offs (issue 10).
 
 Keys named by the applied events that are hot are handed to ``on_hot_keys`` (each once per batch) so they are
-refreshed straight away; the consumer is given that callable (a `hot_refresh.HotRefresher` in the workers) and
-knows nothing of what refreshes. Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own
-pending entries first. New entries are never read with XREADGROUP BLOCK: the consumer waits with a plain XREAD
-BLOCK (which moves nothing) and reads with gap.py's script, which checks, atomically, that no entry was trimmed
-from the stream before the group read it; a gap is answered by dropping every cached value, counted and logged.
-The loop runs in a daemon thread; `stop()` ends it within one wait (``block_ms``).
+refreshed straight away; the consumer is given that callable (in a worker node, handoff.py's `KeyPipeWriter`, the
+pipe to the sidecar's `warming.hot_refresh.HotRefresher`) and knows nothing of what refreshes.
+
+Redis errors never end the loop: it backs off (up to 5 s), then re-reads its own pending entries first. New
+entries are never read with XREADGROUP BLOCK: the consumer waits with a plain XREAD BLOCK (which moves nothing) and
+reads with gap.py's script, which checks, atomically, that no entry was trimmed from the stream before the group
+read it; a gap is answered by dropping every cached value, counted and logged (gap.answer). The loop runs in a
+daemon thread; `stop()` ends it within one wait (``block_ms``).
 """
 
 from __future__ import annotations
@@ -34,24 +37,22 @@ from typing import Any, Self
 
 import redis
 
-from .. import scripts
-from ..connections import sync_client
+from ..config.keyspaces import KeyspaceRegistry
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
-from ..keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
 from ..settings import Settings
 from . import gap as gaps
 from .apply import Hotness, apply_events
-from .events import Event, Rejected, parse_entry
+from .dead_letters import dead_letter
+from .events import Entry, Event, Rejected, field_pairs, id_order, parse_entry, stream_id
 from .gap import Gap
 
 log = logging.getLogger("cachewarm.invalidation")
 
 HotKeysCallback = Callable[[list[str]], None]
-Entry = tuple[str, dict[bytes, bytes]]
 
-MAX_DEAD_FIELD_BYTES = 4096  # longer original fields are cut in the dead-letter copy (a 1 MB key stays out)
 MAX_BACKOFF = 5.0
 # Consumers are named hostname:pid, so every worker restart adds one; those idle this long with nothing pending
 # are removed from the group (removing one with pending entries would lose them, so those are left to XAUTOCLAIM).
@@ -64,10 +65,6 @@ HELD_ATTEMPTS = 30  # retries from memory of an entry whose application failed (
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _sid(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class InvalidationConsumer:
@@ -178,7 +175,7 @@ class InvalidationConsumer:
         if self._vanished:
             self._vanished = False
             info: Any = self.redis.xinfo_stream(INVALIDATION_STREAM)
-            upper = _sid(info["last-generated-id"])
+            upper = stream_id(info["last-generated-id"])
             gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
             self.answer_gap(Gap(upper, -1, "the stream or the consumer group was removed"))
 
@@ -200,7 +197,7 @@ class InvalidationConsumer:
             own = self._read("0", block_ms=None)
             gone = [eid for eid, fields in own if not fields]  # deleted from the stream while pending
             if gone:
-                upper = max(gone, key=_id_order)
+                upper = max(gone, key=id_order)
                 gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
                 self.answer_gap(Gap(upper, len(gone), "pending entries trimmed before they were applied"))
                 self.redis.xack(INVALIDATION_STREAM, CONSUMER_GROUP, *gone)
@@ -225,7 +222,7 @@ class InvalidationConsumer:
         if not reply:
             return []
         entries: list[Any] = reply[0][1]
-        return [(_sid(eid), fields or {}) for eid, fields in entries]
+        return [(stream_id(eid), fields or {}) for eid, fields in entries]
 
     def _check_and_read(self) -> tuple[list[Entry], str]:
         """New entries, read in one script with the gap check (answered first); and the stream's last id."""
@@ -234,10 +231,11 @@ class InvalidationConsumer:
                                                          consumer=self.name, count=self.batch_size, acks=acks)
         del acks[:len(acks)]
         if upper:
-            self.answer_gap(Gap(_sid(upper), int(lost), "entries trimmed from the stream before the group read them"))
+            self.answer_gap(Gap(stream_id(upper), int(lost),
+                                "entries trimmed from the stream before the group read them"))
         if not read:
-            return [], _sid(last_id)
-        return [(_sid(eid), _pairs(flat)) for eid, flat in read[0][1]], _sid(last_id)
+            return [], stream_id(last_id)
+        return [(stream_id(eid), field_pairs(flat)) for eid, flat in read[0][1]], stream_id(last_id)
 
     def _read_new(self, block_ms: int | None) -> list[Entry]:
         """New entries. Waiting is done with a plain XREAD (which moves nothing), never XREADGROUP BLOCK: only the
@@ -270,25 +268,12 @@ class InvalidationConsumer:
         return None if len(entries) >= min(self.batch_size, READ_AGAIN_AT) else last_id
 
     def answer_gap(self, gap: Gap) -> int:
-        """Drops every cached value (fenced), counts the gap, then marks it answered."""
-        lost = "an unknown number of" if gap.lost < 0 else str(gap.lost)
-        log.warning("invalidation gap: %s events lost (%s, up to %s); dropping every cached value", lost,
-                    gap.reason, gap.upper)
-        started = time.monotonic()
-        hb_key = gaps.gap_hash(self.layout)
-
-        def heartbeat() -> None:
-            self.redis.hset(hb_key, mapping={"pending_at": int(time.time() * 1000), "pending_by": self.name})
-
-        dropped = gaps.drop_everything(self.redis, self.layout, fence_ttl=self.settings.fence_ttl,
-                                  keyspaces=self.keyspaces, half_life=self.settings.hot_half_life,
-                                  threshold=self.settings.hot_threshold, on_hot_keys=self._hot_safe,
-                                  heartbeat=heartbeat)
-        gaps.mark_answered(self.redis, self.layout, gap.upper, dropped)
+        """Drops every cached value (fenced), marks the gap answered (gap.answer), and counts it."""
+        dropped = gaps.answer(self.redis, self.layout, gap, consumer=self.name, fence_ttl=self.settings.fence_ttl,
+                              keyspaces=self.keyspaces, half_life=self.settings.hot_half_life,
+                              threshold=self.settings.hot_threshold, on_hot_keys=self._hot_safe)
         self.stats["gaps"] += 1
         self.stats["gap_keys"] += dropped
-        log.warning("invalidation gap answered: %d cached values dropped in %.2f s", dropped,
-                    time.monotonic() - started)
         return dropped
 
     def _hot_safe(self, keys: list[str]) -> None:
@@ -303,17 +288,17 @@ class InvalidationConsumer:
         reply: Any = self.redis.xautoclaim(INVALIDATION_STREAM, CONSUMER_GROUP, self.name,
                                            self.settings.claim_idle_ms, start_id=self._claim_cursor,
                                            count=self.batch_size)
-        self._claim_cursor = _sid(reply[0])
-        deleted = [_sid(d) for d in reply[2]] if len(reply) > 2 and reply[2] else []
+        self._claim_cursor = stream_id(reply[0])
+        deleted = [stream_id(d) for d in reply[2]] if len(reply) > 2 and reply[2] else []
         stale = gaps.stale_pending_gap(self.redis, self.layout, self.settings.claim_idle_ms)
         if deleted:  # pending entries trimmed before anyone applied them (Redis removed them from the PEL)
-            upper = max(deleted, key=_id_order)
+            upper = max(deleted, key=id_order)
             gaps.record_gap(self.redis, self.layout, upper, self.name, force=True)
             self.answer_gap(Gap(upper, len(deleted), "pending entries trimmed before they were applied"))
         elif stale is not None:  # a consumer died while answering a gap
             gaps.record_gap(self.redis, self.layout, stale, self.name, force=True)
             self.answer_gap(Gap(stale, -1, "taken over from a consumer that did not finish answering it"))
-        entries = [(_sid(eid), fields or {}) for eid, fields in reply[1]]
+        entries = [(stream_id(eid), fields or {}) for eid, fields in reply[1]]
         if not entries:
             return 0
         self.stats["claimed"] += len(entries)
@@ -323,17 +308,17 @@ class InvalidationConsumer:
     def _prune(self) -> None:
         consumers: Any = self.redis.xinfo_consumers(INVALIDATION_STREAM, CONSUMER_GROUP)
         for info in consumers:
-            name = _sid(info["name"])
+            name = stream_id(info["name"])
             if name != self.name and int(info["pending"]) == 0 and int(info["idle"]) > PRUNE_IDLE_MS:
                 self.redis.xgroup_delconsumer(INVALIDATION_STREAM, CONSUMER_GROUP, name)
                 log.info("invalidation consumer %s removed from the group (idle, nothing pending)", name)
 
     def _deliveries(self, entries: Sequence[Entry]) -> dict[str, int]:
         ids = [eid for eid, _ in entries]
-        pending: Any = self.redis.xpending_range(INVALIDATION_STREAM, CONSUMER_GROUP, min=min(ids, key=_id_order),
-                                            max=max(ids, key=_id_order), count=len(ids) * 2 + 10,
+        pending: Any = self.redis.xpending_range(INVALIDATION_STREAM, CONSUMER_GROUP, min=min(ids, key=id_order),
+                                            max=max(ids, key=id_order), count=len(ids) * 2 + 10,
                                             consumername=self.name)
-        return {_sid(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return {stream_id(p["message_id"]): int(p["times_delivered"]) for p in pending}
 
     # ---- handling ----------------------------------------------------------------------------------------------
     def handle(self, entries: Sequence[Entry], deliveries: dict[str, int], *, defer_ack: bool = False) -> int:
@@ -354,7 +339,10 @@ class InvalidationConsumer:
             else:
                 events.append(parsed)
         if dead:
-            self._dead_letter(dead)
+            dead_letter(self.redis, dead, consumer=self.name, maxlen=self.settings.stream_maxlen)
+            for _, rejected in dead:
+                self.stats[InvalidationOutcome.DEAD] += 1
+                hooks.invalidation(rejected.kind, InvalidationOutcome.DEAD)
         if not events:
             return len(entries)
         try:
@@ -406,38 +394,3 @@ class InvalidationConsumer:
                                 HELD_ATTEMPTS)
         if attempts:
             self._held_at = time.monotonic() + min(MAX_BACKOFF, 0.1 * 2 ** (attempts - 1))
-
-    def _dead_letter(self, dead: Sequence[tuple[Entry, Rejected]]) -> None:
-        hooks = get_hooks()
-        # One MULTI on one Redis; on a Redis Cluster the two streams are in two slots, so the copies go first and
-        # the XACKs after them (a crash in between delivers an entry again: dead-lettered twice, never lost).
-        cluster = scripts.is_cluster(self.redis)
-        pipe = self.redis.pipeline(transaction=not cluster)
-        acks = self.redis.pipeline(transaction=False) if cluster else pipe
-        for (eid, fields), rejected in dead:
-            copy: dict[Any, Any] = {"reason": rejected.reason, "original_id": eid, "consumer": self.name}
-            for name, value in fields.items():
-                if len(value) > MAX_DEAD_FIELD_BYTES:
-                    copy["truncated"] = "1"
-                    value = value[:MAX_DEAD_FIELD_BYTES]
-                copy[name if name not in (b"reason", b"original_id", b"consumer", b"truncated")
-                     else b"original:" + name] = value
-            pipe.xadd(DEAD_LETTER_STREAM, copy, maxlen=self.settings.stream_maxlen, approximate=True)
-            acks.xack(INVALIDATION_STREAM, CONSUMER_GROUP, eid)
-        pipe.execute()
-        if acks is not pipe:
-            acks.execute()
-        for _, rejected in dead:
-            self.stats[InvalidationOutcome.DEAD] += 1
-            hooks.invalidation(rejected.kind, InvalidationOutcome.DEAD)
-            log.warning("invalidation %s dead-lettered: %s", rejected.entry_id, rejected.reason)
-
-
-def _pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
-    it = iter(flat)
-    return dict(zip(it, it, strict=True))
-
-
-def _id_order(eid: str) -> tuple[int, int]:
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)

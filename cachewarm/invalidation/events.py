@@ -12,20 +12,38 @@ guard, and a field a newer writer adds may change what the event means. An opera
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..keys import MAX_KEY_LENGTH
+from ..redis_layer.keys import MAX_KEY_LENGTH
 
 KNOWN_FIELDS = frozenset({"key", "tag", "version", "ts"})
-# Lua numbers are doubles: a larger version could not be compared exactly by the store scripts.
+# Lua numbers are doubles: a larger version could not be compared exactly by the scripts.
 MAX_VERSION = 2**53 - 1
 MAX_FIELD_BYTES = 4 * MAX_KEY_LENGTH  # a key of MAX_KEY_LENGTH characters, each up to 4 UTF-8 bytes
 _INT = re.compile(r"[0-9]{1,16}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Kind = Literal["key", "tag"]
+Entry = tuple[str, dict[bytes, bytes]]  # a stream entry as read: its id and its fields
+
+
+def stream_id(raw: bytes | str) -> str:
+    """An entry id (or any id Redis returned) as text."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def id_order(eid: str) -> tuple[int, int]:
+    """An entry id's sort key (ids compared as their two numbers, not as text)."""
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def field_pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+    """An entry's fields from a flat ``[name, value, ...]`` reply (a script's XREADGROUP)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,9 @@ from typing import Any
 
 import redis
 
-from .. import script_calls, scripts
-from ..keys import INVALIDATION_STREAM, KeyLayout
-from ..keyspaces import KeyspaceRegistry
+from ..config.keyspaces import KeyspaceRegistry
+from ..redis_layer import script_calls, scripts
+from ..redis_layer.keys import INVALIDATION_STREAM, KeyLayout
 from ..settings import Settings
 from .apply import hot_keys
 
@@ -109,6 +109,28 @@ def record_gap(client: redis.Redis, layout: KeyLayout, upper: str, consumer: str
     leaves it to another); False when an answer already covers it (never with `force`)."""
     return scripts.run(client, script_calls.record_gap(layout, upper=upper, now_ms=int(time.time() * 1000),
                                                        consumer=consumer, force=force))
+
+
+def answer(client: redis.Redis, layout: KeyLayout, gap: Gap, *, consumer: str, fence_ttl: int,
+           keyspaces: KeyspaceRegistry, half_life: float, threshold: float,
+           on_hot_keys: Callable[[list[str]], None] | None) -> int:
+    """Answers a gap: drops every cached value (fenced; the hot ones among them go to `on_hot_keys`), saying in
+    the gap hash who is at it (``pending_at`` / ``pending_by``: taken over when stale), then marks it answered.
+    Returns the values dropped."""
+    lost = "an unknown number of" if gap.lost < 0 else str(gap.lost)
+    log.warning("invalidation gap: %s events lost (%s, up to %s); dropping every cached value", lost,
+                gap.reason, gap.upper)
+    started = time.monotonic()
+    hb_key = gap_hash(layout)
+
+    def heartbeat() -> None:
+        client.hset(hb_key, mapping={"pending_at": int(time.time() * 1000), "pending_by": consumer})
+
+    dropped = drop_everything(client, layout, fence_ttl=fence_ttl, keyspaces=keyspaces, half_life=half_life,
+                              threshold=threshold, on_hot_keys=on_hot_keys, heartbeat=heartbeat)
+    mark_answered(client, layout, gap.upper, dropped)
+    log.warning("invalidation gap answered: %d cached values dropped in %.2f s", dropped, time.monotonic() - started)
+    return dropped
 
 
 def mark_answered(client: redis.Redis, layout: KeyLayout, upper: str, dropped: int) -> None:

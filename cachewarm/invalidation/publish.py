@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 
 import redis as redis_py
 
-from ..connections import shared_client
+from ..config.keyspaces import check_key
 from ..errors import CacheUnavailable
-from ..keys import INVALIDATION_STREAM
-from ..keyspaces import check_key
+from ..redis_layer.connections import shared_client
+from ..redis_layer.keys import INVALIDATION_STREAM
 from ..settings import Settings
 from .events import MAX_VERSION
 

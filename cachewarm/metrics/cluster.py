@@ -23,12 +23,19 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .. import scripts
-from ..access import AGE_BUCKETS
-from ..connections import sync_client
 from ..hooks import get_hooks
-from ..keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, DEFAULT_PREFIX, HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
-from ..popularity import decay_scale
+from ..read.access import AGE_BUCKETS
+from ..redis_layer import scripts
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import (
+    CONSUMER_GROUP,
+    DEAD_LETTER_STREAM,
+    DEFAULT_PREFIX,
+    HOT_SHARDS,
+    INVALIDATION_STREAM,
+    KeyLayout,
+)
+from ..redis_layer.popularity import hot_bound
 from ..settings import Settings
 
 _DEFAULTS = Settings.model_fields
@@ -116,8 +123,8 @@ def read_snapshot(client: redis.Redis, layout: KeyLayout, keyspaces: Sequence[st
             continue
         for shard, epoch in enumerate(shard_epochs):
             if epoch is not None and not isinstance(epoch, Exception):
-                # Scores are decayed counts scaled by decay_scale: hot means above the threshold, scaled alike.
-                missing.append((name, shard, hot_threshold * decay_scale(snap.now_ms, _num(epoch), hot_half_life)))
+                # Hot: strictly above the bound (popularity.is_hot, on Redis's clock): ZCOUNT from '(bound'.
+                missing.append((name, shard, hot_bound(hot_threshold, snap.now_ms, _num(epoch), hot_half_life)))
     if missing:
         pipe = client.pipeline(transaction=False)
         for name, shard, low in missing:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from ..keys import KeyLayout
+from ..redis_layer.keys import KeyLayout
 
 INTERVAL = 10.0
 RETENTION_MS = 24 * 3600 * 1000

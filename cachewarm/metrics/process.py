@@ -16,15 +16,13 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from ..hooks import Hooks, set_hooks
-from ..outcomes import COUNTED_REFRESH_OUTCOMES, InvalidationOutcome, RefreshOutcome
+from ..outcomes import COUNTED_REFRESH_OUTCOMES, SOURCE_ERROR_KINDS, InvalidationOutcome, SourceOutcome
 
 SOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Label values known in advance; series for them exist (at 0) from the start, so rate() sees the first event.
 REFRESH_OUTCOMES: tuple[str, ...] = COUNTED_REFRESH_OUTCOMES
-SOURCE_OK_OUTCOMES = frozenset({RefreshOutcome.OK, RefreshOutcome.NOT_FOUND})
-SOURCE_ERROR_KINDS = ("timeout", "connect", "http_5xx", "http_status", "bad_response", "exception", "error")
 INVALIDATION_KINDS = ("key", "tag")
 # (ERROR is left out: a failed application is retried, and its series appears when one happens.)
 INVALIDATION_OUTCOMES: tuple[str, ...] = (InvalidationOutcome.APPLIED, InvalidationOutcome.STALE,
@@ -63,8 +61,8 @@ class ProcessMetrics:
             for outcome in REFRESH_OUTCOMES:
                 self.refreshes.labels(name, outcome)
             self.source_duration.labels(name)
-            for kind in SOURCE_ERROR_KINDS:
-                self.source_errors.labels(name, kind)
+            for failure in SOURCE_ERROR_KINDS:
+                self.source_errors.labels(name, failure)
         for kind in INVALIDATION_KINDS:
             for outcome in INVALIDATION_OUTCOMES:
                 self.invalidations.labels(kind, outcome)
@@ -89,7 +87,7 @@ class PrometheusHooks(Hooks):
         if child is None:
             child = self._source_duration[keyspace] = self.metrics.source_duration.labels(keyspace)
         child.observe(seconds)
-        if outcome not in SOURCE_OK_OUTCOMES:
+        if outcome not in (SourceOutcome.OK, SourceOutcome.NOT_FOUND):
             self.metrics.source_errors.labels(keyspace, outcome).inc()
 
     def refresh(self, keyspace: str, outcome: str, count: int = 1) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ..connections import sync_client
-from ..keys import KeyLayout
+from ..redis_layer.connections import sync_client
+from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 from .cluster import ClusterCollector
 from .history import HistoryRecorder

@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
-from .. import sentinel
-from ..keys import KeyLayout
-from ..keyspaces import KeyspaceRegistry
+from ..config.keyspaces import KeyspaceRegistry
+from ..redis_layer import sentinel
+from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 from . import topology
 from .link import ServerAddress, TrackingLink

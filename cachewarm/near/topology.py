@@ -25,7 +25,7 @@ from typing import Any
 import redis
 import redis.sentinel
 
-from .. import sentinel
+from ..redis_layer import sentinel
 from .link import ServerAddress
 
 Health = tuple[tuple[str, ...], Callable[[object], bool]]

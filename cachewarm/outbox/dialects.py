@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
-from ..settings import mask_url
+from ..redis_layer.urls import mask_url
 from .schema import NOTIFY_CHANNEL, POSTGRES_STATEMENTS, SQLITE_STATEMENTS, TABLE
 
 POSTGRES_SAFETY_POLL = 5.0

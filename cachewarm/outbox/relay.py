@@ -21,10 +21,10 @@ from typing import Any
 
 import redis as redis_py
 
-from ..connections import REDIS_ERRORS, shared_client
 from ..errors import CacheUnavailable
 from ..invalidation.publish import event_fields, publish_events
-from ..keys import DEAD_LETTER_STREAM
+from ..redis_layer.connections import REDIS_ERRORS, shared_client
+from ..redis_layer.keys import DEAD_LETTER_STREAM
 from ..settings import Settings
 from .dialects import Dialect, OutboxDatabaseError, OutboxRecord, dialect_for
 from .metrics import RelayObserver

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..refresh_engine import drain_engine, get_engine
+from ..warming.refresh_engine import drain_engine, get_engine
 from .context import settings_of
 
 BATCH_TIMEOUT = 300.0

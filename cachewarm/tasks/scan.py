@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from ..connections import shared_client
-from ..scan import scan as scan_keyspaces
+from ..redis_layer.connections import shared_client
+from ..warming.scan import scan as scan_keyspaces
 from . import backlog
 from .context import REFRESH, settings_of
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from .. import tasks
+from ..contrib import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 
@@ -35,6 +36,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    load_startup_hooks()  # before the settings' keyspaces import any python: source (Django's set-up)
     settings = settings or Settings.load()
     app = Celery("cachewarm", broker=settings.broker_url)
     app.conf.update(
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_consumer="cachewarm.worker.consumer:Consumer",
         task_queues=queues.cachewarm_queues(settings),
         task_routes=queues.routes(settings),
-        beat_schedule={"cachewarm.scan": queues.scan_entry(settings)},
+        beat_schedule={queues.SCAN_ENTRY: queues.scan_entry(settings)},
     )
     app.conf[tasks.SETTINGS_KEY] = settings
     tasks.register(app)

@@ -15,7 +15,8 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 # Every 0.25 s: a Sentinel failover or a broker restart is followed within about one scan period (a retry
-# is one TCP connect, refused at once while the broker is down; tests/test_sentinel.py measured 1.1 s at 1.0).
+# is one TCP connect, refused at once while the broker is down; tests/redis_layer/test_sentinel.py measured 1.1 s
+# at 1.0).
 RETRY_START = 0.25
 RETRY_STEP = 0.25
 RETRY_MAX = 0.25

@@ -23,12 +23,12 @@ from typing import Any
 from celery import Celery, signals
 
 from .. import tasks
+from ..contrib import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 
 log = logging.getLogger("cachewarm.install")
 
-SCAN_ENTRY = "cachewarm.scan"
 CELERY_CONSUMER = "celery.worker.consumer:Consumer"
 CACHEWARM_CONSUMER = "cachewarm.worker.consumer:Consumer"
 JSON = {"json", "application/json"}
@@ -57,12 +57,12 @@ class Installation:
                        + ", ahead of the app's)")
         if self.beat:
             schedule = dict(conf.beat_schedule or {})
-            if SCAN_ENTRY in schedule and schedule[SCAN_ENTRY] != queues.scan_entry(self.settings):
-                changes.append(f"beat_schedule[{SCAN_ENTRY!r}] left as the app has it")
+            if queues.SCAN_ENTRY in schedule and schedule[queues.SCAN_ENTRY] != queues.scan_entry(self.settings):
+                changes.append(f"beat_schedule[{queues.SCAN_ENTRY!r}] left as the app has it")
             else:
-                schedule[SCAN_ENTRY] = queues.scan_entry(self.settings)
+                schedule[queues.SCAN_ENTRY] = queues.scan_entry(self.settings)
                 conf.beat_schedule = schedule
-                changes.append(f"beat_schedule[{SCAN_ENTRY!r}] (every {self.settings.scan_interval:g} s)")
+                changes.append(f"beat_schedule[{queues.SCAN_ENTRY!r}] (every {self.settings.scan_interval:g} s)")
         if self.fast_reconnect:
             if conf.worker_consumer in (CELERY_CONSUMER, CACHEWARM_CONSUMER):
                 conf.worker_consumer = CACHEWARM_CONSUMER
@@ -91,6 +91,7 @@ def install(app: Celery, settings: Settings | None = None, *, beat: bool = True,
     ``celery -A proj worker -Q cachewarm.refresh,cachewarm.scan`` (`settings.refresh_queue`, `.scan_queue`).
     `beat=False` leaves ``beat_schedule`` alone (the scan then comes from elsewhere: a database scheduler's row,
     cachewarm's own beat)."""
+    load_startup_hooks()  # before the settings' keyspaces import any python: source (Django's set-up)
     settings = settings or Settings.load()
     installation = Installation(app, settings, beat=beat, fast_reconnect=fast_reconnect)
     tasks.register(app)

@@ -26,22 +26,16 @@ import sys
 from collections.abc import Callable
 from typing import Self
 
-from ..errors import ConfigError
 from ..invalidation.consumer import InvalidationConsumer
 from ..invalidation.handoff import KeyPipeReader, KeyPipeWriter
 from ..metrics import multiprocess
 from ..settings import Settings
-from .children import stop_child, stop_on_signals
+from .children import CONFIG_ERROR, child_main, stop_child
 
 log = logging.getLogger("cachewarm.sidecar")
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/cachewarm-invalidation] %(message)s"
-PARENT_CHECK_INTERVAL = 1.0
-CONFIG_ERROR = 2
 STOP_TIMEOUT = 10.0
-# Python's default 5 ms switch interval lets the waiting main thread hold the GIL that long when it wakes; the
-# consumer's thread is the one that matters here.
-SWITCH_INTERVAL = 0.001
 
 
 class ConsumerProcess:
@@ -118,49 +112,47 @@ def command(parent: int, hot_fd: int | None, loglevel: str, *, metrics: bool) ->
     return cmd
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cachewarm.worker.invalidation_process",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone (0: never)")
-    parser.add_argument("--hot-fd", type=int, default=None, help="write end of the hot-key pipe (none: no refresh)")
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--no-metrics", action="store_true", help="count nothing into the multiprocess directory")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    sys.setswitchinterval(SWITCH_INTERVAL)
+class _Consumer:
+    """The consumer and its end of the hot-key pipe, as `children.child_main` runs them."""
 
-    stop = stop_on_signals()
-    try:
+    def __init__(self, args: argparse.Namespace) -> None:
         settings = Settings.load()
         keyspaces = settings.load_keyspaces()
-    except ConfigError as exc:
-        log.error("cachewarm invalidation consumer not started: %s", exc)
-        return CONFIG_ERROR
-    if not args.no_metrics and multiprocess.enabled():
-        from ..metrics.process import register_process_metrics  # fixes prometheus_client's mode: imported late
+        self.metrics = not args.no_metrics
+        if self.metrics and multiprocess.enabled():
+            from ..metrics.process import register_process_metrics  # fixes prometheus_client's mode: imported late
 
-        register_process_metrics(None, keyspaces=keyspaces.names())
-    writer = KeyPipeWriter(args.hot_fd) if args.hot_fd is not None else None
-    consumer = InvalidationConsumer(settings, keyspaces=keyspaces, on_hot_keys=writer).start()
-    log.info("cachewarm invalidation consumer %s started", consumer.name)
-    try:
-        while not stop.wait(PARENT_CHECK_INTERVAL):
-            if args.parent and os.getppid() != args.parent:
-                log.warning("cachewarm invalidation consumer: sidecar %d is gone; exiting", args.parent)
-                break
-            if writer is not None and writer.broken:
-                log.warning("cachewarm invalidation consumer: the hot-key refresher is gone; exiting")
-                break
-            if not consumer.alive:
-                log.error("cachewarm invalidation consumer: the consumer thread ended; exiting")
-                return 1
-    finally:
-        consumer.close()  # sends the last batch's acknowledgements
-        if writer is not None:
-            writer.close()
-        if not args.no_metrics:
+            register_process_metrics(None, keyspaces=keyspaces.names())
+        self.writer = KeyPipeWriter(args.hot_fd) if args.hot_fd is not None else None
+        self.consumer = InvalidationConsumer(settings, keyspaces=keyspaces, on_hot_keys=self.writer).start()
+        log.info("cachewarm invalidation consumer %s started", self.consumer.name)
+
+    def tick(self) -> int | None:
+        if self.writer is not None and self.writer.broken:
+            log.warning("cachewarm invalidation consumer: the hot-key refresher is gone; exiting")
+            return 0
+        if not self.consumer.alive:
+            log.error("cachewarm invalidation consumer: the consumer thread ended; exiting")
+            return 1
+        return None
+
+    def close(self) -> None:
+        self.consumer.close()  # sends the last batch's acknowledgements
+        if self.writer is not None:
+            self.writer.close()
+        if self.metrics:
             multiprocess.mark_dead(os.getpid())
-    return 0
+
+
+def _hot_fd(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hot-fd", type=int, default=None, help="write end of the hot-key pipe (none: no refresh)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return child_main(argv, module="invalidation_process", name="invalidation consumer", parent_name="sidecar",
+                      description=(__doc__ or "").split("\n")[0], log_format=LOG_FORMAT, log=log,
+                      metrics_help="count nothing into the multiprocess directory", start=_Consumer,
+                      add_arguments=_hot_fd)
 
 
 if __name__ == "__main__":

@@ -26,43 +26,40 @@ from celery import signals
 from ..errors import ConfigError
 from ..metrics import multiprocess
 from ..settings import Settings
+from ..tasks import settings_of
 from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
 
+# The settings of the app whose worker this process is (or was forked from): the app's own, as the sidecar's
+# (sidecar_step.py), so a worker built with explicit settings counts under its keyspaces, not the environment's.
 _settings: Settings | None = None
 
 
-def _load_settings() -> Settings | None:
-    global _settings
-    if _settings is None:
-        try:
-            _settings = Settings.load()
-            _settings.load_keyspaces()
-        except ConfigError as exc:
-            log.error("cachewarm metrics disabled: %s", exc)
-            return None
-    return _settings
-
-
-def _install_hooks() -> None:
-    settings = _load_settings()
+def _install_hooks(settings: Settings | None) -> None:
+    names: list[str] = []
+    try:
+        names = (settings or Settings.load()).load_keyspaces().names()  # the environment's: no app seen here
+    except ConfigError as exc:
+        log.error("cachewarm metrics disabled: %s", exc)
     # Imported here: it imports prometheus_client, which must not be imported before multiprocess.enable().
     from ..metrics.process import register_process_metrics
 
-    register_process_metrics(None, keyspaces=settings.load_keyspaces().names() if settings else ())
+    register_process_metrics(None, keyspaces=names)
 
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:
+    global _settings
     if not runs_cachewarm(sender):
         return
+    _settings = settings_of(sender.app)  # runs_cachewarm: the worker has an app
     multiprocess.enable()
-    _install_hooks()
+    _install_hooks(_settings)
 
 
 def on_child_init(**_: Any) -> None:
     if multiprocess.enabled():
-        _install_hooks()
+        _install_hooks(_settings)  # the main process's, inherited by the fork
 
 
 def on_child_shutdown(pid: int | None = None, **_: Any) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 
 from ..settings import Settings
 from ..tasks import SCAN
-
-TASK_NAME = "cachewarm.scan"
+from .queues import SCAN_ENTRY
 
 
 def scan_task_fields(settings: Settings) -> dict[str, Any]:
@@ -41,5 +40,5 @@ def create_scan_task(periodic_task: Any, interval_schedule: Any, settings: Setti
     settings = settings or Settings.load()
     interval, _ = interval_schedule.objects.get_or_create(every=interval_seconds(settings), period="seconds")
     task, _ = periodic_task.objects.update_or_create(
-        name=TASK_NAME, defaults={"interval": interval, **scan_task_fields(settings)})
+        name=SCAN_ENTRY, defaults={"interval": interval, **scan_task_fields(settings)})
     return task

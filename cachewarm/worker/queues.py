@@ -33,8 +33,12 @@ def routes(settings: Settings) -> dict[str, dict[str, str]]:
     return {REFRESH: {"queue": settings.refresh_queue}, SCAN: {"queue": settings.scan_queue}}
 
 
+# The name of the scan's `beat_schedule` entry (and of its django-celery-beat row, periodic.py): the task's own.
+SCAN_ENTRY = SCAN
+
+
 def scan_entry(settings: Settings) -> dict[str, Any]:
-    """The `beat_schedule` entry of the scan."""
+    """The `beat_schedule` entry of the scan (named SCAN_ENTRY)."""
     return {
         "task": SCAN,
         "schedule": settings.scan_interval,

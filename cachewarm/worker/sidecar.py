@@ -29,14 +29,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
-from .. import refresh_engine
-from ..errors import ConfigError
-from ..heartbeat import NodeBeat
-from ..invalidation.hot_refresh import HotRefresher
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
 from ..settings import Settings
-from .children import stop_on_signals
+from ..warming import refresh_engine
+from ..warming.heartbeat import NodeBeat
+from ..warming.hot_refresh import HotRefresher
+from .children import child_main
 from .invalidation_process import ConsumerProcess
 
 if TYPE_CHECKING:
@@ -46,14 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cachewarm.sidecar")
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/cachewarm-sidecar] %(message)s"
-PARENT_CHECK_INTERVAL = 1.0
 # How long the engine may take at exit to finish the hot-key refreshes it started.
 DRAIN_TIMEOUT = 20.0
 CONSUMER_ENV = "CACHEWARM_INVALIDATION_CONSUMER"
-# Python's default 5 ms switch interval lets the engine's thread keep the GIL that long while the hot-key pipe's
-# reader waits with a key to hand over. At 1 ms (as in the consumer's process), 7 interleaved pairs of 500 events/s
-# runs (issue 12): new-value p99 95 against 135 ms at the median, better in 5 of 7 pairs; del p99 better in 6.
-SWITCH_INTERVAL = 0.001
 
 
 def consumer_enabled() -> bool:
@@ -133,37 +127,28 @@ class Sidecar:
         multiprocess.mark_dead(os.getpid())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cachewarm.worker.sidecar", description=__doc__.split("\n")[0])
-    parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone (0: never)")
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per request
+class _Node:
+    """The sidecar's services and the node's heartbeat, as `children.child_main` runs them."""
 
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    stop = stop_on_signals()
-    try:
+    def __init__(self, args: argparse.Namespace) -> None:
         settings = Settings.load()
-        sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics,
-                          loglevel=args.loglevel.upper()).start()
-    except ConfigError as exc:
-        log.error("cachewarm sidecar not started: %s", exc)
-        return 2
-    node = NodeBeat.for_settings(settings, args.parent)  # the node's heartbeat, for `cachewarm status`
-    try:
-        node.beat()
-        while not stop.wait(PARENT_CHECK_INTERVAL):
-            node.beat()
-            sidecar.check()
-            if args.parent and os.getppid() != args.parent:
-                log.warning("cachewarm sidecar: worker %d is gone; exiting", args.parent)
-                break
-    finally:
-        node.close()
-        sidecar.close()
-    return 0
+        self.sidecar = Sidecar(settings, consume=consumer_enabled(), serve_metrics=not args.no_metrics,
+                               loglevel=args.loglevel.upper()).start()
+        self.node = NodeBeat.for_settings(settings, args.parent)  # the node's heartbeat, for `cachewarm status`
+
+    def tick(self) -> None:
+        self.node.beat()
+        self.sidecar.check()
+
+    def close(self) -> None:
+        self.node.close()
+        self.sidecar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return child_main(argv, module="sidecar", name="sidecar", parent_name="worker",
+                      description=(__doc__ or "").split("\n")[0], log_format=LOG_FORMAT, log=log,
+                      metrics_help="do not serve /metrics", start=_Node)
 
 
 if __name__ == "__main__":

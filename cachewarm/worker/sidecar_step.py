@@ -19,17 +19,16 @@ from typing import Any
 import celery
 from celery import bootsteps
 
-from .. import heartbeat
 from ..metrics import multiprocess
 from ..settings import Settings
-from .children import stop_child
+from ..warming import heartbeat
+from .children import CONFIG_ERROR, stop_child
 from .queues import runs_cachewarm
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 5.0
 STOP_TIMEOUT = 30.0  # the sidecar's own drain (sidecar.DRAIN_TIMEOUT) plus the consumer's stop
-CONFIG_ERROR = 2
 
 
 _fork_guard_installed = False

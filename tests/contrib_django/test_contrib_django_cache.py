@@ -15,7 +15,7 @@ from products.models import Product
 
 from cachewarm.contrib.django.cache import CachewarmCache
 from cachewarm.contrib.django.cache_io import aclose_loop_clients
-from cachewarm.keys import INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 
 pytestmark = pytest.mark.timeout(30)
 

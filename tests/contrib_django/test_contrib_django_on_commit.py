@@ -12,7 +12,7 @@ from products.models import Category
 
 from cachewarm.contrib.django import delivery
 from cachewarm.contrib.django.invalidation import invalidate
-from cachewarm.keys import INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 

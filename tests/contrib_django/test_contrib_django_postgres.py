@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from cachewarm.contrib.django.conf import cachewarm_settings
-from cachewarm.keys import INVALIDATION_STREAM
 from cachewarm.outbox.relay import Relay
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 from tests.support.postgres import shared_postgres
 
 pytestmark = pytest.mark.timeout(90)

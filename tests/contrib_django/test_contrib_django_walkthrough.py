@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from cachewarm.demo.redis_server import free_port
-from cachewarm.keys import CONSUMER_GROUP, INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM
 from tests.support.processes import Processes
 from tests.support.waiting import wait_until
 

@@ -15,9 +15,9 @@ from django.core.cache import caches
 from django.db import connection, transaction
 from products.models import Product
 
-from cachewarm import envelope
 from cachewarm.contrib.django.cache_io import shared_cache
 from cachewarm.contrib.django.conf import cachewarm_settings
+from cachewarm.redis_layer import envelope
 from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 

@@ -18,7 +18,7 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer, free_port
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import publish_invalidation
-from cachewarm.keys import INVALIDATION_STREAM
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 

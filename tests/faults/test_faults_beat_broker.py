@@ -19,7 +19,7 @@ import redis
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.faults._support import close_pairs, requests_between
 from tests.support.fault_proxy import FaultProxy
 from tests.support.keyspaces import product_keyspace

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 
 from cachewarm.demo.redis_server import RedisServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 

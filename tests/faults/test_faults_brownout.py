@@ -21,7 +21,7 @@ import redis
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
 from tests.support.keyspaces import product_keyspace
 from tests.support.processes import Processes, cluster_env
 from tests.support.recording import recorded

@@ -32,9 +32,9 @@ from cachewarm.demo.source import SourceServer
 from cachewarm.hooks import set_hooks
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import event_fields, publish_events
-from cachewarm.keys import DEAD_LETTER_STREAM, HOT_SHARDS, INVALIDATION_STREAM, MAX_KEY_LENGTH, KeyLayout
 from cachewarm.metrics.cluster import ClusterCollector
 from cachewarm.metrics.process import ProcessMetrics, PrometheusHooks
+from cachewarm.redis_layer.keys import DEAD_LETTER_STREAM, HOT_SHARDS, INVALIDATION_STREAM, MAX_KEY_LENGTH, KeyLayout
 from tests.faults import _support
 from tests.faults._support import InFlightTransport
 from tests.support.waiting import wait_until

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.demo.source import SourceServer
 from cachewarm.invalidation.publish import event_fields, publish_events
-from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer import envelope
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM, KeyLayout
 from tests.support.processes import Processes, cluster_env
 from tests.support.recording import recorded
 from tests.support.redis_cluster import raw_client, topologies

@@ -20,7 +20,7 @@ import redis
 from cachewarm import Cache, Settings
 from cachewarm.demo.redis_server import RedisServer
 from cachewarm.invalidation.publish import event_fields, publish_events
-from cachewarm.keys import HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer.keys import HOT_SHARDS, INVALIDATION_STREAM, KeyLayout
 from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 

@@ -17,7 +17,7 @@ from cachewarm import Cache, Settings
 from cachewarm.demo.source import SourceServer
 from cachewarm.invalidation.consumer import InvalidationConsumer
 from cachewarm.invalidation.publish import publish_invalidation
-from cachewarm.keys import INVALIDATION_STREAM, KeyLayout
+from cachewarm.redis_layer.keys import INVALIDATION_STREAM, KeyLayout
 from tests.support.redis_cluster import topologies
 from tests.support.waiting import wait_until
 

@@ -15,8 +15,8 @@ import httpx
 import redis
 
 from cachewarm.demo.redis_server import free_port
-from cachewarm.heartbeat import Heartbeat, read_heartbeats
-from cachewarm.keys import KeyLayout
+from cachewarm.redis_layer.keys import KeyLayout
+from cachewarm.warming.heartbeat import Heartbeat, read_heartbeats
 from tests.support.processes import Processes
 from tests.support.waiting import wait_until
 

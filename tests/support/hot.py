@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cachewarm.keys import HOT_SHARDS, KeyLayout, shard_of
+from cachewarm.redis_layer.keys import HOT_SHARDS, KeyLayout, shard_of
 
 
 def seed_hot(client: Any, layout: KeyLayout, keyspace: str, scores: dict[str, float], epoch_ms: int) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import redis
 
-from cachewarm import Cache, Settings, envelope
+from cachewarm import Cache, Settings
+from cachewarm.redis_layer import envelope
 
 KEY = "near:1"
 

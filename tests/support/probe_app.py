@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from cachewarm.refresh_engine import get_engine
+from cachewarm.warming.refresh_engine import get_engine
 from cachewarm.worker.celery_app import app, app_settings
 
 PIDS_KEY = "probe:pids"

@@ -62,7 +62,7 @@ class Processes:
     def stop(self) -> None:
         """The test's end: SIGKILL to every process group at once (main process, pool children, sidecar), then each
         parent reaped. No check follows it; a warm shutdown is tested where it is the point (Host.stop, `kill(proc,
-        SIGTERM)`, tests/test_sidecar.py): here it cost each worker a second or two, one worker after another."""
+        SIGTERM)`, tests/worker/test_sidecar.py): here it cost each worker a second or two, one worker after another."""
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

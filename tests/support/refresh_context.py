@@ -1,4 +1,4 @@
-"""A refresh.RefreshContext over real clients for tests that drive refresh_batch directly."""
+"""A warming.context.RefreshContext over real clients for tests that drive refresh_batch directly."""
 
 from __future__ import annotations
 
@@ -6,18 +6,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from cachewarm import Settings
-from cachewarm.connections import async_client
-from cachewarm.refresh import RefreshContext
-from cachewarm.refresh_engine import make_http_client
+from cachewarm.warming.context import RefreshContext
 
 
 @contextlib.asynccontextmanager
 async def refresh_context(settings: Settings, worker_id: str = "test-worker") -> AsyncIterator[RefreshContext]:
     """What a worker's refresh engine holds (async Redis client, the aiohttp pool), closed at the end."""
-    context = RefreshContext(settings, async_client(settings.redis_url, timeout=5), make_http_client(settings),
-                             worker_id)
+    context = RefreshContext.open(settings, worker_id, timeout=5)
     try:
         yield context
     finally:
-        await context.http.aclose()
-        await context.redis.aclose()
+        await context.aclose()

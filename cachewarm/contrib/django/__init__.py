@@ -10,5 +10,6 @@
   environment; `startup.setup_django`: Django set up in any cachewarm process (workers, sidecar, CLI) whose
   environment names ``DJANGO_SETTINGS_MODULE``, before ``python:`` sources are imported.
 
-Importing this package imports nothing of Django's: cachewarm's core imports `startup` from it.
+Importing this package imports nothing of Django's; cachewarm's processes import `startup` from it at start
+(`cachewarm.contrib.load_startup_hooks`), which registers `setup_django` with the core.
 """

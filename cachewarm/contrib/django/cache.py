@@ -34,17 +34,14 @@ shared by every backend instance of the process with the same settings (Django m
 
 from __future__ import annotations
 
-import math
-from collections.abc import Generator, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
-import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.redis import RedisSerializer
 
-from ...errors import InvalidKey, ValueNotSerializable
-from ...keyspaces import KeyspaceRegistry
+from ...config.keyspaces import KeyspaceRegistry
+from ...errors import InvalidKey
 from ...settings import Settings
 from .cache_io import (
     Call,
@@ -53,66 +50,21 @@ from .cache_io import (
     Op,
     Scan,
     Work,
-    arun_request,
+    arun_op,
     canonical,
     canonical_loop_cache,
     canonical_shared_cache,
     holds_value,
-    run_request,
+    run_op,
 )
-from .conf import cachewarm_settings, settings_values
+from .conf import cachewarm_settings, settings_for, settings_values
+from .values import INLINE_BYTES, exact_json, inline, not_an_integer
 
 ROUTES_KEPT = 10_000  # keys whose route (keyspace or Django's) a backend instance remembers
 SCAN_BATCH = 500  # keys per UNLINK pipeline of clear()
 # incr: Django's contract is "ValueError when the key does not exist"; one script so that it cannot create it.
 INCR_EXISTING = ("local v = redis.call('EXISTS', KEYS[1]) if v == 0 then return false end "
                  "return redis.call('INCRBY', KEYS[1], ARGV[1])")
-# Pickled (and unpickled) in place by the async twins: exact numbers, and str/bytes up to this size. Anything
-# else goes to a thread (Work): a container may hold anything, a model instance or a queryset may run SQL.
-INLINE_BYTES = 16 * 1024
-_INLINE_NUMBERS = (int, float, bool, type(None))
-
-
-class NotAnInteger(redis.ResponseError, TypeError):
-    """`incr`/`decr` of a value that is not an integer: Django's TypeError, and the ResponseError that Django's
-    Redis backend raises for it (code written for either catches it)."""
-
-
-def _inline(value: Any) -> bool:
-    kind = type(value)
-    if kind in _INLINE_NUMBERS:
-        return True
-    return (kind is str or kind is bytes) and len(value) <= INLINE_BYTES
-
-
-def _exact_json(value: Any, key: str, depth: int = 0) -> None:
-    """Refuses what JSON would not give back as it is (a tuple comes back a list, {1: 2} as {"1": 2}) or cannot
-    hold at all, naming what and where: a keyspace value is stored as JSON (other languages read it too)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return
-    if kind is float:
-        if not math.isfinite(value):
-            raise ValueNotSerializable(f"keyspace key {key[:100]!r}: {value!r} is not a JSON number")
-        return
-    if depth > 100:
-        raise ValueNotSerializable(f"keyspace key {key[:100]!r}: value nested more than 100 levels deep")
-    if kind is list:
-        for item in value:
-            _exact_json(item, key, depth + 1)
-        return
-    if kind is dict:
-        for name, item in value.items():
-            if type(name) is not str:
-                raise ValueNotSerializable(
-                    f"keyspace key {key[:100]!r}: dict key {name!r} is not a str (JSON object keys are strings; "
-                    "it would come back as another key)")
-            _exact_json(item, key, depth + 1)
-        return
-    hint = " (it would come back as a list)" if isinstance(value, tuple) else ""
-    raise ValueNotSerializable(
-        f"keyspace key {key[:100]!r}: a {kind.__name__} is not a JSON value{hint}; values of keyspace keys are "
-        "stored as JSON (str, int, float, bool, list, dict with str keys): use another key for other values")
 
 
 class CachewarmCache(BaseCache):  # type: ignore[misc]
@@ -134,7 +86,7 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         """This backend's settings and keyspaces, worked out again only when Django's settings changed."""
         base = cachewarm_settings()
         if self._base is not base:
-            settings = canonical(_settings_for(base, self._overrides))
+            settings = canonical(settings_for(base, self._overrides))
             self._resolved = (settings, settings.load_keyspaces())
             self._base = base
         return self._resolved
@@ -202,11 +154,11 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         if value is None:
             raise ValueError(f"None cannot be stored under keyspace key {key[:100]!r}: for a keyspace key None "
                              "means 'no such item' (get() would answer the default); use delete()")
-        _exact_json(value, key)
+        exact_json(value, key)
 
     # ---- pickling (blocking: in a thread for the async twins) -------------------------------------------------
     def _dumps(self, value: Any) -> Generator[Any, Any, Any]:
-        if _inline(value):
+        if inline(value):
             return self._serializer.dumps(value)
         return (yield Work(self._serializer.dumps, (value,)))
 
@@ -217,7 +169,7 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
 
     def _dumps_all(self, values: list[Any]) -> Generator[Any, Any, list[Any]]:
         """Each value pickled; those that are not inline in one thread hop."""
-        heavy = [i for i, value in enumerate(values) if not _inline(value)]
+        heavy = [i for i, value in enumerate(values) if not inline(value)]
         skip = set(heavy)
         out = [value if i in skip else self._serializer.dumps(value) for i, value in enumerate(values)]
         if heavy:
@@ -347,24 +299,11 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
             yield Commands(tuple(("UNLINK", name) for name in names[start:start + SCAN_BATCH]))
         return True
 
-    # ---- the drivers -----------------------------------------------------------------------------------------
     def _run(self, op: Op) -> Any:
-        cache = canonical_shared_cache(self.settings)
-        reply: Any = None
-        try:
-            while True:
-                reply = run_request(cache, op.send(reply))
-        except StopIteration as stop:
-            return stop.value
+        return run_op(canonical_shared_cache(self.settings), op)
 
     async def _arun(self, op: Op) -> Any:
-        cache = canonical_loop_cache(self.settings)
-        reply: Any = None
-        try:
-            while True:
-                reply = await arun_request(cache, op.send(reply))
-        except StopIteration as stop:
-            return stop.value
+        return await arun_op(canonical_loop_cache(self.settings), op)
 
     # ---- Django's API ----------------------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
@@ -408,11 +347,11 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         return bool(await self._arun(self._touch(key, timeout, version)))
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        with _not_an_integer(key, delta):
+        with not_an_integer(key, delta):
             return int(self._run(self._incr(key, delta, version)))
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        with _not_an_integer(key, delta):
+        with not_an_integer(key, delta):
             return int(await self._arun(self._incr(key, delta, version)))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
@@ -450,29 +389,3 @@ class CachewarmCache(BaseCache):  # type: ignore[misc]
         if self.is_keyspace_key(key):
             raise self._refuse("incr_version", key)
         return int(await super().aincr_version(key, delta, version))
-
-
-@contextmanager
-def _not_an_integer(key: Any, delta: int) -> Iterator[None]:
-    """INCRBY refused for the value it found (pickled, not an integer; another type; past 64 bits): the caller's
-    error. Redis's more specific refusals (NOPERM ...) are not about the value and go through."""
-    try:
-        yield
-    except redis.ResponseError as exc:
-        if type(exc) is not redis.ResponseError:
-            raise
-        raise NotAnInteger(f"Key '{key}': cannot add {delta} to its value: it is not an integer, or the sum would "
-                           f"pass 64 bits (Redis: {exc})") from None
-
-
-_derived: dict[tuple[Settings, tuple[tuple[str, Any], ...]], Settings] = {}
-
-
-def _settings_for(base: Settings, overrides: tuple[tuple[str, Any], ...]) -> Settings:
-    """`base` with a backend's OPTIONS/LOCATION applied, built once (its keyspaces file read once)."""
-    if not overrides:
-        return base
-    settings = _derived.get((base, overrides))
-    if settings is None:
-        settings = _derived[(base, overrides)] = cachewarm_settings(**dict(overrides))
-    return settings

@@ -27,9 +27,9 @@ from typing import Any
 import redis
 from asgiref.sync import sync_to_async
 
-from ... import envelope
 from ...client import AsyncCache, Cache
 from ...errors import CacheUnavailable
+from ...redis_layer import envelope
 from ...settings import Settings
 
 
@@ -204,6 +204,26 @@ async def arun_request(cache: AsyncCache, request: Request) -> Any:
         if len(request.commands) == 1:
             return [await cache.redis.execute_command(*request.commands[0])]  # type: ignore[no-untyped-call,unused-ignore]
         return await _pipeline(cache.redis, request.commands).execute()
+
+
+def run_op(cache: Cache, op: Op) -> Any:
+    """The sync driver: runs `op`'s requests one after the other, each answer sent back in; `op`'s result."""
+    reply: Any = None
+    try:
+        while True:
+            reply = run_request(cache, op.send(reply))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def arun_op(cache: AsyncCache, op: Op) -> Any:
+    """The async driver of the same operation."""
+    reply: Any = None
+    try:
+        while True:
+            reply = await arun_request(cache, op.send(reply))
+    except StopIteration as stop:
+        return stop.value
 
 
 def close_clients() -> None:

@@ -66,3 +66,16 @@ def forget_settings() -> None:
     global _loaded
     with _lock:
         _loaded = None
+
+
+_derived: dict[tuple[Settings, tuple[tuple[str, Any], ...]], Settings] = {}
+
+
+def settings_for(base: Settings, overrides: tuple[tuple[str, Any], ...]) -> Settings:
+    """`base` with a backend's OPTIONS/LOCATION applied, built once (its keyspaces file read once)."""
+    if not overrides:
+        return base
+    settings = _derived.get((base, overrides))
+    if settings is None:
+        settings = _derived[(base, overrides)] = cachewarm_settings(**dict(overrides))
+    return settings

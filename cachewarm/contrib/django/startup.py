@@ -1,19 +1,22 @@
 """Django set up in any cachewarm process before its keyspaces' ``python:`` sources are imported.
 
-`sources.import_callable` calls `setup_django` before it imports a ``python:`` source's module, and every cachewarm
-process builds its keyspaces' sources at start (`Settings.load_keyspaces()`): Celery's worker children, the
-sidecar (which refreshes hot keys itself), ``cachewarm run``, ``warm``, ``check-config``, an application's
-`Cache`. So a source module may import models and use the ORM with nothing more than
-``DJANGO_SETTINGS_MODULE`` in the environment, the variable Django's own tools read. (Celery's Django fixup sets
-Django up in a worker's main process too, when it sees that variable; this is the same call, made once.)
+Importing this module adds `setup_django` to the hooks that `config.sources.import_callable` calls before it
+imports a ``python:`` source's module; every cachewarm process imports it at start
+(`cachewarm.contrib.load_startup_hooks`: Celery's worker and its children, the sidecar, which refreshes hot keys
+itself, and its invalidation consumer, ``cachewarm run``, ``warm``, ``check-config``) and builds its keyspaces'
+sources then (`Settings.load_keyspaces()`). So a source module may import models and use the ORM with nothing
+more than ``DJANGO_SETTINGS_MODULE`` in the environment, the variable Django's own tools read. (Celery's Django
+fixup sets Django up in a worker's main process too, when it sees that variable; this is the same call, made
+once.) An application's own process sets Django up itself, as any Django project does.
 
-Nothing here imports Django unless that variable is set; nothing here imports the rest of cachewarm.
+Nothing here imports Django unless that variable is set; of cachewarm it imports only the hook registry.
 """
 
 from __future__ import annotations
 
 import os
 
+from ...config.sources import add_import_hook
 from ...errors import ConfigError
 
 SETTINGS_ENV = "DJANGO_SETTINGS_MODULE"
@@ -41,3 +44,6 @@ def setup_django() -> bool:
         raise ConfigError(f"{SETTINGS_ENV}={module}: django.setup() failed: {type(exc).__name__}: {detail}")\
             from None
     return True
+
+
+add_import_hook(setup_django)

@@ -32,13 +32,13 @@ class Command(BaseCommand):  # type: ignore[misc]
     def run_from_argv(self, argv: list[str]) -> None:
         # cachewarm's options and --help are click's, not Django's: everything after the name goes through as is.
         from cachewarm.cli import cli
-        from cachewarm.errors import ConfigError
+        from cachewarm.errors import CONFIG_ERROR, ConfigError
 
         try:
             export_settings()
         except ConfigError as exc:
             self.stderr.write(f"cachewarm: configuration error: {exc}")
-            raise SystemExit(2) from None
+            raise SystemExit(CONFIG_ERROR) from None
         cli.main(args=argv[2:], prog_name=f"{os.path.basename(argv[0])} cachewarm")
 
     def handle(self, *args: Any, **options: Any) -> None:  # call_command: the same, arguments as strings
