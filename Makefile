@@ -12,7 +12,6 @@ UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
 EXTRAS := --all-extras
 TRY_VENV ?= /tmp/cachewarm-try
-APT_PACKAGES := redis-server redis-sentinel rabbitmq-server postgresql prometheus docker-compose
 
 export UV_PYTHON := $(PYTHON)
 
@@ -23,6 +22,7 @@ system-deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing redis-sentinel"; \
 	command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \

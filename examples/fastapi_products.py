@@ -137,7 +137,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = settings or Settings.load()
+        # Its own key prefix unless one is set: the README's tour runs workers for `product:` keys on the same
+        # Redis, and they would refresh this example's products from the tour's source.
+        own_prefix = {} if "CACHEWARM_KEY_PREFIX" in os.environ else {"key_prefix": "example:"}
+        config = settings or Settings.load(**own_prefix)
         keyspaces = KeyspaceRegistry.from_mapping(KEYSPACES)
         engine = open_database(url)
         cache = AsyncCache(settings=config, keyspaces=keyspaces)
