@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from cachewarm import Settings
+from cachewarm import Cache, Settings
 from examples import fastapi_products
 from tests.support.postgres import shared_postgres
 
@@ -108,3 +108,24 @@ async def test_put_invalidates_through_the_outbox(client: httpx.AsyncClient) -> 
 
     await asyncio.wait_for(read_until_cached_again(), 10)
     assert seen[0] == "Database"  # the first read of the new row came from the database
+
+
+async def test_the_tours_keys_on_the_same_redis_never_reach_the_example(redis_url: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's tour (keyspace product:{id}, default prefix) and this example run side by side on one Redis:
+    the tour's workers writing product:1 must not replace the example's product 1 (they did, sharing the key)."""
+    monkeypatch.setenv("EXAMPLE_DB_LATENCY", "0")
+    monkeypatch.setenv("CACHEWARM_REDIS_URL", redis_url)
+    monkeypatch.delenv("CACHEWARM_KEY_PREFIX", raising=False)
+    app: FastAPI = fastapi_products.create_app(database_url=f"sqlite:///{tmp_path / 'products.db'}", run_relay=False)
+    tour = Settings.load(redis_url=redis_url, config=tmp_path / "none.toml")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://example") as http:
+            await http.get("/products/1")
+            with Cache(settings=tour, keyspaces=fastapi_products.KeyspaceRegistry.from_mapping(
+                    fastapi_products.KEYSPACES)) as tour_cache:
+                tour_cache.set("product:1", {"id": 1, "name": "the tour's product 1", "version": 99})
+            body = (await http.get("/products/1")).json()
+    assert body["source"] == "Redis Cache"
+    assert body["product"] == seeded(1)
