@@ -2,8 +2,10 @@
 
 Starts a private redis-server (unless CACHEWARM_REDIS_URL is set), the slow demo source in a child process, a
 temporary cachewarm.toml, `cachewarm run` (worker, beat, invalidation consumer and metrics endpoint) as a child,
-and a Zipf-distributed reader load in threads through `Cache`. Every second it prints the hit ratio, read p99,
-source requests per second and refreshes; at the end a summary and a few values scraped from the metrics endpoint.
+and a Zipf-distributed reader load in threads through `Cache`. It prints a legend, then every second the hit ratio,
+read p99, the source requests it served beside what plain cache-aside (same TTL, no workers) would have asked for
+the same reads, and the refreshes; halfway, one invalidation end to end (published, deleted, a new value, with the
+times); at the end a summary and a few values scraped from the metrics endpoint before it stopped.
 """
 
 from __future__ import annotations
@@ -27,33 +29,68 @@ import redis
 from ..client import Cache
 from ..demo.redis_server import RedisServer, free_port
 from ..demo.source_process import SourceProcess
+from ..invalidation.publish import publish_invalidation
+from ..redis_layer import envelope
 from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 
 HALF_LIFE = 10.0
 THRESHOLD = 2.0
+FOLLOW_SECONDS = 10.0  # how long the demo's invalidation is followed through Redis
+
+
+LEGEND = """\
+  t             seconds since the readers started ({threads} threads, Zipf 1.1 over {nkeys:,} product keys)
+  reads/s       reads this second
+  hit %         reads answered from Redis
+  p99 ms        the slowest 1 % of the reads
+  source req/s  requests the source served: the readers' misses plus the workers' refreshes
+  cache-aside   what plain cache-aside (same {ttl:g} s TTL, no workers) would have asked the source for these reads
+  refreshes/s   keys the workers refreshed before their TTL ran out
+  hot keys      the keys the workers keep warm (read often enough lately)
+Source requests rise as keys turn hot: each hot key is refreshed every {period:g} s (TTL - refresh_ahead), read or
+not; that load is what buys the hit ratio. The cache-aside column is the price of not warming."""
+
+
+class CacheAside:
+    """Plain cache-aside on the same reads: a key read again within `ttl` of its last load is a hit, else a load."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.loaded: dict[str, float] = {}
+
+    def read(self, key: str, now: float) -> bool:
+        """True when cache-aside would have asked the source for this read."""
+        last = self.loaded.get(key)
+        if last is not None and now - last < self.ttl:
+            return False
+        self.loaded[key] = now
+        return True
 
 
 class Window:
     """Reads of the current second, swapped out by the printer."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl: float) -> None:
         self.lock = threading.Lock()
         self.hits = 0
         self.reads = 0
+        self.aside_loads = 0
         self.latencies: list[float] = []
         self.errors = 0
+        self.aside = CacheAside(ttl)
 
-    def add(self, hit: bool, seconds: float) -> None:
+    def add(self, key: str, hit: bool, seconds: float) -> None:
         with self.lock:
             self.reads += 1
             self.hits += hit
+            self.aside_loads += self.aside.read(key, time.monotonic())
             self.latencies.append(seconds)
 
-    def take(self) -> tuple[int, int, list[float], int]:
+    def take(self) -> tuple[int, int, int, list[float], int]:
         with self.lock:
-            out = (self.reads, self.hits, self.latencies, self.errors)
-            self.reads = self.hits = self.errors = 0
+            out = (self.reads, self.hits, self.aside_loads, self.latencies, self.errors)
+            self.reads = self.hits = self.aside_loads = self.errors = 0
             self.latencies = []
         return out
 
@@ -77,7 +114,7 @@ def _reader(cache: Cache, cdf: list[float], seed: int, stop: threading.Event, wi
                 window.errors += 1
             time.sleep(0.01)
             continue
-        window.add(hit, time.perf_counter() - started)
+        window.add(key, hit, time.perf_counter() - started)
 
 
 def _zipf_cdf(n: int, s: float) -> list[float]:
@@ -143,23 +180,26 @@ def _tour(tmp: Path, redis_url: str, broker_url: str, *, duration: float, thread
         click.echo(f"cachewarm run: pid {runner.pid}; metrics endpoint http://{metrics_host}:{metrics_port}/metrics")
         cache = Cache(settings=settings)
         stop = threading.Event()
-        window = Window()
+        window = Window(ttl)
         cdf = _zipf_cdf(nkeys, 1.1)
         readers = [threading.Thread(target=_reader, args=(cache, cdf, i + 1, stop, window), daemon=True)
                    for i in range(threads)]
-        totals = {"reads": 0, "hits": 0, "source": 0, "refreshes": 0}
+        totals = {"reads": 0, "hits": 0, "source": 0, "aside": 0, "refreshes": 0}
         last_lat: list[float] = []
+        invalidate_at = max(2, int(duration // 2))
+        follower: threading.Thread | None = None
         try:
             source.reset_stats()
             for t in readers:
                 t.start()
+            click.echo(LEGEND.format(threads=threads, nkeys=nkeys, ttl=ttl, period=ttl - refresh_ahead))
             click.echo(f"{'t':>4}  {'reads/s':>8}  {'hit %':>6}  {'p99 ms':>7}  {'source req/s':>12}  "
-                       f"{'refreshes/s':>11}  {'hot keys':>8}")
+                       f"{'cache-aside':>11}  {'refreshes/s':>11}  {'hot keys':>8}")
             prev_source, prev_refreshed = 0, 0
             start = time.monotonic()
             for second in itertools.count(1):
                 time.sleep(max(0.0, start + second - time.monotonic()))
-                reads, hits, lats, errors = window.take()
+                reads, hits, aside, lats, errors = window.take()
                 src = int(source.stats()["requests"])
                 raw: dict[bytes, bytes] = client.hgetall(layout.refresh_stats)  # type: ignore[assignment]
                 stats = {k.decode(): v.decode() for k, v in raw.items()}
@@ -167,20 +207,28 @@ def _tour(tmp: Path, redis_url: str, broker_url: str, *, duration: float, thread
                 hot = stats.get("hot_keys:product", "-")
                 totals["reads"] += reads
                 totals["hits"] += hits
+                totals["aside"] += aside
                 if second > duration - 10:
                     last_lat += lats
                 ratio = f"{hits / reads * 100:6.2f}" if reads else "     -"
                 click.echo(f"{second:>4}  {reads:>8,}  {ratio}  {p99(lats) * 1000:>7.2f}  {src - prev_source:>12,}  "
-                           f"{refreshed - prev_refreshed:>11,}  {hot:>8}" + (f"  ({errors} errors)" if errors else ""))
+                           f"{aside:>11,}  {refreshed - prev_refreshed:>11,}  {hot:>8}"
+                           + (f"  ({errors} errors)" if errors else ""))
                 prev_source, prev_refreshed = src, refreshed
                 if runner.poll() is not None:
                     click.echo(f"cachewarm run exited with {runner.returncode}; see its log:", err=True)
                     click.echo((tmp / "run.log").read_text(errors="replace")[-2000:], err=True)
                     break
+                if second == invalidate_at:  # followed in a thread: the table goes on meanwhile
+                    follower = threading.Thread(
+                        target=lambda: click.echo(_invalidate_one(client, layout, "product:0")), daemon=True)
+                    follower.start()
                 if second >= duration:
                     break
             totals["source"], totals["refreshes"] = prev_source, prev_refreshed
         finally:
+            if follower is not None:
+                follower.join(FOLLOW_SECONDS)
             stop.set()
             for t in readers:
                 t.join(10)
@@ -189,16 +237,41 @@ def _tour(tmp: Path, redis_url: str, broker_url: str, *, duration: float, thread
         _stop(runner)
         client.close()
     overall = totals["hits"] / totals["reads"] * 100 if totals["reads"] else float("nan")
+    aside_ratio = (1 - totals["aside"] / totals["reads"]) * 100 if totals["reads"] else float("nan")
     click.echo("")
     click.echo(f"summary: {totals['reads']:,} reads, hit ratio {overall:.2f}% overall, read p99 "
                f"{p99(last_lat) * 1000:.2f} ms over the last 10 s; {totals['source']:,} source requests, "
-               f"{totals['refreshes']:,} refreshes by the workers")
-    click.echo(f"metrics endpoint: http://{metrics_host}:{metrics_port}/metrics")
+               f"{totals['refreshes']:,} of them refreshes by the workers; plain cache-aside on the same reads: "
+               f"hit ratio {aside_ratio:.2f}% for {totals['aside']:,} source requests")
     if metrics is None:
-        click.echo("  (not reachable: the metrics endpoint is not available in this build)")
+        click.echo("metrics endpoint: not reachable before it stopped (see `cachewarm run`'s log)")
     else:
+        click.echo(f"metrics scraped from http://{metrics_host}:{metrics_port}/metrics before it stopped with the "
+                   "demo:")
         for line in metrics:
             click.echo(f"  {line}")
+
+
+def _invalidate_one(client: redis.Redis, layout: KeyLayout, key: str) -> str:
+    """Publishes an invalidation of `key` (the hottest) as a writer would and follows it through Redis: when the
+    value was deleted, when a new one was stored (the workers refresh a hot key at once; a reader's miss may be
+    first). One line."""
+    before = client.get(layout.value(key))
+    old = envelope.fetched_ms(before) if isinstance(before, bytes) else None
+    published = time.monotonic()
+    publish_invalidation(key, redis=client)
+    deleted: float | None = None
+    while (waited := time.monotonic() - published) < FOLLOW_SECONDS:
+        raw = client.get(layout.value(key))
+        if raw is None:
+            deleted = deleted if deleted is not None else waited
+        elif not isinstance(raw, bytes) or envelope.fetched_ms(raw) != old:
+            gone = f"deleted after {deleted * 1000:.1f} ms" if deleted is not None else \
+                f"deleted and replaced within {waited * 1000:.1f} ms"
+            return f"invalidation: {key} published; {gone}; a new value stored after {waited * 1000:.1f} ms"
+        time.sleep(0.0005)
+    gone = f"deleted after {deleted * 1000:.1f} ms" if deleted is not None else "not deleted"
+    return f"invalidation: {key} published; {gone}; no new value within {FOLLOW_SECONDS:g} s"
 
 
 def _scrape(host: str, port: int) -> list[str] | None:
