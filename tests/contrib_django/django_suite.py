@@ -98,12 +98,12 @@ def _download(version: str, into: Path) -> Path:
 
 
 def _extract(sdist: Path, version: str, into: Path) -> None:
-    prefix = f"django-{version}/tests/cache/"
-    wanted = {prefix + name: name for name in FILES}
+    prefix = f"django-{version}/tests/cache/"  # Django-4.2.tar.gz holds Django-4.2/: compared without case
+    wanted = {(prefix + name).lower(): name for name in FILES}
     found = 0
     with tarfile.open(sdist, "r:gz") as archive:
         for member in archive:
-            name = wanted.get(member.name)
+            name = wanted.get(member.name.lower())
             if name is None or not member.isfile():
                 continue
             source = archive.extractfile(member)
