@@ -9,12 +9,11 @@ too (`redis_failure`).
 from __future__ import annotations
 
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import click
 
 from ..errors import ConfigError
-from ..redis_layer.urls import mask_url
+from ..redis_layer.urls import unavailable
 from ..settings import Settings
 
 REDIS_FAILURE = 1  # the exit status of a command Redis failed
@@ -38,18 +37,5 @@ def fail(line: str, status: int = 2) -> NoReturn:
 
 
 def redis_failure(command: str, url: str, exc: BaseException) -> str:
-    """``cachewarm COMMAND: redis unavailable at URL (Error: message)``: the URL masked, and any password the
-    message repeats masked too; one line."""
-    message = " ".join(str(exc).split())[:300]
-    password = _password(url)
-    if password:
-        message = message.replace(password, "***")
-    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return f"cachewarm {command}: redis unavailable at {mask_url(url)} ({detail})"
-
-
-def _password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """``cachewarm COMMAND: redis unavailable at URL (Error: message)`` (urls.unavailable: masked, one line)."""
+    return f"cachewarm {command}: {unavailable('redis', url, exc)}"
