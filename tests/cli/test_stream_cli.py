@@ -47,11 +47,6 @@ def env(config: Path, redis_url: str, topology: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def settings_env(env: dict[str, str]) -> dict[str, str]:
-    return env
-
-
-@pytest.fixture
 def run(env: dict[str, str]) -> Callable[..., Result]:
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(cli, list(args), env=env)
@@ -101,16 +96,16 @@ def test_status_says_when_no_consumer_is_alive(run: Callable[..., Result], redis
     assert "consumers: 1 alive" in run("status").output  # just created: idle 0 (a stopped one: the rule below)
 
 
-def test_a_consumer_of_a_quiet_stream_is_alive_by_its_heartbeat(settings_env: dict[str, str],
+def test_a_consumer_of_a_quiet_stream_is_alive_by_its_heartbeat(env: dict[str, str],
                                                                 redis_client: redis.Redis) -> None:
     # Before Redis 7.2 a read that finds nothing does not reset XINFO's idle time: the heartbeat tells.
     from cachewarm import Settings
     from cachewarm.invalidation.consumer import InvalidationConsumer
 
-    settings = Settings.load(redis_url=settings_env["CACHEWARM_REDIS_URL"], config=settings_env["CACHEWARM_CONFIG"])
+    settings = Settings.load(redis_url=env["CACHEWARM_REDIS_URL"], config=env["CACHEWARM_CONFIG"])
     with InvalidationConsumer(settings, block_ms=50) as consumer:
         consumer.poll()
-        inv = json.loads(CliRunner().invoke(cli, ["status", "--json"], env=settings_env).output)["invalidations"]
+        inv = json.loads(CliRunner().invoke(cli, ["status", "--json"], env=env).output)["invalidations"]
     assert inv["consumers_alive"] == 1 and inv["consumers"][0]["name"] == consumer.name
 
 
