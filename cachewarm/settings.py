@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,6 +16,43 @@ from .config.keyspaces import KeyspaceRegistry, load_keyspaces
 from .errors import ConfigError, one_line
 from .redis_layer import sentinel
 from .redis_layer.urls import mask_url as mask_url  # where it was first; the Redis layer has it
+
+log = logging.getLogger("cachewarm.settings")
+
+ENV_PREFIX = "CACHEWARM_"
+# CACHEWARM_ variables that are not settings: the worker's own (sidecar.py, heartbeat.py) and the repository's test
+# and build tools'. Any other is most likely a misspelt setting, and is named with the closest one.
+OTHER_VARIABLES = frozenset({"CACHEWARM_NODE_NAME", "CACHEWARM_INVALIDATION_CONSUMER", "CACHEWARM_TRY_RESOLUTION",
+                             "CACHEWARM_DJANGO_SDIST", "CACHEWARM_TEST_CALLS", "CACHEWARM_TEST_DELAY",
+                             "CACHEWARM_SOAK_TRACEMALLOC"})
+_warned: set[str] = set()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per CACHEWARM_ variable that is no setting, naming the closest setting (difflib) if any.
+
+    A warning, not an error: a deployment may keep other variables under the prefix (its own scripts'), and a
+    process that refused to start over one would be worse than one that says what it ignores."""
+    known = [name.upper() for name in Settings.model_fields]
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        rest = upper.removeprefix(ENV_PREFIX)
+        if rest == upper or rest in known or upper in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(rest, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else " (the settings: README.md, Configuration)"
+        lines.append(f"cachewarm: warning: {name} is not a cachewarm setting{hint}; ignored")
+    return lines
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Logs each unknown variable's line once per process (no logging set up: the line alone, on stderr)."""
+    for line in unknown_variables(os.environ if environ is None else environ):
+        if line not in _warned:
+            _warned.add(line)
+            log.warning(line)
+
 
 # Schemes of the cache's URL, and of the broker's without asking kombu (any kombu transport is a broker).
 CACHE_SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
@@ -151,6 +192,7 @@ class Settings(BaseSettings):
     def load(cls, **overrides: object) -> Settings:
         """Settings from the environment, with every error turned into one ConfigError line. Cheap: reads the
         environment only (the keyspaces file is read by `load_keyspaces`)."""
+        warn_unknown_variables()
         try:
             return cls(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:

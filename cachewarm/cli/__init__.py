@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..contrib import load_startup_hooks
-from ..errors import CONFIG_ERROR, ConfigError
+from ..errors import CONFIG_ERROR, CacheUnavailable, ConfigError
 
 # name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "invalidate": "cachewarm.cli.invalidate:invalidate",
     "relay": "cachewarm.cli.relay:relay",
     "status": "cachewarm.cli.status:status",
+    "inspect": "cachewarm.cli.inspect:inspect",
+    "pins": "cachewarm.cli.pins:pins",
+    "unpin": "cachewarm.cli.pins:unpin",
 }
 
 
@@ -43,6 +46,33 @@ class LazyGroup(click.Group):
         except ConfigError as exc:
             click.echo(f"cachewarm: configuration error: {exc}", err=True)
             ctx.exit(CONFIG_ERROR)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            # ... and a Redis failure one line in one form: the command, the masked URL, the error.
+            line = _redis_failure(ctx.invoked_subcommand or "", exc)
+            if line is None:
+                raise
+            click.echo(line, err=True)
+            ctx.exit(1)
+
+
+def _redis_failure(command: str, exc: Exception) -> str | None:
+    """The one line for a Redis error (imported here, not at the top: `cachewarm --help` loads no Redis client)."""
+    from ..redis_layer.connections import REDIS_ERRORS
+    from ..settings import Settings
+    from .options import redis_failure
+
+    if isinstance(exc, CacheUnavailable):  # raised `from None` over the Redis error, which says more
+        cause = exc.__cause__ or exc.__context__
+        exc = cause if isinstance(cause, REDIS_ERRORS) else exc
+    elif not isinstance(exc, REDIS_ERRORS):
+        return None
+    try:
+        url = Settings.load().redis_url  # the environment only: what the failed command was given
+    except ConfigError:
+        url = "(unknown)"
+    return redis_failure(command, url, exc)
 
 
 @click.group(cls=LazyGroup)

@@ -20,7 +20,8 @@ from types import FrameType
 
 import click
 
-from .options import load_settings
+from ..tasks.reachable import start_failure
+from .options import fail, load_settings
 
 
 def worker_command(schedule: str, *, loglevel: str, concurrency: int | None, queues: tuple[str, ...]) -> list[str]:
@@ -38,8 +39,14 @@ def worker_command(schedule: str, *, loglevel: str, concurrency: int | None, que
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="seconds a shutdown may take before the worker is killed")
 def run(concurrency: int | None, loglevel: str, grace: float) -> None:
-    """Run worker, beat, invalidation consumer and metrics endpoint in one command."""
+    """Run worker, beat, invalidation consumer and metrics endpoint in one command.
+
+    Exits with status 1 and one line naming the (masked) URL when the cache or the broker does not answer at start;
+    once running, lost connections are retried."""
     settings = load_settings(require_config=True)
+    failure = start_failure(settings)  # the worker checks too; this says it before a worker starts at all
+    if failure is not None:
+        fail(f"cachewarm run: {failure}", 1)
     with tempfile.TemporaryDirectory(prefix="cachewarm-run-") as tmp:
         child = subprocess.Popen(worker_command(os.path.join(tmp, "beat-schedule"), loglevel=loglevel,
                                                 concurrency=concurrency,

@@ -9,14 +9,15 @@ everything the counters hold.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 import redis
 
+from ..invalidation.stream_state import describe, read_stream_state
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
 from ..redis_layer import envelope
@@ -26,7 +27,7 @@ from ..redis_layer.popularity import decayed_reads
 from ..redis_layer.urls import mask_url
 from ..settings import Settings
 from ..warming.heartbeat import Heartbeat, read_heartbeats
-from .options import load_settings
+from .options import load_settings, redis_failure
 
 
 @dataclass
@@ -104,6 +105,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         history.record(client, layout, snap.stats, names, snap.now_ms)
         hot = top_keys(client, layout, names, top, snap.now_ms, settings.hot_half_life)
         beats = read_heartbeats(client, layout)
+        stream = read_stream_state(client, layout)
     finally:
         client.close()
     spaces = [_keyspace(snap, name, past, hot[name]) for name in names]
@@ -114,8 +116,11 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         "workers": snap.workers,
         "workers_exact": snap.workers_exact,
         "hosts": hosts(beats),
-        "invalidation_pending": snap.invalidation_pending,
-        "dead_letters": snap.dead_letters,
+        "invalidation_pending": stream.pending,
+        "invalidation_undelivered": stream.undelivered,
+        "dead_letters": stream.dead_letters,
+        # the stream as the workers' consumers see it (invalidation/stream_state.py)
+        "invalidations": stream.as_dict(),
         # Seconds the hit ratio covers; null: since the counters started.
         "hit_ratio_window": window,
         "keyspaces": {ks.name: {
@@ -187,9 +192,8 @@ def render(status: dict[str, Any]) -> str:
     window = status["hit_ratio_window"]
     since = f"last {window:.0f}s" if window is not None else "all time"
     workers = f"{status['workers']}" + ("" if status["workers_exact"] else "+")
-    lines = [f"cachewarm status of {status['redis']}",
-             f"workers: {workers}   invalidations pending: {status['invalidation_pending']}   "
-             f"dead letters: {status['dead_letters']}", ""]
+    lines = [f"cachewarm status of {status['redis']}", f"workers: {workers}",
+             f"invalidations {describe(status['invalidations'])}", ""]
     rows = [["keyspace", f"hit ratio ({since})", "hits", "local hits", "misses", "stale", "hot keys", "backlog",
              "behind s"]]
     for name, ks in status["keyspaces"].items():
@@ -215,26 +219,36 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _redis_failure(settings: Settings, exc: Exception) -> str:
-    message = str(exc)
-    password = urlsplit(settings.redis_url).password
-    if password:
-        message = message.replace(password, "***")
-    return f"cachewarm: cannot read status from Redis at {mask_url(settings.redis_url)}: {message}"
-
-
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table (with --watch: one "
+              "object per line).")
 @click.option("--since", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Hit ratio over the last SECONDS (from stored counter snapshots).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Hottest keys shown per keyspace.")
-def status(as_json: bool, since: float, top: int) -> None:
-    """Hot keys, hit ratio, refresh backlog, invalidation queue and worker hosts, read from Redis."""
-    settings = load_settings()
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until interrupted (Ctrl-C exits 0).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+def status(as_json: bool, since: float, top: int, watch: bool, interval: float) -> None:
+    """Hot keys, hit ratio, refresh backlog, invalidation stream (undelivered, pending, dead letters, consumers
+    alive) and worker hosts, read from Redis. Exits 2 when no keyspace is configured, 1 when Redis fails."""
+    settings = load_settings(require_keyspaces=True)
+    if not watch:
+        data = gather(settings, since=since, top=top)  # a Redis error: one line, exit 1 (cli/__init__.py)
+        click.echo(json.dumps(data, indent=2) if as_json else render(data))
+        return
     try:
-        data = gather(settings, since=since, top=top)
-    except redis.RedisError as exc:
-        click.echo(_redis_failure(settings, exc), err=True)
-        raise SystemExit(1) from None
-    click.echo(json.dumps(data, indent=2) if as_json else render(data))
+        while True:
+            started = time.monotonic()
+            try:
+                data = gather(settings, since=since, top=top)
+                frame = json.dumps(data) if as_json else render(data)
+            except redis.RedisError as exc:  # shown in the frame; the watch goes on (Redis may come back)
+                frame = redis_failure("status", settings.redis_url, exc)
+            if not as_json:
+                click.clear()
+                frame += f"\n\nevery {interval:g} s; Ctrl-C to stop"
+            click.echo(frame)
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return

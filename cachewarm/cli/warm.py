@@ -13,6 +13,7 @@ import redis
 
 from ..config.keyspaces import check_key
 from ..outcomes import RefreshOutcome
+from ..redis_layer import envelope
 from ..redis_layer.connections import sync_client
 from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
@@ -47,42 +48,64 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
         if found is None:
             raise click.BadParameter(f"no keyspace pattern matches {key!r}", param_hint="KEY")
         by_space[found[0].name].append(key)
-    try:
-        counts = _pin_and_load(settings, by_space, wanted)
-    except redis.RedisError as exc:
-        # One line, no traceback, and never the URL (it may carry a password).
-        click.echo(f"cachewarm warm: redis failed: {type(exc).__name__}", err=True)
-        raise SystemExit(1) from None
-    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-    click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
+    counts, pinned = _load_and_pin(settings, by_space, wanted)
+    summary = ", ".join(f"{n} {outcome}" + (" (not pinned)" if outcome == RefreshOutcome.NOT_FOUND else "")
+                        for outcome, n in sorted(counts.items()))
+    if pinned == len(wanted):
+        click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
+    else:
+        click.echo(f"warmed {len(wanted)} keys, pinned {pinned}: {summary}")
     if counts.get(RefreshOutcome.ERROR) or counts.get(RefreshOutcome.UNKNOWN):
         raise SystemExit(1)
 
 
-def _pin_and_load(settings: Settings, by_space: dict[str, list[str]], wanted: list[str]) -> Counter[str]:
+def _load_and_pin(settings: Settings, by_space: dict[str, list[str]], wanted: list[str]) -> tuple[Counter[str], int]:
+    """Loads the keys, then pins those the source has: a 404 is never pinned (the workers would ask the source for
+    it every scan). A key whose load failed (source down) is pinned, so the workers keep trying; one whose value
+    someone else wrote meanwhile is pinned unless that value is a remembered 404. Redis errors propagate (the
+    group prints them in one line)."""
     layout = KeyLayout(settings.key_prefix)
     client = sync_client(settings.redis_url, timeout=5.0, cluster=settings.redis_cluster)
     try:
+        client.ping()  # Redis down: one line now (cli/__init__.py), not one error per key
+        outcomes: dict[str, RefreshOutcome] = {}
+        if len(wanted) >= BAR_FROM:
+            with click.progressbar(length=len(wanted), label="warming", file=sys.stderr) as bar:  # type: ignore[operator]
+                counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update), outcomes))
+        else:
+            counts = asyncio.run(load(settings, wanted, lambda n: None, outcomes))
+        pinned = 0
         for space, members in by_space.items():
-            pin(client, layout, space, members)
+            keep = _worth_pinning(client, layout, members, outcomes)
+            pin(client, layout, space, keep)
+            pinned += len(keep)
     finally:
         client.close()
-    if len(wanted) >= BAR_FROM:
-        with click.progressbar(length=len(wanted), label="warming", file=sys.stderr) as bar:  # type: ignore[operator]
-            counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update)))
-    else:
-        counts = asyncio.run(load(settings, wanted, lambda n: None))
-    return counts
+    return counts, pinned
 
 
-async def load(settings: Settings, keys: list[str], progress: Callable[[int], None]) -> Counter[str]:
-    """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time."""
+def _worth_pinning(client: redis.Redis, layout: KeyLayout, keys: list[str],
+                   outcomes: dict[str, RefreshOutcome]) -> list[str]:
+    unsure = [key for key in keys if outcomes.get(key) not in (RefreshOutcome.OK, RefreshOutcome.NOT_FOUND)]
+    negative: set[str] = set()
+    if unsure:  # written by another loader meanwhile (busy, fenced, skipped): a remembered 404 is not pinned
+        pipe = client.pipeline(transaction=False)
+        for key in unsure:
+            pipe.getrange(layout.value(key), envelope.KIND, envelope.KIND)
+        negative = {key for key, kind in zip(unsure, pipe.execute(), strict=True) if kind == envelope.NOT_FOUND}
+    return [key for key in keys if outcomes.get(key) is not RefreshOutcome.NOT_FOUND and key not in negative]
+
+
+async def load(settings: Settings, keys: list[str], progress: Callable[[int], None],
+               outcomes: dict[str, RefreshOutcome] | None = None) -> Counter[str]:
+    """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time; fills
+    `outcomes` (when given) with each key's."""
     ctx = RefreshContext.open(settings, f"warm.{worker_id()}", timeout=5.0)
     counts: Counter[str] = Counter()
     try:
         for start in range(0, len(keys), BATCH):
             chunk = keys[start:start + BATCH]
-            counts.update(await refresh_batch(ctx, chunk, force=True))
+            counts.update(await refresh_batch(ctx, chunk, force=True, outcomes=outcomes))
             progress(len(chunk))
     finally:
         await ctx.aclose()

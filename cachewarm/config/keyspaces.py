@@ -137,6 +137,64 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+def _steps(pattern: str) -> list[str | None]:
+    """The pattern as one step per literal character, None for each placeholder (one or more segment characters)."""
+    steps: list[str | None] = []
+    pos = 0
+    for found in _PLACEHOLDER.finditer(pattern):
+        steps += [*pattern[pos:found.start()], None]
+        pos = found.end()
+    return steps + list(pattern[pos:])
+
+
+def _moves(steps: list[str | None], at: int) -> list[tuple[str | None, int]]:
+    """From position `at`: (a literal character or None: any segment character, the next position)."""
+    moves: list[tuple[str | None, int]] = []
+    if at < len(steps):
+        moves.append((steps[at], at + 1))
+    if at > 0 and steps[at - 1] is None:  # still inside the placeholder just entered
+        moves.append((None, at))
+    return moves
+
+
+def _segment_char(char: str) -> bool:
+    return re.fullmatch(_SEGMENT, char) is not None
+
+
+def _common(x: str | None, y: str | None) -> str | None:
+    """A character both steps accept (None: a placeholder's any segment character), or None when none is."""
+    if x is not None and y is not None:
+        return x if x == y else None
+    one = x if x is not None else y
+    if one is None:
+        return "x"
+    return one if _segment_char(one) else None
+
+
+def overlap(first: str, second: str) -> str | None:
+    """A key both patterns match, or None when no key can (a walk of the two patterns side by side)."""
+    a, b = _steps(first), _steps(second)
+    came: dict[tuple[int, int], tuple[tuple[int, int], str] | None] = {(0, 0): None}
+    todo = [(0, 0)]
+    while todo:
+        state = todo.pop(0)
+        if state == (len(a), len(b)):
+            chars: list[str] = []
+            back = came[state]
+            while back is not None:
+                state, char = back
+                chars.append(char)
+                back = came[state]
+            return "".join(reversed(chars))
+        for x, i in _moves(a, state[0]):
+            for y, j in _moves(b, state[1]):
+                step = _common(x, y)
+                if step is not None and (i, j) not in came:
+                    came[(i, j)] = (state, step)
+                    todo.append((i, j))
+    return None
+
+
 class KeyspaceRegistry:
     """All keyspaces of a configuration; finds the keyspace of a key (the first whose pattern matches)."""
 
@@ -186,6 +244,14 @@ class KeyspaceRegistry:
             except ValidationError as exc:
                 raise ConfigError(one_line(exc, functools.partial(_field_name, where))) from None
             keyspaces.append(Keyspace(name, config, _compile(config.pattern), config.tags))
+        for n, one in enumerate(keyspaces):  # a key in two keyspaces would silently belong to the first
+            for other in keyspaces[n + 1:]:
+                example = overlap(one.config.pattern, other.config.pattern)
+                if example is not None:
+                    raise ConfigError(
+                        f"keyspaces.{one.name}.pattern {one.config.pattern!r} and keyspaces.{other.name}.pattern "
+                        f"{other.config.pattern!r} overlap: both match {example!r}; make them differ by a literal "
+                        f"part (a placeholder matches one segment, no ':')")
         registry = cls(keyspaces)
         # Sources are built once here so that an unreachable import path is a configuration error.
         for ks in registry:

@@ -48,6 +48,7 @@ from .apply import Hotness, apply_events
 from .dead_letters import dead_letter
 from .events import Entry, Event, Rejected, field_pairs, id_order, parse_entry, stream_id
 from .gap import Gap
+from .stream_state import BEAT_INTERVAL, beat
 
 log = logging.getLogger("cachewarm.invalidation")
 
@@ -96,7 +97,7 @@ class InvalidationConsumer:
         self._read_own_pending = True
         self._held: dict[str, tuple[Entry, int]] = {}  # entries whose application failed: (entry, attempts)
         self._held_at = 0.0  # when they are applied again
-        self._next_claim = 0.0
+        self._next_claim = self._next_beat = 0.0
         self._claim_cursor = "0-0"
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
 
@@ -180,9 +181,12 @@ class InvalidationConsumer:
             self.answer_gap(Gap(upper, -1, "the stream or the consumer group was removed"))
 
     def poll(self, block_ms: int | None = None) -> int:
-        """One round (claim if due, own pending after an error, new entries); returns entries handled."""
+        """One round (heartbeat and claim if due, own pending after an error, new entries); returns entries handled."""
         if not self._group_ready:
             self.ensure_group()
+        if time.monotonic() >= self._next_beat:  # "alive" for `cachewarm status` and `invalidate` (stream_state.py)
+            beat(self.redis, self.layout, self.name)
+            self._next_beat = time.monotonic() + BEAT_INTERVAL
         handled = 0
         if time.monotonic() >= self._next_claim:
             handled += self._claim()

@@ -19,6 +19,7 @@ from ..errors import ValueNotSerializable
 VALUE = b"v"
 NOT_FOUND = b"n"
 _HEADER = 28  # 13 + 1 + 13 + 1
+KIND = 28  # the kind's byte: GETRANGE key 28 28 tells a value from a remembered "no such item"
 TIMES = 27  # bytes of the header that hold both times: GETRANGE key 0 26 reads them without the value
 
 
@@ -70,3 +71,23 @@ def decode(raw: bytes) -> Entry:
     found = kind == VALUE
     value = json.loads(raw[bar + 1:]) if found else None
     return Entry(value, found, int(raw[:13]), int(raw[14:27]), version)
+
+
+HEAD = 64  # bytes that hold the header with any version: GETRANGE key 0 63 reads it without the value
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """An envelope's header alone (`cachewarm inspect` reads it with GETRANGE, never the value)."""
+
+    expires_ms: int
+    fetched_ms: int
+    found: bool
+    version: int | None
+
+
+def header(raw: bytes) -> Header:
+    """The header of an envelope, or of its first `HEAD` bytes."""
+    bar = raw.find(b"|", _HEADER + 2)
+    version = int(raw[_HEADER + 2:bar]) if bar > _HEADER + 2 else None
+    return Header(int(raw[:13]), int(raw[14:27]), raw[_HEADER:_HEADER + 1] == VALUE, version)

@@ -12,7 +12,9 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
                               of its tags; a missing fence is made with a generation from Redis's clock, so it
                               never repeats one: eviction, ARCHITECTURE.md), v = highest version seen, u = the
                               newest generation no version covers (its making, a bump without a version: a write
-                              of version >= v whose token is not older than u passes the fence, lua/preamble.lua);
+                              of version >= v whose token is not older than u passes the fence, lua/preamble.lua),
+                              r = "<fetched ms>|<worker id>" of the last refresh that wrote the value (lua/write.lua;
+                              a reader's load leaves it: `cachewarm inspect`);
                               TTL = fence_ttl, refreshed on every bump (made by a load: the value's life)
     P l:{K}          string   the load lease: random token, SET NX PX lease_ms (one loader per key cluster-wide)
     P w:{K}          list     wake-up tokens for readers waiting on a lease (BLPOP), short TTL
@@ -33,6 +35,8 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
     P stats:history:lock  string  elects the one process that adds this interval's snapshot (SET NX PX)
     P invalidation:gap{cachewarm:invalidations}  hash  the stream's gap record (gap.py), in the stream's slot
     P workers:<id>   string   a worker's heartbeat, with a TTL
+    P consumer:<name> string  an invalidation consumer's heartbeat, with a TTL (invalidation/stream_state.py: XINFO
+                              CONSUMERS' idle time stands still on a quiet stream before Redis 7.2)
     cachewarm:invalidations        stream  invalidation events (wire contract)
     cachewarm:invalidations:dead   stream  entries that could not be applied, with the reason
 
@@ -164,3 +168,6 @@ class KeyLayout:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}workers:{worker_id}"
+
+    def consumer(self, name: str) -> str:
+        return f"{self.prefix}consumer:{name}"

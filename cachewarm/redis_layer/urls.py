@@ -20,3 +20,17 @@ def mask_url(url: str) -> str:
     user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
     masked = f"{user}:***@{hostport}" if user or ":" in userinfo else f"***@{hostport}"
     return urlunsplit((parts.scheme, masked, parts.path, parts.query, parts.fragment))
+
+
+def unavailable(what: str, url: str, exc: BaseException) -> str:
+    """``WHAT unavailable at URL (Error: message)``: the URL masked, any password the message repeats masked too,
+    on one line. Every command and process says a server failed in this form."""
+    message = " ".join(str(exc).split())[:300]
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        message = message.replace(password, "***")
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{what} unavailable at {mask_url(url)} ({detail})"

@@ -13,7 +13,9 @@ max_stale past its TTL and readers are served it (counted ``stale:S``).
 
 Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_found:S``, ``fenced:S``,
 ``failed:S``, ``stale:S``, ``skipped:S``, and
-- ``late:S``: the key had already expired (or was missing) when its refresh took the lease;
+- ``late:S``: a refresh by the scan found the key already expired, or missing after an earlier load or
+  invalidation (its fence exists); a key's first load and forced refreshes (`cachewarm warm`, an invalidated hot
+  key: missing on purpose) are never late (lua/lease.lua);
 - ``wasted:S``: nobody read the key since its previous refresh. Detection is lua/seen.lua, sent with the key's
   write (or release) in the same pipeline, in the key's hot-set shard: ``seen:{S#n}`` remembers the key's hot
   score at each refresh; reads only ever add to a score (ZINCRBY), so an unchanged score means no read was flushed
@@ -91,11 +93,12 @@ class KeyResult:
 
 
 async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool = False,
-                        watch: KeyWatch | None = None) -> Counter[str]:
-    """Refreshes keys concurrently; returns how many ended in each outcome. `force` ignores "not due"
-    (`cachewarm warm`); `watch` is told as each key's source request goes and as its refresh ends (an invalidated
-    hot key's next refresh: invalidation/hot_refresh.py). Claims of the keys are released at the end whatever
-    happened."""
+                        watch: KeyWatch | None = None,
+                        outcomes: dict[str, RefreshOutcome] | None = None) -> Counter[str]:
+    """Refreshes keys concurrently; returns how many ended in each outcome (and fills `outcomes`, when given, with
+    each key's). `force` ignores "not due" (`cachewarm warm`); `watch` is told as each key's source request goes and
+    as its refresh ends (an invalidated hot key's next refresh: invalidation/hot_refresh.py). Claims of the keys are
+    released at the end whatever happened."""
     results: list[KeyResult] = []
     try:
         if force:  # a task per key: a key whose lease is held waits for its holder without holding back the others
@@ -108,6 +111,8 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     stats: Counter[str] = Counter()
     for res in results:
         counts[res.outcome] += 1
+        if outcomes is not None:
+            outcomes[res.key] = res.outcome
         stats[f"{res.outcome.stat_name}:{res.keyspace}"] += 1
         for flag in ("late", "wasted", "stale"):
             if getattr(res, flag):
@@ -192,6 +197,8 @@ async def refresh_one(ctx: RefreshContext, key: str, *, force: bool = False) -> 
             waited += delay
             delay = min(delay * 2, BUSY_RETRY_CAP)
             result = await _refresh_attempt(ctx, plan, ahead_ms)
+        if force:  # missing on purpose (a first warm, an invalidated hot key): never late, even after a retry
+            result.late = False
         return result
     finally:
         ctx.tally[result.keyspace, result.outcome] += 1  # told to the hooks by refresh_batch (tell_hooks)

@@ -88,7 +88,7 @@ def test_manage_py_cachewarm_runs_with_the_cachewarm_setting_and_the_orm(redis_u
     done = _cachewarm("warm", f"product:{product.pk}", "product:slug:level", "product:424242", redis_url=redis_url,
                       manage=True)
     assert done.returncode == 0, done.stderr
-    assert "warmed and pinned 3 keys: 1 not_found, 2 ok" in done.stdout
+    assert "warmed 3 keys, pinned 2: 1 not_found (not pinned), 2 ok" in done.stdout
     Product.objects.filter(pk=product.pk).update(name="Changed in the database only")
     assert caches["cachewarm"].get(f"product:{product.pk}")["name"] == "Level"  # the worker path stored it
 

@@ -7,7 +7,7 @@
 -- found gone); takes the fence token. A tagged key is enlisted in its tags' sets (ENLIST) before this call: see
 -- keys.py.
 -- Returns one reply per key, in order: {2} not due; {3, owner|false} held by someone else (owner: a worker id, to
--- check and name as suspect next time); {1, fence token, late, had_value} taken.
+-- check and name as suspect next time); {1, fence token, late, had_value} taken (late: see below).
 local px, ahead, suspect, gone, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = now_ms()
 local replies = {}
@@ -31,8 +31,17 @@ for i = 1, #KEYS / 3 do
       end
     end
     if taken then
+      -- Late: a refresh by the scan (not a forced one: `cachewarm warm`, an invalidated hot key) that finds the value
+      -- expired, or missing while its fence says it was loaded or invalidated before. A key never loaded has no
+      -- fence yet (take_fence_token makes it below): its first load is not late.
       local late = 0
-      if not expires or expires <= now then late = 1 end
+      if ahead ~= '' then
+        if expires then
+          if expires <= now then late = 1 end
+        elseif redis.call('EXISTS', fence_key) == 1 then
+          late = 1
+        end
+      end
       replies[i] = {1, take_fence_token(fence_key, keep), late, expires and 1 or 0}
     end
   end

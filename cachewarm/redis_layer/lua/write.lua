@@ -5,7 +5,7 @@
 -- Per key: stores the value only if the fence token is unchanged (or, for a versioned value, every invalidation since
 -- the token named a version no newer than the value's: `covered`) and the version does not go back; then frees the
 -- lease and wakes the waiters. Returns one reply per key, in order: 1 written, 0 rejected. (A tagged key is enlisted
--- again by the caller, in the same pipeline: ENLIST.)
+-- again by the caller, in the same pipeline: ENLIST.) A refresh's write also records itself in the fence (field r).
 local fence_ttl, bump = ARGV[1], ARGV[2]
 local replies = {}
 for i = 1, #KEYS / 5 do
@@ -28,7 +28,15 @@ for i = 1, #KEYS / 5 do
       redis.call('EXPIRE', fence_key, fence_ttl)
     end
   end
-  if ok then redis.call('SET', value_key, envelope, 'PX', px) end
+  if ok then
+    redis.call('SET', value_key, envelope, 'PX', px)
+    -- A refresh's write (its lease token names its worker: 'w=<id>|...') records who refreshed and the fetch time
+    -- in the fence, for `cachewarm inspect`: a field of a hash this script already writes, no round trip more.
+    local worker = string.match(lease_token, '^w=([^|]+)|')
+    if worker and redis.call('EXISTS', fence_key) == 1 then
+      redis.call('HSET', fence_key, 'r', string.sub(envelope, 15, 27) .. '|' .. worker)
+    end
+  end
   if lease_token ~= '' and redis.call('GET', lease_key) == lease_token then redis.call('DEL', lease_key) end
   wake_waiters(wake_key, waiters_key, ok and '1' or '0')
   replies[i] = ok and 1 or 0
