@@ -48,18 +48,30 @@ def warm(keys: tuple[str, ...], file_: TextIO | None) -> None:
         if found is None:
             raise click.BadParameter(f"no keyspace pattern matches {key!r}", param_hint="KEY")
         by_space[found[0].name].append(key)
-    counts, pinned = _load_and_pin(settings, by_space, wanted)
+    reasons: dict[str, str] = {}
+    counts, pinned = _load_and_pin(settings, by_space, wanted, reasons)
     summary = ", ".join(f"{n} {outcome}" + (" (not pinned)" if outcome == RefreshOutcome.NOT_FOUND else "")
                         for outcome, n in sorted(counts.items()))
     if pinned == len(wanted):
         click.echo(f"warmed and pinned {len(wanted)} keys: {summary}")
     else:
         click.echo(f"warmed {len(wanted)} keys, pinned {pinned}: {summary}")
+    for reason, failed in _by_reason(reasons).items():  # why the errors, one line per distinct reason
+        shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        click.echo(f"error: {shown}: {reason}", err=True)
     if counts.get(RefreshOutcome.ERROR) or counts.get(RefreshOutcome.UNKNOWN):
         raise SystemExit(1)
 
 
-def _load_and_pin(settings: Settings, by_space: dict[str, list[str]], wanted: list[str]) -> tuple[Counter[str], int]:
+def _by_reason(reasons: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for key, reason in reasons.items():
+        grouped[reason].append(key)
+    return grouped
+
+
+def _load_and_pin(settings: Settings, by_space: dict[str, list[str]], wanted: list[str],
+                  reasons: dict[str, str]) -> tuple[Counter[str], int]:
     """Loads the keys, then pins those the source has: a 404 is never pinned (the workers would ask the source for
     it every scan). A key whose load failed (source down) is pinned, so the workers keep trying; one whose value
     someone else wrote meanwhile is pinned unless that value is a remembered 404. Redis errors propagate (the
@@ -71,9 +83,10 @@ def _load_and_pin(settings: Settings, by_space: dict[str, list[str]], wanted: li
         outcomes: dict[str, RefreshOutcome] = {}
         if len(wanted) >= BAR_FROM:
             with click.progressbar(length=len(wanted), label="warming", file=sys.stderr) as bar:  # type: ignore[operator]
-                counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update), outcomes))
+                counts = asyncio.run(load(settings, wanted, cast(Callable[[int], None], bar.update), outcomes,
+                                          reasons))
         else:
-            counts = asyncio.run(load(settings, wanted, lambda n: None, outcomes))
+            counts = asyncio.run(load(settings, wanted, lambda n: None, outcomes, reasons))
         pinned = 0
         for space, members in by_space.items():
             keep = _worth_pinning(client, layout, members, outcomes)
@@ -97,15 +110,16 @@ def _worth_pinning(client: redis.Redis, layout: KeyLayout, keys: list[str],
 
 
 async def load(settings: Settings, keys: list[str], progress: Callable[[int], None],
-               outcomes: dict[str, RefreshOutcome] | None = None) -> Counter[str]:
+               outcomes: dict[str, RefreshOutcome] | None = None,
+               reasons: dict[str, str] | None = None) -> Counter[str]:
     """Loads keys through the refresh path (fenced writes, rate budget, retries), `BATCH` at a time; fills
-    `outcomes` (when given) with each key's."""
+    `outcomes` (when given) with each key's, and `reasons` with why each error failed."""
     ctx = RefreshContext.open(settings, f"warm.{worker_id()}", timeout=5.0)
     counts: Counter[str] = Counter()
     try:
         for start in range(0, len(keys), BATCH):
             chunk = keys[start:start + BATCH]
-            counts.update(await refresh_batch(ctx, chunk, force=True, outcomes=outcomes))
+            counts.update(await refresh_batch(ctx, chunk, force=True, outcomes=outcomes, reasons=reasons))
             progress(len(chunk))
     finally:
         await ctx.aclose()

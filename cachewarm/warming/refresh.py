@@ -90,15 +90,17 @@ class KeyResult:
     late: bool = False
     wasted: bool = False
     stale: bool = False
+    reason: str = ""  # why an ERROR: the source's or Redis's words
 
 
 async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool = False,
                         watch: KeyWatch | None = None,
-                        outcomes: dict[str, RefreshOutcome] | None = None) -> Counter[str]:
+                        outcomes: dict[str, RefreshOutcome] | None = None,
+                        reasons: dict[str, str] | None = None) -> Counter[str]:
     """Refreshes keys concurrently; returns how many ended in each outcome (and fills `outcomes`, when given, with
-    each key's). `force` ignores "not due" (`cachewarm warm`); `watch` is told as each key's source request goes and
-    as its refresh ends (an invalidated hot key's next refresh: invalidation/hot_refresh.py). Claims of the keys are
-    released at the end whatever happened."""
+    each key's, and `reasons` with why each ERROR failed). `force` ignores "not due" (`cachewarm warm`); `watch` is
+    told as each key's source request goes and as its refresh ends (an invalidated hot key's next refresh:
+    invalidation/hot_refresh.py). Claims of the keys are released at the end whatever happened."""
     results: list[KeyResult] = []
     try:
         if force:  # a task per key: a key whose lease is held waits for its holder without holding back the others
@@ -113,6 +115,8 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
         counts[res.outcome] += 1
         if outcomes is not None:
             outcomes[res.key] = res.outcome
+        if reasons is not None and res.reason:
+            reasons[res.key] = res.reason
         stats[f"{res.outcome.stat_name}:{res.keyspace}"] += 1
         for flag in ("late", "wasted", "stale"):
             if getattr(res, flag):
@@ -230,6 +234,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
                 log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
             result.wasted = (await _release(ctx, key, token, seen))[1]
             result.outcome = RefreshOutcome.ERROR
+            result.reason = str(exc)
             result.stale = had_value
             return result
         except BaseException:
@@ -250,9 +255,10 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
         written, result.wasted = await _along(ctx, write, seen, *enlist)
         result.outcome = RefreshOutcome.OK if written is WriteStatus.WRITTEN else RefreshOutcome.FENCED
         return result
-    except REDIS_ERRORS:
+    except REDIS_ERRORS as exc:
         get_hooks().redis_error("refresh")
         result.outcome = RefreshOutcome.ERROR
+        result.reason = f"redis: {type(exc).__name__}"
         return result
 
 

@@ -36,6 +36,10 @@ def product(id: str) -> dict[str, Any] | None:
     return None if id.startswith("404") else {"id": id, "version": 3}
 
 
+def broken(id: str) -> dict[str, Any]:
+    raise ConnectionError("the products database refused the connection")
+
+
 @pytest.fixture
 def config(write_config: Callable[[str], Path]) -> Path:
     return write_config(CONFIG)
@@ -134,3 +138,15 @@ def test_a_warm_counts_no_late_refresh(run: Callable[..., Result], redis_client:
     stats = redis_client.hgetall(L.refresh_stats)
     assert stats[b"refreshed:product"] == b"20"
     assert b"late:product" not in stats
+
+
+def test_warm_says_why_a_key_failed(write_config: Callable[[str], Path], redis_url: str) -> None:
+    """With the source down, `warm` names the reason, not just "1 error" (before: `warmed 1 keys ...: 1 error`)."""
+    config = write_config(CONFIG + '[keyspaces.broken]\npattern = "broken:{id}"\n'
+                          'source = "python:tests.cli.test_inspect_cli:broken"\nttl = 30\n')
+    env = {"CACHEWARM_REDIS_URL": redis_url, "CACHEWARM_CONFIG": str(config)}
+    result = CliRunner().invoke(cli, ["warm", "broken:1", "product:1"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "1 error" in result.output and "1 ok" in result.output
+    assert "error: broken:1:" in result.output
+    assert "the products database refused the connection" in result.output
