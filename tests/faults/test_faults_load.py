@@ -83,6 +83,9 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
             procs.beat()
             wait_until(lambda: client.hexists(L.refresh_stats, "hot_keys:item"), 40, "a first scan",
                        details=procs.logs)
+            # and the node's invalidation consumer (its group), started by the sidecar after the worker: on a
+            # loaded machine later than the first scan, and a missing group would make "drained" below vacuous
+            wait_until(lambda: _groups(client), 40, "the invalidation consumer's group", details=procs.logs)
             started = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -93,9 +96,8 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
             elapsed = time.monotonic() - started
             cache.flush_stats()
             groups: Any = client.xinfo_groups(INVALIDATION_STREAM)
-            wait_until(lambda: all(g["pending"] == 0 and g["lag"] == 0
-                                   for g in client.xinfo_groups(INVALIDATION_STREAM)), 30,
-                       "the invalidation group to drain", details=procs.logs)
+            wait_until(lambda: (found := _groups(client)) and all(g["pending"] == 0 and g["lag"] == 0 for g in found),
+                       30, "the invalidation group to drain", details=procs.logs)
             tracked = sum(client.zcard(L.hot("item", i)) for i in range(HOT_SHARDS))  # keys.py: 16 shards
             memory = sum(client.memory_usage(L.hot("item", i)) or 0 for i in range(HOT_SHARDS))
             stats = client.hgetall(L.refresh_stats)
@@ -115,3 +117,11 @@ def test_eight_readers_with_refreshes_and_invalidations(tmp_path: Path,
         assert tracked <= MAX_TRACKED
         assert tracked == MAX_TRACKED, "the bound was not exercised"
         assert total > 0 and published[0] > 0
+
+
+def _groups(client: redis.Redis) -> list[Any]:
+    """The invalidation stream's consumer groups; none while the stream does not exist."""
+    try:
+        return list(client.xinfo_groups(INVALIDATION_STREAM))
+    except redis.ResponseError:  # no such key
+        return []
