@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,8 +103,8 @@ def test_a_wrong_command_in_a_block_fails_the_run(run: readme.Run) -> None:
     """What the test above would say if the README changed: a block whose command no longer works, or whose output
     no longer matches the comment under it, fails."""
     broken = readme.Block("sh", "curl -s localhost:8001/products/1\n# {\"source\":\"Database\",...}\n")
-    run.start(f"{sys.executable} -m http.server --bind 127.0.0.1 {run.ports[8001]}")
-    time.sleep(0.2)
+    server = run.start(f"{sys.executable} -m http.server --bind 127.0.0.1 {run.ports[8001]}")
+    readme.wait_for_port(run.ports[8001], server, run.background[-1][1])  # a loaded machine starts it slowly
     with pytest.raises(AssertionError, match="README"):
         run.shell(broken)
     with pytest.raises(AssertionError, match="exited"):
