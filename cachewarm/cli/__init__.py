@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..contrib import load_startup_hooks
+from ..config.sources import load_startup_hooks
 from ..errors import CONFIG_ERROR, CacheUnavailable, ConfigError
 
 # name -> "module:attribute" (a click.Command), loaded on use so that `cachewarm --help` stays fast.

@@ -270,8 +270,19 @@ def _with_version(value: Any, version_field: str | None) -> Fetched:
 
 # Called, in the order added, before a ``python:`` source's module is imported: what such a module needs first.
 # Integrations add theirs (cachewarm.contrib.django: django.setup() when DJANGO_SETTINGS_MODULE is set, so that a
-# source module may import models); cachewarm's processes load them at start (cachewarm.contrib.load_startup_hooks).
+# source module may import models), declared as entry points of the group below (pyproject.toml) so that the core
+# never imports them; cachewarm's processes load them at start (load_startup_hooks).
 _import_hooks: list[Callable[[], object]] = []
+STARTUP_HOOKS_GROUP = "cachewarm.startup_hooks"
+
+
+def load_startup_hooks() -> None:
+    """Registers every import hook installed packages declare (entry points of STARTUP_HOOKS_GROUP). Imports no
+    framework (a hook imports its own when called); idempotent."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=STARTUP_HOOKS_GROUP):
+        add_import_hook(entry.load())
 
 
 def add_import_hook(hook: Callable[[], object]) -> None:

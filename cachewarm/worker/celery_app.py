@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from .. import tasks
-from ..contrib import load_startup_hooks
+from ..config.sources import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 

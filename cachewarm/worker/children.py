@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-from ..contrib import load_startup_hooks
+from ..config.sources import load_startup_hooks
 from ..errors import CONFIG_ERROR, ConfigError
 
 __all__ = ["CONFIG_ERROR", "Service", "child_main", "stop_child", "stop_on_signals"]

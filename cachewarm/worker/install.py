@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery, signals
 
 from .. import tasks
-from ..contrib import load_startup_hooks
+from ..config.sources import load_startup_hooks
 from ..settings import Settings
 from . import metrics_step, queues, sidecar_step
 

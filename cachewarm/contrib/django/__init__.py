@@ -11,5 +11,5 @@
   environment names ``DJANGO_SETTINGS_MODULE``, before ``python:`` sources are imported.
 
 Importing this package imports nothing of Django's; cachewarm's processes import `startup` from it at start
-(`cachewarm.contrib.load_startup_hooks`), which registers `setup_django` with the core.
+(`config.sources.load_startup_hooks`, via pyproject.toml), which registers `setup_django` with the core.
 """

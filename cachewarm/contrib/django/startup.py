@@ -2,7 +2,8 @@
 
 Importing this module adds `setup_django` to the hooks that `config.sources.import_callable` calls before it
 imports a ``python:`` source's module; every cachewarm process imports it at start
-(`cachewarm.contrib.load_startup_hooks`: Celery's worker and its children, the sidecar, which refreshes hot keys
+(`config.sources.load_startup_hooks`, via pyproject.toml:
+Celery's worker and its children, the sidecar, which refreshes hot keys
 itself, and its invalidation consumer, ``cachewarm run``, ``warm``, ``check-config``) and builds its keyspaces'
 sources then (`Settings.load_keyspaces()`). So a source module may import models and use the ORM with nothing
 more than ``DJANGO_SETTINGS_MODULE`` in the environment, the variable Django's own tools read. (Celery's Django
