@@ -31,6 +31,16 @@ class Hooks:
     def invalidation_lag(self, seconds: float) -> None:
         """Seconds from an event's publish time (its `ts` field) to its application."""
 
+    # ---- the auditor (cachewarm/audit/) ----
+    def audit_check(self, keyspace: str, result: str) -> None:
+        """One audit of a key ended: result is an `AuditResult` value (outcomes.py)."""
+
+    def audit_inconsistency(self, keyspace: str, cause: str, staleness: float) -> None:
+        """An inconsistency was counted: cause an `AuditCause` value; staleness the stale value's age (s)."""
+
+    def audit_repair(self, keyspace: str) -> None:
+        """An inconsistent value was invalidated (fenced) by the auditor."""
+
 
 _current = Hooks()
 

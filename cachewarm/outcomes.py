@@ -71,3 +71,26 @@ class SourceOutcome(StrEnum):
 
 # The failures a metric series is created for in advance, per keyspace.
 SOURCE_ERROR_KINDS: tuple[SourceOutcome, ...] = tuple(o for o in SourceOutcome if o.failed)
+
+
+class AuditResult(StrEnum):
+    """What one audit of a key found (label ``result`` of cachewarm_audit_checks_total)."""
+
+    CONSISTENT = "consistent"      # the cache holds what the source has
+    RESOLVED = "resolved"          # they differed, and within the grace window the cache caught up
+    INCONSISTENT = "inconsistent"  # after the grace window the cache still held the same older value
+    SKIPPED = "skipped"            # nothing to compare: no value cached, or it is expired (no reader gets it)
+    ERROR = "error"                # the source or Redis failed
+
+
+class AuditCause(StrEnum):
+    """Why a value was inconsistent, as far as the auditor can see (label ``cause``; docs/AUDIT.md)."""
+
+    MISSED = "missed"      # no invalidation for the key since its value was fetched: a writer did not publish
+    LATE = "late"          # an event for the key (or one of its tags) is still undelivered or pending
+    RACED = "raced"        # an event was applied around the value's fetch, yet the value is the old one
+    FLAPPING = "flapping"  # the source changed again within the grace window
+
+
+# Results that are a verdict on a cached value (the "nines" are counted over these).
+AUDIT_VERDICTS: tuple[AuditResult, ...] = (AuditResult.CONSISTENT, AuditResult.RESOLVED, AuditResult.INCONSISTENT)

@@ -25,6 +25,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Placeholders match one segment: no ':' (the separator), no braces, no control characters.
 _SEGMENT = r"[^:{}\x00-\x1f\x7f]+"
+AUDIT_BUDGET = 0.5  # default audit source requests/s per keyspace: small, on (docs/AUDIT.md)
 
 
 def placeholders(template: str) -> list[str]:
@@ -67,6 +68,13 @@ class KeyspaceConfig(BaseModel):
         "seconds the invalidation consumer waits (WAIT 1) for a replica to hold the fence bumps and version floors "
         "it applied to this keyspace's keys, so a failover cannot lose them (docs/SCALING.md); 0: no wait; at most "
         "4 (the consumer's Redis timeout is 5 s more than its read wait: a longer WAIT would break its connection)"))
+    # The consistency auditor (cachewarm/audit/, docs/AUDIT.md).
+    audit_budget: float = Field(AUDIT_BUDGET, ge=0, description=(
+        "source requests per second the workers' auditor spends on this keyspace, all workers together, counted "
+        "against `rate` too; 0 turns the auditor off"))
+    audit_repair: bool = Field(True, description="invalidate (and refresh if hot) a value the auditor found stale")
+    audit_grace: float | None = Field(None, ge=0, le=3600, description=(
+        "seconds a mismatch is given to resolve itself before it counts; unset: from the invalidation lag measured"))
 
     @field_validator("pattern")
     @classmethod
@@ -84,6 +92,9 @@ class KeyspaceConfig(BaseModel):
     def _consistent(self) -> KeyspaceConfig:
         if self.refresh_ahead >= self.ttl:
             raise ValueError(f"refresh_ahead ({self.refresh_ahead}) must be less than ttl ({self.ttl})")
+        if "audit_budget" in self.model_fields_set and self.rate is not None and 0 < self.rate < self.audit_budget:
+            raise ValueError(f"audit_budget ({self.audit_budget}) is above rate ({self.rate}): audit requests count "
+                             f"against the rate budget; lower audit_budget (0 turns the auditor off) or raise rate")
         bounds = {"local_max_entries", "local_max_bytes"} & self.model_fields_set
         if bounds and not self.local:
             raise ValueError(f"{', '.join(sorted(bounds))} needs local = true")
@@ -117,6 +128,12 @@ class Keyspace:
     @property
     def max_stale(self) -> float:
         return self.config.max_stale
+
+    @property
+    def audit_budget(self) -> float:
+        """Audit source requests/s: the setting, never above the keyspace's rate (the default's case)."""
+        rate = self.config.rate
+        return min(self.config.audit_budget, rate) if rate else self.config.audit_budget
 
     def match(self, key: str) -> dict[str, str] | None:
         found = self.regex.fullmatch(key)

@@ -16,9 +16,17 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from ..hooks import Hooks, set_hooks
-from ..outcomes import COUNTED_REFRESH_OUTCOMES, SOURCE_ERROR_KINDS, InvalidationOutcome, SourceOutcome
+from ..outcomes import (
+    COUNTED_REFRESH_OUTCOMES,
+    SOURCE_ERROR_KINDS,
+    AuditCause,
+    AuditResult,
+    InvalidationOutcome,
+    SourceOutcome,
+)
 
 SOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STALENESS_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 86400.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Label values known in advance; series for them exist (at 0) from the start, so rate() sees the first event.
@@ -54,6 +62,22 @@ class ProcessMetrics:
         self.redis_errors = Counter(
             "cachewarm_redis_errors", "Redis calls that failed and were fallen back from, by operation.",
             ["operation"], registry=registry)
+        self.audit_checks = Counter(
+            "cachewarm_audit_checks", "Keys the auditor compared with their source, by result.",
+            ["keyspace", "result"], registry=registry)
+        self.audit_inconsistencies = Counter(
+            "cachewarm_audit_inconsistencies", "Cached values the auditor found replaced at the source, by cause.",
+            ["keyspace", "cause"], registry=registry)
+        self.audit_repairs = Counter(
+            "cachewarm_audit_repairs", "Inconsistent values the auditor invalidated (fenced).",
+            ["keyspace"], registry=registry)
+        self.audit_staleness = Histogram(
+            "cachewarm_audit_staleness_seconds",
+            "Age of each inconsistent value the auditor found (seconds since it was fetched): how long it may "
+            "have been served stale, at most.", ["keyspace"], buckets=STALENESS_BUCKETS, registry=registry)
+
+    def audit_metrics(self) -> tuple[Counter | Histogram, ...]:
+        return self.audit_checks, self.audit_inconsistencies, self.audit_repairs, self.audit_staleness
 
     def preset(self, keyspaces: Iterable[str]) -> None:
         """Creates the series of the known label values at 0 (a counter that appears at 1 hides its first rise)."""
@@ -63,6 +87,12 @@ class ProcessMetrics:
             self.source_duration.labels(name)
             for failure in SOURCE_ERROR_KINDS:
                 self.source_errors.labels(name, failure)
+            for result in AuditResult:
+                self.audit_checks.labels(name, result)
+            for cause in AuditCause:
+                self.audit_inconsistencies.labels(name, cause)
+            self.audit_repairs.labels(name)
+            self.audit_staleness.labels(name)
         for kind in INVALIDATION_KINDS:
             for outcome in INVALIDATION_OUTCOMES:
                 self.invalidations.labels(kind, outcome)
@@ -98,6 +128,16 @@ class PrometheusHooks(Hooks):
 
     def invalidation_lag(self, seconds: float) -> None:
         self.metrics.invalidation_lag.observe(max(0.0, seconds))
+
+    def audit_check(self, keyspace: str, result: str) -> None:
+        self.metrics.audit_checks.labels(keyspace, result).inc()
+
+    def audit_inconsistency(self, keyspace: str, cause: str, staleness: float) -> None:
+        self.metrics.audit_inconsistencies.labels(keyspace, cause).inc()
+        self.metrics.audit_staleness.labels(keyspace).observe(max(0.0, staleness))
+
+    def audit_repair(self, keyspace: str) -> None:
+        self.metrics.audit_repairs.labels(keyspace).inc()
 
 
 _installed: ProcessMetrics | None = None

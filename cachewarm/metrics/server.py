@@ -40,7 +40,7 @@ def build_registry(settings: Settings) -> CollectorRegistry:
         # Single process (e.g. `cachewarm run` with a solo pool): export this process's own metrics.
         metrics = register_process_metrics(None, keyspaces=settings.load_keyspaces().names())
         for metric in (metrics.refreshes, metrics.source_duration, metrics.source_errors, metrics.invalidations,
-                       metrics.invalidation_lag, metrics.redis_errors):
+                       metrics.invalidation_lag, metrics.redis_errors, *metrics.audit_metrics()):
             registry.register(metric)
     return registry
 

@@ -14,7 +14,8 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
                               newest generation no version covers (its making, a bump without a version: a write
                               of version >= v whose token is not older than u passes the fence, lua/preamble.lua),
                               r = "<fetched ms>|<worker id>" of the last refresh that wrote the value (lua/write.lua;
-                              a reader's load leaves it: `cachewarm inspect`);
+                              a reader's load leaves it: `cachewarm inspect`), i = Redis ms of the last bump
+                              (the auditor tells "raced" from "missed" by it, audit/causes.py);
                               TTL = fence_ttl, refreshed on every bump (made by a load: the value's life)
     P l:{K}          string   the load lease: random token, SET NX PX lease_ms (one loader per key cluster-wide)
     P w:{K}          list     wake-up tokens for readers waiting on a lease (BLPOP), short TTL
@@ -31,6 +32,9 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
     P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog, gaps)
     P scan:lock      string   one scan at a time cluster-wide (two beats by mistake are harmless)
     P rate:S         hash     the keyspace's shared token bucket for source requests
+    P audit:rate:S   hash     the auditor's token bucket of keyspace S (its audit_budget), shared by every worker
+    P audit:m:<min>  hash     the audits of one minute (Unix minutes): "checks:S", "bad:S" (inconsistencies),
+                              "repairs:S"; TTL two hours (`cachewarm status`: the last hour's nines)
     P stats:history  zset     snapshots of the read counters (member JSON, score ms), for hit ratios since a time
     P stats:history:lock  string  elects the one process that adds this interval's snapshot (SET NX PX)
     P invalidation:gap{cachewarm:invalidations}  hash  the stream's gap record (gap.py), in the stream's slot
@@ -165,6 +169,12 @@ class KeyLayout:
 
     def rate(self, keyspace: str) -> str:
         return f"{self.prefix}rate:{keyspace}"
+
+    def audit_rate(self, keyspace: str) -> str:
+        return f"{self.prefix}audit:rate:{keyspace}"
+
+    def audit_minute(self, minute: int) -> str:
+        return f"{self.prefix}audit:m:{minute}"
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}workers:{worker_id}"

@@ -1,4 +1,4 @@
-"""The worker node's sidecar process: its invalidation consumer and its ``/metrics`` endpoint.
+"""The worker node's sidecar process: its invalidation consumer, its ``/metrics`` endpoint and its auditor.
 
 Celery's main process forks: the embedded beat (``-B``) and the pool's children at start, and a new child
 whenever one exits (``--max-tasks-per-child``, a crash). A fork copies every lock of the parent, held ones too, but
@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
+from ..audit.service import AuditService
 from ..metrics import multiprocess
 from ..outbox.service import start_relay
 from ..settings import Settings
@@ -85,6 +86,7 @@ class Sidecar:
         self.refresher: HotRefresher | None = None
         self._server: MetricsServer | None = None
         self.relay: Relay | None = None
+        self.auditor: AuditService | None = None
 
     def start(self) -> Self:
         keyspaces = self.settings.load_keyspaces()  # a ConfigError here stops the sidecar before anything runs
@@ -103,6 +105,10 @@ class Sidecar:
                                             metrics=self.serve_metrics).start()
         else:
             log.info("cachewarm invalidation consumer disabled (%s=0)", CONSUMER_ENV)
+        # The consistency auditor (cachewarm/audit/): threads here; repaired hot keys go to the same refresher.
+        if self.refresher is None:
+            self.refresher = engine_refresher(self.settings)
+        self.auditor = AuditService(self.settings, refresh=self.refresher).start()
         return self
 
     def check(self) -> None:
@@ -111,6 +117,9 @@ class Sidecar:
             self.consumer.check()
 
     def close(self) -> None:
+        if self.auditor is not None:
+            self.auditor.close()
+            self.auditor = None
         if self.relay is not None:
             self.relay.close()
             self.relay = None

@@ -35,6 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("cachewarm.metrics",)),
     # the transactional outbox and its relay into the invalidation stream
     ("outbox", ("cachewarm.outbox",)),
+    # the consistency auditor: compares cached values with their sources, explains and repairs what stays stale
+    ("audit", ("cachewarm.audit",)),
     # the thin Celery tasks over warming
     ("tasks", ("cachewarm.tasks",)),
     # Django and SQLAlchemy: what applications use of all the above; the core registers nothing of them

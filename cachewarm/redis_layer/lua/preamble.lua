@@ -65,6 +65,7 @@ local function bump_fence(fence_key, fence_ttl, versioned)
   else
     redis.call('HSET', fence_key, 'u', g)
   end
+  redis.call('HSET', fence_key, 'i', now_ms())  -- when an invalidation last applied (the auditor's "raced")
   redis.call('EXPIRE', fence_key, fence_ttl)
 end
 -- Stream entry ids ('ms-seq') compared as numbers of any length.
