@@ -148,7 +148,8 @@ class KeyspaceAuditor:
             self._count(AuditResult.RESOLVED)
             return AuditResult.RESOLVED
         cause = causes.classify(self.client, self.layout, key=item.key, tags=self.keyspace.tags_for(item.params),
-                                cached=cached.entry, first=item.first, second=second, window_ms=item.window_ms)
+                                cached=cached.entry, first=item.first, second=second, window_ms=item.window_ms,
+                                versioned=self.versioned)
         age = max(0.0, (now_ms() - cached.entry.fetched_ms) / 1000)
         repaired = False
         if self.repairer is not None:

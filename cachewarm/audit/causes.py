@@ -88,13 +88,13 @@ def applied_at(client: redis.Redis, layout: KeyLayout, key: str) -> int | None:
 
 
 def classify(client: redis.Redis, layout: KeyLayout, *, key: str, tags: Iterable[str], cached: Entry,
-             first: Fetched, second: Fetched, window_ms: int) -> AuditCause:
+             first: Fetched, second: Fetched, window_ms: int, versioned: bool) -> AuditCause:
     """The cause of an inconsistency (module docstring); raises redis.RedisError."""
     if in_flight(client, key, tags):
         return AuditCause.LATE
     bumped = applied_at(client, layout, key)
     if bumped is not None and bumped >= cached.fetched_ms - window_ms:
         return AuditCause.RACED
-    if not same_source(first, second):
+    if not same_source(first, second, versioned=versioned):
         return AuditCause.FLAPPING
     return AuditCause.MISSED

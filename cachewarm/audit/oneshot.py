@@ -11,14 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from ..invalidation.apply import Hotness
 from ..redis_layer.connections import sync_client
 from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 from .auditor import KeyspaceAuditor
 from .budget import AuditBudget
+from .checking import http_client
 from .repair import Repairer
 
 
@@ -40,7 +39,7 @@ def audit_once(settings: Settings, *, keyspace: str | None = None, keys: int = 1
     stop = threading.Event()
     reports: list[KeyspaceReport] = []
     try:
-        with httpx.Client() as http:
+        with http_client() as http:
             auditors: list[tuple[KeyspaceAuditor, KeyspaceReport]] = []
             for ks in chosen:
                 repairer = (Repairer(client, layout, fence_ttl=settings.fence_ttl,

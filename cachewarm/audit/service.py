@@ -8,14 +8,13 @@ import logging
 import threading
 from collections.abc import Callable
 
-import httpx
-
 from ..invalidation.apply import Hotness
 from ..redis_layer.connections import sync_client
 from ..redis_layer.keys import KeyLayout
 from ..settings import Settings
 from .auditor import KeyspaceAuditor
 from .budget import AuditBudget
+from .checking import http_client
 from .repair import Repairer
 
 log = logging.getLogger("cachewarm.audit")
@@ -44,7 +43,7 @@ class AuditService:
         layout = KeyLayout(settings.key_prefix)
         hotness = Hotness(keyspaces, settings.hot_half_life, settings.hot_threshold)
         for ks in audited:
-            http = httpx.Client()
+            http = http_client()
             self._closers.append(http.close)
             repairer = (Repairer(client, layout, fence_ttl=settings.fence_ttl, hotness=hotness, refresh=self.refresh)
                         if ks.config.audit_repair else None)
