@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "cachewarm.cli.inspect:inspect",
     "pins": "cachewarm.cli.pins:pins",
     "unpin": "cachewarm.cli.pins:unpin",
+    "audit": "cachewarm.cli.audit:audit",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import redis
 
+from ..audit import ledger
 from ..invalidation.stream_state import describe, read_stream_state
 from ..metrics import history
 from ..metrics.cluster import ClusterSnapshot, read_snapshot
@@ -106,6 +107,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
         hot = top_keys(client, layout, names, top, snap.now_ms, settings.hot_half_life)
         beats = read_heartbeats(client, layout)
         stream = read_stream_state(client, layout)
+        audits = ledger.last_hour(client, layout, names, snap.now_ms)  # the auditor's last hour (audit/ledger.py)
     finally:
         client.close()
     spaces = [_keyspace(snap, name, past, hot[name]) for name in names]
@@ -128,6 +130,8 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
             "window_misses": ks.window_misses, "stale_served": ks.stale, "hot_keys": ks.hot_keys,
             "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds, "local_hits": ks.local_hits,
             "top": [vars(k) for k in ks.top]} for ks in spaces},
+        # the consistency auditor's checks over the last hour, and the "nines" they show (docs/AUDIT.md)
+        "audit": {name: tally.as_dict() for name, tally in audits.items()},
     }
 
 
@@ -202,6 +206,13 @@ def render(status: dict[str, Any]) -> str:
                      f"{ks['stale_served']:.0f}", f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}",
                      f"{ks['backlog_seconds']:.1f}"])
     lines += _table(rows)
+    if status.get("audit"):  # the auditor's last hour
+        lines += ["", "consistency (audits of the last hour)"]
+        rows = [["keyspace", "checks", "inconsistent", "repaired", "nines"]]
+        rows += [[name, str(a["checks"]), str(a["inconsistencies"]), str(a["repairs"]),
+                  "-" if a["nines"] is None else (">= " if a["nines_floor"] else "") + f"{a['nines']:.1f}"]
+                 for name, a in status["audit"].items()]
+        lines += _table(rows)
     if status["hosts"]:
         lines += ["", "worker hosts"]
         rows = [["node", "processes", "batches in flight", "last heartbeat"]]

@@ -1,0 +1,146 @@
+"""The auditor's pure parts: its settings and their errors, the comparison, the causes' precedence, the grace
+window, the sampling rounds and the nines (fakeredis: what is tested here does not depend on Redis itself; the
+auditor on real servers is tests/audit/)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import fakeredis
+import pytest
+from click.testing import CliRunner
+
+from cachewarm.audit import causes, ledger
+from cachewarm.audit.checking import same_source, stale
+from cachewarm.audit.sampling import Sampler
+from cachewarm.cli import cli
+from cachewarm.config.keyspaces import AUDIT_BUDGET, KeyspaceRegistry
+from cachewarm.config.sources import Fetched
+from cachewarm.errors import ConfigError
+from cachewarm.outcomes import AuditCause
+from cachewarm.redis_layer.envelope import Entry
+from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+
+L = KeyLayout()
+
+
+def keyspace(**fields: object) -> KeyspaceRegistry:
+    base: dict[str, object] = {"pattern": "product:{id}", "source": "http://127.0.0.1:8000/products/{id}", "ttl": 60}
+    return KeyspaceRegistry.from_mapping({"product": {**base, **fields}})
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"audit_budget": -1}, "keyspaces.product.audit_budget: Input should be greater than or equal to 0"),
+    ({"audit_budget": 5, "rate": 2}, "keyspaces.product: audit_budget (5.0) is above rate (2.0): audit "
+     "requests count against the rate budget; lower audit_budget (0 turns the auditor off) or raise rate"),
+    ({"audit_grace": -1}, "keyspaces.product.audit_grace: Input should be greater than or equal to 0"),
+    ({"audit_repair": "sometimes"}, "keyspaces.product.audit_repair: Input should be a valid boolean"),
+])
+def test_bad_audit_settings_are_one_line_naming_the_setting(fields: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        keyspace(**fields)
+    assert str(info.value).startswith(says), str(info.value)
+
+
+def test_the_audit_is_on_by_default_with_a_small_budget_never_above_the_rate() -> None:
+    ks = keyspace()["product"]
+    assert ks.audit_budget == AUDIT_BUDGET > 0 and ks.config.audit_repair and ks.config.audit_grace is None
+    assert keyspace(rate=0.2)["product"].audit_budget == 0.2  # the default fits itself under a smaller rate
+    assert keyspace(audit_budget=0)["product"].audit_budget == 0
+
+
+def test_check_config_names_the_audit_setting_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "cachewarm.toml"
+    config.write_text('[keyspaces.product]\npattern = "product:{id}"\nsource = "http://h/{id}"\nttl = 60\n'
+                      "rate = 1\naudit_budget = 3\n")
+    result = CliRunner().invoke(cli, ["check-config"], env={"CACHEWARM_CONFIG": str(config)})
+    assert result.exit_code == 2
+    assert "audit_budget (3.0) is above rate (1.0)" in result.output and "lower audit_budget" in result.output
+
+
+def entry(value: object, version: int | None = None, fetched_ms: int = 1000) -> Entry:
+    return Entry(value, value is not None, fetched_ms + 60_000, fetched_ms, version)
+
+
+def test_stale_by_version_when_versioned_else_by_content() -> None:
+    assert stale(entry({"p": 1}, 1), Fetched({"p": 1, "at": 2}, 2), versioned=True)
+    assert not stale(entry({"p": 1}, 2), Fetched({"p": 0}, 1), versioned=True)  # a lagging replica: not stale
+    assert not stale(entry({"p": 1, "at": 1}, 2), Fetched({"p": 1, "at": 9}, 2), versioned=True)
+    assert stale(entry({"p": 1}), Fetched({"p": 2}), versioned=False)
+    assert not stale(entry({"p": 1}), Fetched({"p": 1}), versioned=False)
+    assert stale(entry({"p": 1}), Fetched(None), versioned=False)  # deleted at the source
+    assert stale(entry(None), Fetched({"p": 1}), versioned=False)  # a remembered 404 of an item that exists now
+    assert not stale(entry(None), Fetched(None), versioned=False)
+
+
+def test_same_source_ignores_the_body_when_versioned() -> None:
+    assert same_source(Fetched({"at": 1}, 3), Fetched({"at": 2}, 3), versioned=True)
+    assert not same_source(Fetched({"at": 1}, 3), Fetched({"at": 1}, 4), versioned=True)
+    assert not same_source(Fetched({"p": 1}), Fetched({"p": 2}), versioned=False)
+
+
+def classify(client: fakeredis.FakeRedis, *, fetched_ms: int = 10_000, second: int = 2) -> AuditCause:
+    return causes.classify(client, L, key="product:1", tags=["products"], cached=entry({"p": 1}, 1, fetched_ms),
+                           first=Fetched({"p": 2}, 2), second=Fetched({"p": second}, second), window_ms=1000,
+                           versioned=True)
+
+
+def test_causes_in_their_order() -> None:
+    client = fakeredis.FakeRedis()
+    assert classify(client) is AuditCause.MISSED
+    assert classify(client, second=3) is AuditCause.FLAPPING
+    client.hset(L.fence("product:1"), "i", 9_500)  # an invalidation applied just before the fetch
+    assert classify(client) is AuditCause.RACED
+    client.hset(L.fence("product:1"), "i", 5_000)  # long before: not this change's
+    assert classify(client) is AuditCause.MISSED
+    client.xadd(INVALIDATION_STREAM, {"tag": "products"})  # no group yet: undelivered
+    assert classify(client) is AuditCause.LATE
+
+
+def test_late_means_undelivered_or_pending_not_acknowledged() -> None:
+    client = fakeredis.FakeRedis()
+    client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
+    done = client.xadd(INVALIDATION_STREAM, {"key": "product:1"})
+    client.xadd(INVALIDATION_STREAM, {"key": "product:2"})
+    client.xreadgroup(CONSUMER_GROUP, "c", {INVALIDATION_STREAM: ">"})
+    client.xack(INVALIDATION_STREAM, CONSUMER_GROUP, done)
+    assert not causes.in_flight(client, "product:1", ())  # delivered and acknowledged
+    assert causes.in_flight(client, "product:2", ())  # pending
+    client.xadd(INVALIDATION_STREAM, {"key": "product:3"})
+    assert causes.in_flight(client, "product:3", ())  # undelivered
+    assert not causes.in_flight(client, "product:4", ["other"])
+
+
+def test_the_lag_is_the_age_of_the_oldest_event_not_applied() -> None:
+    client = fakeredis.FakeRedis()
+    assert causes.unapplied_age(client, 50_000) == 0.0
+    client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
+    client.xadd(INVALIDATION_STREAM, {"key": "k"}, id="40000-0")
+    assert causes.unapplied_age(client, 50_000) == 10.0
+    client.xreadgroup(CONSUMER_GROUP, "c", {INVALIDATION_STREAM: ">"})
+    assert causes.unapplied_age(client, 50_000) == 10.0  # pending still
+    client.xack(INVALIDATION_STREAM, CONSUMER_GROUP, "40000-0")
+    assert causes.unapplied_age(client, 50_000) == 0.0
+
+
+def test_a_round_hands_out_each_recently_read_key_once() -> None:
+    client = fakeredis.FakeRedis()
+    keys = [f"product:{i}" for i in range(50)]
+    for i, key in enumerate(keys):
+        client.zadd(L.hot("product", i % 16), {key: 1.0 + i})
+    sampler = Sampler(client, L, "product")
+    first = [sampler.next() for _ in range(50)]
+    assert sorted(first) == sorted(keys) and sampler.rounds == 1  # type: ignore[type-var]
+    assert sampler.next() in keys and sampler.rounds == 2
+    assert Sampler(client, L, "empty").next() is None
+
+
+def test_nines() -> None:
+    assert ledger.Tally(1000, 1, 0).nines == pytest.approx(3.0)
+    assert ledger.Tally(1_000_000, 10, 0).nines == pytest.approx(5.0)
+    clean = ledger.Tally(3600, 0, 0)
+    assert clean.nines == pytest.approx(math.log10(3600)) and clean.nines_floor
+    assert ledger.Tally(0, 0, 0).nines is None
+    assert ledger.describe(ledger.Tally(1000, 1, 1)) == "1 bad / 1000 (3.0 nines)"
+    assert ledger.describe(clean) == "0 bad / 3600 (>= 3.6 nines)"
