@@ -80,6 +80,7 @@ class AuditResult(StrEnum):
     RESOLVED = "resolved"          # they differed, and within the grace window the cache caught up
     INCONSISTENT = "inconsistent"  # after the grace window the cache still held the same older value
     SKIPPED = "skipped"            # nothing to compare: no value cached, or it is expired (no reader gets it)
+    UNCOMPARABLE = "uncomparable"  # compared by content, the source answered two reads in a row differently
     ERROR = "error"                # the source or Redis failed
 
 

@@ -1,11 +1,14 @@
 """The auditor of one keyspace: looks at its recently read keys one by one within its budget, and counts an
 inconsistency only when a mismatch outlives the grace window (docs/AUDIT.md).
 
-A look (`check`) reads the cached value, then asks the source. Equal: consistent. Different: maybe an update in
-flight, so the key is looked at again (`recheck`) after the grace window; if by then the cache holds other bytes
-(the value was invalidated, reloaded, expired) the mismatch resolved itself, and so it did if the source now
-gives what the cache holds. Only the same cached bytes against a source still newer count as an inconsistency,
-labelled with its cause (causes.py) and repaired unless ``audit_repair = false``.
+A look (`check`) reads the cached value, then asks the source. Equal: consistent. Compared by content and
+different, the source is asked once more at once: a source whose answers differ from one read to the next (a
+timestamp in the body) cannot be compared by content (result ``uncomparable``, a warning naming
+``version_field``). Different: maybe an update in flight, so the key is looked at again (`recheck`) after the
+grace window; if by then the cache holds other bytes (the value was invalidated, reloaded, expired) the mismatch
+resolved itself, and so it did if the source now gives what the cache holds. Only the same cached bytes against a
+source still newer count as an inconsistency, labelled with its cause (causes.py) and repaired unless
+``audit_repair = false``.
 
 The grace window is ``audit_grace`` when set, else LAG_FACTOR times the invalidation lag as it stands (the age of
 the oldest event not yet applied), never less than MIN_GRACE nor more than MAX_GRACE seconds.
@@ -31,7 +34,7 @@ from ..outcomes import AuditCause, AuditResult
 from ..redis_layer.keys import KeyLayout
 from . import causes, ledger
 from .budget import AuditBudget
-from .checking import Cached, fetch, now_ms, read_cached, stale
+from .checking import Cached, fetch, now_ms, read_cached, same_source, stale
 from .repair import Repairer
 from .sampling import Sampler
 
@@ -124,6 +127,17 @@ class KeyspaceAuditor:
         if not stale(cached.entry, first, versioned=self.versioned):
             self._count(AuditResult.CONSISTENT)
             return AuditResult.CONSISTENT
+        if not self._by_version(cached, first):  # by content: is the source's answer stable at all?
+            try:
+                again = self._ask(stop, found)
+            except SourceError:
+                self._count(AuditResult.ERROR)
+                return AuditResult.ERROR
+            if again is None:
+                return None
+            if not same_source(first, again, versioned=False):
+                self._uncomparable()
+                return AuditResult.UNCOMPARABLE
         if len(self.pending) < MAX_PENDING:
             window = self.grace()
             heapq.heappush(self.pending, Pending(time.monotonic() + window, next(self._seq), key, found, cached,
@@ -163,6 +177,16 @@ class KeyspaceAuditor:
         log.warning("audit: %s held a value the source had replaced (%s, %.1f s old)%s", self.name, cause, age,
                     ", repaired" if repaired else "")
         return AuditResult.INCONSISTENT
+
+    def _by_version(self, cached: Cached, fetched: Fetched) -> bool:
+        return self.versioned and cached.entry.version is not None and fetched.version is not None
+
+    def _uncomparable(self) -> None:
+        if not self.counts.get(AuditResult.UNCOMPARABLE):
+            log.warning("audit of %s: the source answered two reads in a row differently (a timestamp in the "
+                        "body?), so values cannot be compared by content: set the keyspace's version_field",
+                        self.name)
+        self._count(AuditResult.UNCOMPARABLE)
 
     def step(self, stop: threading.Event) -> bool:
         """A due re-check, else the next key's first look; False when there was nothing to look at."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cachewarm.audit.checking import USER_AGENT as AUDIT_USER_AGENT
 from cachewarm.demo.source import SourceServer, SourceState
 
 
@@ -17,10 +18,14 @@ class RecordingState(SourceState):
     def __init__(self, **kwargs: Any) -> None:
         self.times: defaultdict[str, list[float]] = defaultdict(list)
         self.origins: defaultdict[str, list[float]] = defaultdict(list)  # X-From header (readers set it)
+        self.audits: list[float] = []  # the auditor's requests (cachewarm/audit/), not refreshes nor reads
         super().__init__(**kwargs)
 
     async def read(self, request: web.Request) -> web.Response:
         now = time.monotonic()
+        if request.headers.get("user-agent", "").startswith(AUDIT_USER_AGENT):  # the workers' auditor: apart
+            self.audits.append(now)
+            return await super().read(request)
         self.times[request.match_info["id"]].append(now)
         self.origins[request.headers.get("x-from", "worker")].append(now)
         return await super().read(request)

@@ -5,6 +5,8 @@ auditor on real servers is tests/audit/)."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
 
 import fakeredis
@@ -12,15 +14,18 @@ import pytest
 from click.testing import CliRunner
 
 from cachewarm.audit import causes, ledger
+from cachewarm.audit.auditor import KeyspaceAuditor
 from cachewarm.audit.checking import same_source, stale
 from cachewarm.audit.sampling import Sampler
 from cachewarm.cli import cli
 from cachewarm.config.keyspaces import AUDIT_BUDGET, KeyspaceRegistry
 from cachewarm.config.sources import Fetched
 from cachewarm.errors import ConfigError
-from cachewarm.outcomes import AuditCause
+from cachewarm.outcomes import AuditCause, AuditResult
+from cachewarm.redis_layer import envelope
 from cachewarm.redis_layer.envelope import Entry
 from cachewarm.redis_layer.keys import CONSUMER_GROUP, INVALIDATION_STREAM, KeyLayout
+from tests.support.audit_sources import ITEMS
 
 L = KeyLayout()
 
@@ -144,3 +149,39 @@ def test_nines() -> None:
     assert ledger.Tally(0, 0, 0).nines is None
     assert ledger.describe(ledger.Tally(1000, 1, 1)) == "1 bad / 1000 (3.0 nines)"
     assert ledger.describe(clean) == "0 bad / 3600 (>= 3.6 nines)"
+
+
+def auditor(client: fakeredis.FakeRedis, source: str) -> KeyspaceAuditor:
+    table = {"pattern": "product:{id}", "ttl": 60, "audit_grace": 0,
+             "source": f"python:tests.support.audit_sources:{source}"}
+    ks = KeyspaceRegistry.from_mapping({"product": table})["product"]
+    return KeyspaceAuditor(client, L, ks, http=None, budget=None, repairer=None, record=False)  # type: ignore[arg-type]
+
+
+def cache(client: fakeredis.FakeRedis, key: str, value: object) -> None:
+    client.set(L.value(key), envelope.encode(envelope.dumps(value), fetched_ms=int(time.time() * 1000),
+                                             ttl_ms=60_000))
+
+
+def test_a_look_then_a_second_look_after_the_window() -> None:
+    client, stop = fakeredis.FakeRedis(), threading.Event()
+    audit = auditor(client, "item")
+    ITEMS.update({"1": {"p": 1}, "2": {"p": 2}, "3": {"p": 3}})
+    for i in "123":
+        cache(client, f"product:{i}", {"p": int(i)})
+    assert audit.check("product:1", stop) is AuditResult.CONSISTENT
+    assert audit.check("product:9", stop) is AuditResult.SKIPPED  # nothing cached
+    ITEMS.update({"2": {"p": 20}, "3": {"p": 30}})
+    assert audit.check("product:2", stop) is None and audit.check("product:3", stop) is None  # mismatches: wait
+    cache(client, "product:3", {"p": 30})  # an invalidation and a reload came within the window
+    results = {p.key: audit.recheck(p, stop) for p in sorted(audit.pending)}
+    assert results == {"product:2": AuditResult.INCONSISTENT, "product:3": AuditResult.RESOLVED}
+    assert [(f.key, f.cause, f.repaired) for f in audit.findings] == [("product:2", AuditCause.MISSED, False)]
+
+
+def test_a_source_that_answers_differently_each_time_is_not_compared_by_content() -> None:
+    client, stop = fakeredis.FakeRedis(), threading.Event()
+    audit = auditor(client, "volatile")
+    cache(client, "product:1", {"id": "1", "generated": -1})
+    assert audit.check("product:1", stop) is AuditResult.UNCOMPARABLE
+    assert not audit.pending and not audit.findings
