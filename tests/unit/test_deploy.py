@@ -42,11 +42,16 @@ METRIC_NAMES = (
     "cachewarm_redis_errors_total",
     "cachewarm_workers",
     "cachewarm_invalidation_gaps_total",
+    "cachewarm_audit_checks_total",
+    "cachewarm_audit_inconsistencies_total",
+    "cachewarm_audit_repairs_total",
+    "cachewarm_audit_staleness_seconds",
 )
 HISTOGRAMS = (
     "cachewarm_source_request_duration_seconds",
     "cachewarm_invalidation_lag_seconds",
     "cachewarm_served_value_age_seconds",
+    "cachewarm_audit_staleness_seconds",
 )
 SERIES_NAMES = frozenset(
     [name for name in METRIC_NAMES if name not in HISTOGRAMS]
@@ -60,6 +65,7 @@ ALERTS = (
     "CachewarmInvalidationPendingGrowing",
     "CachewarmDeadLettersGrowing",
     "CachewarmScrapeDown",
+    "CachewarmStaleValuesFound",
 )
 
 # Dashboard panel title -> series its queries must read.
@@ -71,6 +77,9 @@ PANELS = {
     "Invalidation lag": ("cachewarm_invalidation_lag_seconds_bucket",),
     "Refresh backlog": ("cachewarm_refresh_backlog_keys", "cachewarm_refresh_backlog_seconds"),
     "Hot keys": ("cachewarm_hot_keys",),
+    "Consistency (audits)": ("cachewarm_audit_inconsistencies_total", "cachewarm_audit_repairs_total",
+                             "cachewarm_audit_checks_total"),
+    "Audit checks and staleness": ("cachewarm_audit_checks_total", "cachewarm_audit_staleness_seconds_bucket"),
 }
 
 SERVICES = {"cache", "broker", "source", "worker", "beat", "prometheus", "grafana"}
