@@ -89,6 +89,7 @@ class SourceState:
         self.requests = 0
         self.by_path: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
+        self.by_agent: Counter[str] = Counter()  # User-Agent's product name (the auditor's: cachewarm-audit)
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -97,6 +98,7 @@ class SourceState:
             "requests": self.requests,
             "by_path": dict(heapq.nlargest(TOP_PATHS, self.by_path.items(), key=lambda kv: kv[1])),
             "by_status": dict(self.by_status),
+            "by_agent": dict(heapq.nlargest(TOP_PATHS, self.by_agent.items(), key=lambda kv: kv[1])),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }
@@ -147,6 +149,9 @@ class SourceState:
         """GET /products/{id} and /items/{id}: the slow, possibly faulty read."""
         self.requests += 1
         self._count_path(request.path)
+        agent = request.headers.get("user-agent", "").split("/", 1)[0][:40]
+        if agent in self.by_agent or len(self.by_agent) < MAX_TRACKED_PATHS:
+            self.by_agent[agent] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -147,13 +147,14 @@ def test_stats_count_reads_by_path_and_status(source: SourceServer, http: httpx.
     assert stats["requests"] == 5
     assert stats["by_path"] == {"/products/1": 3, "/items/2": 1, "/products/nope": 1}
     assert stats["by_status"] == {"200": 4, "404": 1}
+    assert stats["by_agent"] == {"python-httpx": 5}  # the client's product name (the auditor's: cachewarm-audit)
     assert stats["in_flight"] == 0
     assert stats["max_in_flight"] == 1
     assert http.get("/_stats").json() == stats
     assert http.post("/_stats/reset").json()["requests"] == 0
     http.get("/products/1")
     source.reset_stats()
-    assert source.stats() == {"requests": 0, "by_path": {}, "by_status": {}, "in_flight": 0,
+    assert source.stats() == {"requests": 0, "by_path": {}, "by_status": {}, "by_agent": {}, "in_flight": 0,
                               "max_in_flight": 0}
 
 
