@@ -163,7 +163,8 @@ def _tour(tmp: Path, redis_url: str, broker_url: str, *, duration: float, thread
         click.echo(f"source: {source.url} (latency {latency * 1000:g} ms)")
         config = tmp / "cachewarm.toml"
         config.write_text(f'[keyspaces.product]\npattern = "product:{{id}}"\nsource = "{source.url}/products/{{id}}"'
-                          f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\nmax_stale = 30\n")
+                          f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\nmax_stale = 30\n"
+                          'version_field = "version"\n')  # its bodies hold a fetch time: compared by version
         env = {**os.environ, "CACHEWARM_REDIS_URL": redis_url, "CACHEWARM_BROKER_URL": broker_url,
                "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": "0.5",
                "CACHEWARM_HOT_HALF_LIFE": str(HALF_LIFE), "CACHEWARM_HOT_THRESHOLD": str(THRESHOLD),
