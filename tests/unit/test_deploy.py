@@ -375,4 +375,5 @@ def test_image_config_is_the_deploy_keyspace_file() -> None:
         "ttl": 60,
         "refresh_ahead": 15,
         "tags": ["products"],
+        "version_field": "version",  # the auditor compares versions: the demo's bodies hold a fetch time
     }}
