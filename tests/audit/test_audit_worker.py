@@ -31,6 +31,7 @@ from tests.support.processes import Processes, cluster_env
 from tests.support.waiting import wait_until
 
 LAYOUT = KeyLayout()
+pytestmark = pytest.mark.timeout(240)  # worker nodes start, and the auditor goes round its keys at its budget
 
 
 class AuditCounting(SourceState):
