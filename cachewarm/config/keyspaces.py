@@ -95,6 +95,9 @@ class KeyspaceConfig(BaseModel):
         if "audit_budget" in self.model_fields_set and self.rate is not None and 0 < self.rate < self.audit_budget:
             raise ValueError(f"audit_budget ({self.audit_budget}) is above rate ({self.rate}): audit requests count "
                              f"against the rate budget; lower audit_budget (0 turns the auditor off) or raise rate")
+        if self.audit_grace is not None and self.audit_grace >= self.ttl:
+            raise ValueError(f"audit_grace ({self.audit_grace}) must be less than ttl ({self.ttl}): a value would "
+                             f"expire before the auditor's second look; lower audit_grace or leave it unset")
         bounds = {"local_max_entries", "local_max_bytes"} & self.model_fields_set
         if bounds and not self.local:
             raise ValueError(f"{', '.join(sorted(bounds))} needs local = true")

@@ -40,6 +40,8 @@ def keyspace(**fields: object) -> KeyspaceRegistry:
     ({"audit_budget": 5, "rate": 2}, "keyspaces.product: audit_budget (5.0) is above rate (2.0): audit "
      "requests count against the rate budget; lower audit_budget (0 turns the auditor off) or raise rate"),
     ({"audit_grace": -1}, "keyspaces.product.audit_grace: Input should be greater than or equal to 0"),
+    ({"audit_grace": 60}, "keyspaces.product: audit_grace (60.0) must be less than ttl (60.0): a value would expire "
+     "before the auditor's second look; lower audit_grace or leave it unset"),
     ({"audit_repair": "sometimes"}, "keyspaces.product.audit_repair: Input should be a valid boolean"),
 ])
 def test_bad_audit_settings_are_one_line_naming_the_setting(fields: dict[str, object], says: str) -> None:
