@@ -147,7 +147,7 @@ class KeyspaceAuditor:
     def recheck(self, item: Pending, stop: threading.Event) -> AuditResult | None:
         """The second look, after the grace window; None when stopped."""
         cached = read_cached(self.client, self.layout, item.key)
-        if cached is None or cached.raw != item.cached.raw:
+        if cached is None or cached.raw != item.cached.raw or not cached.served(now_ms()):  # gone, new or expired
             self._count(AuditResult.RESOLVED)
             return AuditResult.RESOLVED
         try:
