@@ -96,12 +96,30 @@ class KeyspaceAuditor:
         lag = causes.unapplied_age(self.client, now_ms())
         return min(MAX_GRACE, max(MIN_GRACE, LAG_FACTOR * lag))
 
-    def _ask(self, stop: threading.Event, params: dict[str, str]) -> Fetched | None:
-        """The source's value within the budget; None when stopped (raises SourceError)."""
+    def _ask(self, stop: threading.Event, key: str, params: dict[str, str],
+             held: bytes | None) -> tuple[Cached, Fetched] | AuditResult | None:
+        """Once the budget allows a request: the cached value and the source's, asked only while the cache still
+        serves a value (the bytes `held`, when given), so that no request is made for a value gone meanwhile
+        (RESOLVED when `held` changed, else SKIPPED); None when stopped. Raises SourceError."""
         if self.budget is not None and not self.budget.take(stop):
             return None
+        cached = read_cached(self.client, self.layout, key)
+        if cached is None or not cached.served(now_ms()) or (held is not None and cached.raw != held):
+            return AuditResult.RESOLVED if held is not None else AuditResult.SKIPPED
         self._asked = True
-        return fetch(self.source, params, self.http)
+        return cached, fetch(self.source, params, self.http)
+
+    def _asked_or_ended(self, stop: threading.Event, key: str, params: dict[str, str],
+                        held: bytes | None) -> tuple[Cached, Fetched] | AuditResult | None:
+        """`_ask`, its ending counted (a source failure as ERROR)."""
+        try:
+            answer = self._ask(stop, key, params, held)
+        except SourceError as exc:
+            log.debug("audit of %s: source failed: %s", self.name, exc)
+            answer = AuditResult.ERROR
+        if isinstance(answer, AuditResult):
+            self._count(answer)
+        return answer
 
     def _count(self, result: AuditResult, **extra: int) -> None:
         self.counts[result] = self.counts.get(result, 0) + 1
@@ -114,28 +132,20 @@ class KeyspaceAuditor:
         found = self.keyspace.match(key)
         cached = read_cached(self.client, self.layout, key) if found is not None else None
         if found is None or cached is None or not cached.served(now_ms()):
-            self._count(AuditResult.SKIPPED)
+            self._count(AuditResult.SKIPPED)  # nothing a reader gets: no source request for it
             return AuditResult.SKIPPED
-        try:
-            first = self._ask(stop, found)
-        except SourceError as exc:
-            log.debug("audit of %s: source failed: %s", self.name, exc)
-            self._count(AuditResult.ERROR)
-            return AuditResult.ERROR
-        if first is None:
-            return None
+        answer = self._asked_or_ended(stop, key, found, None)
+        if not isinstance(answer, tuple):
+            return answer
+        cached, first = answer
         if not stale(cached.entry, first, versioned=self.versioned):
             self._count(AuditResult.CONSISTENT)
             return AuditResult.CONSISTENT
         if not self._by_version(cached, first):  # by content: is the source's answer stable at all?
-            try:
-                again = self._ask(stop, found)
-            except SourceError:
-                self._count(AuditResult.ERROR)
-                return AuditResult.ERROR
-            if again is None:
-                return None
-            if not same_source(first, again, versioned=False):
+            again = self._asked_or_ended(stop, key, found, None)  # (any value still served: the source is judged)
+            if not isinstance(again, tuple):
+                return again
+            if not same_source(first, again[1], versioned=False):
                 self._uncomparable()
                 return AuditResult.UNCOMPARABLE
         if len(self.pending) < MAX_PENDING:
@@ -150,14 +160,10 @@ class KeyspaceAuditor:
         if cached is None or cached.raw != item.cached.raw or not cached.served(now_ms()):  # gone, new or expired
             self._count(AuditResult.RESOLVED)
             return AuditResult.RESOLVED
-        try:
-            second = self._ask(stop, item.params)
-        except SourceError as exc:
-            log.debug("audit re-check of %s: source failed: %s", self.name, exc)
-            self._count(AuditResult.ERROR)
-            return AuditResult.ERROR
-        if second is None:
-            return None
+        answer = self._asked_or_ended(stop, item.key, item.params, item.cached.raw)
+        if not isinstance(answer, tuple):
+            return answer
+        cached, second = answer
         if not stale(cached.entry, second, versioned=self.versioned):
             self._count(AuditResult.RESOLVED)
             return AuditResult.RESOLVED
