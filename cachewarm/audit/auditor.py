@@ -45,6 +45,7 @@ MAX_GRACE = 60.0
 LAG_FACTOR = 3.0
 MAX_PENDING = 1000  # mismatches waiting for their re-check at most (more: the newest are dropped, uncounted)
 IDLE_WAIT = 1.0  # seconds between rounds that found nothing to look at
+GIVE_UP = 3  # uncomparable checks, and not one consistent, after which a keyspace's audit stops
 
 
 @dataclass(order=True, slots=True)
@@ -87,6 +88,7 @@ class KeyspaceAuditor:
         self.findings: list[Finding] = []
         self.counts: dict[str, int] = {}
         self._asked = True  # a source request was made in the sampler's current round
+        self.gave_up = False  # by content, the source never answers the same twice: nothing to compare
 
     # ---- one unit of work ----
     def grace(self) -> float:
@@ -188,11 +190,12 @@ class KeyspaceAuditor:
         return self.versioned and cached.entry.version is not None and fetched.version is not None
 
     def _uncomparable(self) -> None:
-        if not self.counts.get(AuditResult.UNCOMPARABLE):
-            log.warning("audit of %s: the source answered two reads in a row differently (a timestamp in the "
-                        "body?), so values cannot be compared by content: set the keyspace's version_field",
-                        self.name)
         self._count(AuditResult.UNCOMPARABLE)
+        if self.counts[AuditResult.UNCOMPARABLE] >= GIVE_UP and not self.counts.get(AuditResult.CONSISTENT):
+            self.gave_up = True
+            log.warning("audit of %s stopped: the source answered two reads in a row differently %d times and never "
+                        "what the cache holds (a timestamp in the body?), so its values cannot be compared by "
+                        "content: set the keyspace's version_field (docs/AUDIT.md)", self.name, GIVE_UP)
 
     def step(self, stop: threading.Event) -> bool:
         """A due re-check, else the next key's first look; False when there was nothing to look at."""
@@ -213,7 +216,7 @@ class KeyspaceAuditor:
 
     def run(self, stop: threading.Event) -> None:
         """Loops until `stop` is set; a Redis failure is logged and waited out."""
-        while not stop.is_set():
+        while not stop.is_set() and not self.gave_up:
             try:
                 if not self.step(stop):
                     wait = IDLE_WAIT

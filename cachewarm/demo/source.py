@@ -11,8 +11,8 @@ switched on at runtime, so the cache can be shown (and tested) against a source 
                                 returns {"versions": [...]} (null for an unknown id)
     PUT  /_control/item/{id}    set an item's body (its version from the body's "version" when present)
     DELETE /_control/item/{id}  the item no longer exists (reads answer 404)
-    GET  /_stats                {"requests", "by_path" (top 1000), "by_status", "by_agent" (User-Agent's product,
-                                top 1000), "in_flight", "max_in_flight"}
+    GET  /_stats                {"requests", "by_path" (top 1000; not the auditor's checks), "by_status",
+                                "by_agent" (User-Agent's product, top 1000), "in_flight", "max_in_flight"}
     POST /_stats/reset
 
 Only reads are counted in the stats: they are the load the cache puts on the source.
