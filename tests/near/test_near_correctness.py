@@ -32,9 +32,18 @@ def test_no_read_is_older_than_what_redis_held(redis_url: str, tmp_path: Path) -
 
 
 def test_the_check_bites_without_pushes(redis_url: str, tmp_path: Path) -> None:
-    writes, reads, _ = run_load(redis_url, tmp_path, seconds=SECONDS, keys=KEYS, no_push=True)
+    # A near cache serves no local copy while its link's health checks fail, which a very busy host can cause for a
+    # whole run (seen once: 0 stale reads, the readers all read Redis). Such a run shows nothing either way: up to
+    # three runs, until one where the local copies were used; in that run the check must find stale reads.
+    for attempt in range(3):
+        writes, reads, figures = run_load(redis_url, tmp_path / str(attempt), seconds=SECONDS, keys=KEYS,
+                                          no_push=True)
+        if local_hits(figures) > 1000:
+            break
+    assert local_hits(figures) > 1000, figures
     stale = stale_reads(writes, reads)
-    assert len(stale) > 10, f"only {len(stale)} stale reads of {len(reads)} without pushes ({len(writes)} writes)"
+    assert len(stale) > 10, (f"only {len(stale)} stale reads of {len(reads)} without pushes ({len(writes)} writes, "
+                             f"{local_hits(figures)} local hits)")
 
 
 def test_killed_tracking_connections(redis_url: str, tmp_path: Path) -> None:
