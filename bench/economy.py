@@ -120,3 +120,66 @@ def economy_rows(results: Sequence[Any], hot: int) -> tuple[list[str], list[list
              "late reads: open loop, reads that started more than 10 ms after their arrival (0: the offered rate "
              "held)"]
     return columns, rows, notes
+
+
+GOAL_SIM_POINTS = 2.0     # the simulator's hit ratio within 2 points of the live one
+GOAL_SIM_SOURCE = 0.10    # ... and its source req/s within 10 %
+GOAL_REFERENCE_POINTS = 1.0  # a budgeted live hit ratio within 1 point of the true-rate reference's
+
+
+def _simulated(result: Any, fields: dict[str, float], args: argparse.Namespace, *,
+               oracle: bool) -> tuple[float, float, float]:
+    """(hit %, hot hit %, source req/s) the simulator gives on the run's own reads up to the window's end."""
+    from cachewarm.config.keyspaces import DEFAULT_REFRESH_WORTH
+    from cachewarm.simulation.model import Params, simulate
+
+    reads = [(started, f"product:{key}") for started, key, _ in result.log if started < result.window_end]
+    reads.sort()
+    t0 = reads[0][0]
+    trace = [(t - t0, key) for t, key in reads]
+    since = result.window_start - t0
+    latency = result.worker.latency if result.worker.latency == result.worker.latency else args.latency
+    params = Params(ttl=args.ttl, refresh_ahead=args.refresh_ahead, latency=latency,
+                    refresh_worth=fields.get("refresh_worth", DEFAULT_REFRESH_WORTH),
+                    miss_cost=fields.get("miss_cost", latency), refresh_budget=fields.get("refresh_budget"),
+                    half_life=args.half_life, floor=args.threshold, scan_interval=0.25)
+    hot = frozenset(f"product:{i}" for i in range(min(args.hot, args.keys)))
+    rates: dict[str, float] | None = None
+    if oracle:
+        counts: dict[str, int] = {}
+        for t, key in trace:
+            if t >= since:
+                counts[key] = counts.get(key, 0) + 1
+        window = trace[-1][0] - since
+        rates = {key: n / window for key, n in counts.items()}
+    f = simulate(trace, params, since=since, hot=hot, oracle=rates)
+    return f.hits / f.reads * 100, f.hot_hits / f.hot_reads * 100, f.source / f.seconds
+
+
+def prediction_rows(results: Sequence[Any], args: argparse.Namespace) -> tuple[list[str], list[list[str]],
+                                                                                  list[str]]:
+    """The simulator against the live run, per cachewarm system, on the same reads; and the true-rate reference."""
+    columns = ["system", "live hit%", "sim hit%", "diff pt", "live src/s", "sim src/s", "sim/live",
+               "true-rate hit%", "live - true pt", "true-rate src/s", "measured latency ms", "goals sim,ref"]
+    rows: list[list[str]] = []
+    for r in results:
+        fields = cachewarm_fields(r.name, args, results) if r.worker is not None else None
+        if fields is None:
+            continue
+        live_hit = r.records.hit_ratio() * 100
+        live_src = r.source_requests / r.window
+        sim_hit, _, sim_src = _simulated(r, fields, args, oracle=False)
+        ref_hit, _, ref_src = _simulated(r, fields, args, oracle=True)
+        sim_ok = abs(sim_hit - live_hit) <= GOAL_SIM_POINTS and abs(sim_src / live_src - 1) <= GOAL_SIM_SOURCE
+        ref_ok = "-" if "refresh_budget" not in fields else (
+            "Y" if abs(live_hit - ref_hit) <= GOAL_REFERENCE_POINTS else "n")
+        rows.append([r.name, f"{live_hit:.2f}", f"{sim_hit:.2f}", f"{sim_hit - live_hit:+.2f}", f"{live_src:,.1f}",
+                     f"{sim_src:,.1f}", f"{sim_src / live_src:.3f}", f"{ref_hit:.2f}", f"{live_hit - ref_hit:+.2f}",
+                     f"{ref_src:,.1f}", f"{r.worker.latency * 1000:.1f}",
+                     f"{'Y' if sim_ok else 'n'} {ref_ok}"])
+    notes = [f"sim: cachewarm.simulation.model on this run's own reads (same times and keys) up to the window's end, "
+             f"figures over the window; goals: within {GOAL_SIM_POINTS:g} pt of the live hit ratio and "
+             f"{GOAL_SIM_SOURCE * 100:g} % of its source req/s",
+             "true-rate: the same model and settings with each key's true read rate over the window in place of its "
+             f"decayed count; goal for the budgeted systems: live within {GOAL_REFERENCE_POINTS:g} pt of it"]
+    return columns, rows, notes

@@ -64,7 +64,7 @@ from bench.common import (
     run_open_loop,
     run_readers,
 )
-from bench.economy import add_economy_args, cachewarm_fields, economy_rows, variants
+from bench.economy import add_economy_args, cachewarm_fields, economy_rows, prediction_rows, variants
 from bench.topology import (
     CacheServers,
     Figure,
@@ -232,6 +232,8 @@ class WorkerFigures:
     hot_keys: list[float] = field(default_factory=list)
     backlog_seconds: list[float] = field(default_factory=list)
     backlog_keys: list[float] = field(default_factory=list)
+    latency: float = float("nan")   # the source latency the refreshes measured (fetch_us / fetches)
+    left_out: float = 0.0           # due keys the refresh budget left out, counted per scan
 
 
 @dataclass
@@ -338,6 +340,9 @@ def run_system(name: str, factory: Callable[[], System], *, redis_url: str, sour
                                  ("skipped", "skipped"), ("failed", "failed")):
                 field_name = f"{prefix}:product"
                 setattr(figures, attr, after.get(field_name, 0.0) - before.get(field_name, 0.0))
+            figures.left_out = after.get("left_out:product", 0.0) - before.get("left_out:product", 0.0)
+            if after.get("fetches:product"):
+                figures.latency = after["fetch_us:product"] / after["fetches:product"] / 1e6
         if args.shift_seconds > 0:
             shift_records = drive(logged(system.read, entries, offset=args.keys), args, args.shift_seconds,
                                   ZipfSampler(args.keys, args.s, args.seed + 1))
@@ -653,6 +658,10 @@ def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]]
     load = (f"open loop, {args.rate:g} reads/s offered (Poisson), {args.concurrency} reader threads"
             if args.load == "open" else f"closed loop, {args.threads} threads")
     emarkdown = print_table(f"hit_ratio ({topology}): economy, {load}", ecolumns, erows, notes=enotes)
+    pcolumns, prows, pnotes = prediction_rows(results, args)
+    if prows:
+        emarkdown += "\n" + print_table(f"hit_ratio ({topology}): the simulator against the live run", pcolumns,
+                                         prows, notes=pnotes)
     if args.markdown:
         print()
         print(markdown)
