@@ -8,36 +8,31 @@ header ``cachewarm trace`` writes first::
     # cachewarm-trace sample=0.125 latency.product=0.051
 
 ``sample`` is the share of keys the trace holds (every read of each): `sampled` picks keys by a hash of the key
-(CRC-32, the same rule in every process, so a key is in or out for the whole recording); the simulator scales the
-sample back up (source requests / share, a budget * share per sampled keyspace). ``latency.KEYSPACE`` is the source
-latency the refreshes measured when it was recorded, the simulator's miss cost unless told otherwise.
+(read/tracing.py: CRC-32, the same rule in every process, so a key is in or out for the whole recording); the
+simulator scales the sample back up (source requests / share, a budget * share per sampled keyspace).
+``latency.KEYSPACE`` is the source latency the refreshes measured when it was recorded, the simulator's miss cost
+unless told otherwise.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
+from ..read.tracing import sampled
+
+__all__ = ["HEADER", "Trace", "TraceError", "TraceInfo", "parse", "read_trace", "sampled", "write_lines"]
 
 HEADER = "# cachewarm-trace"
-SAMPLE_SPACE = 2**32
 
 
 class TraceError(ConfigError):
     """A trace file that cannot be read: names the file, the line and what is wrong."""
-
-
-def sampled(key: str, share: float) -> bool:
-    """Whether a key is in a trace sampling `share` of the keys (all of its reads, or none)."""
-    if share >= 1:
-        return True
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) < share * SAMPLE_SPACE
 
 
 @dataclass
