@@ -112,13 +112,13 @@ def parse(lines: Iterable[str], where: str = "trace") -> Trace:
             raise TraceError(f"{where}:{number}: {line[:80]!r} has no key (expected '<milliseconds> <key>')")
         ordered = ordered and ms >= last
         last = ms
-        reads.append((ms / 1000, key))
+        reads.append((ms, key))
     if not reads:
         raise TraceError(f"{where}: no reads (expected lines '<milliseconds> <key>')")
     if not ordered:
         reads.sort(key=lambda read: read[0])
     start = reads[0][0]
-    return Trace([(t - start, key) for t, key in reads], info)
+    return Trace([((ms - start) / 1000, key) for ms, key in reads], info)
 
 
 def read_trace(path: Path | str) -> Trace:

@@ -1,7 +1,8 @@
 """The refresh budget: the source requests per second a keyspace's refreshes may spend, chosen by value.
 
 `refresh_budget` (per keyspace, requests/s; unset: no budget) is a token bucket the scan fills and spends: it
-gains `budget` tokens a second up to `burst` (a second's worth, or two scans' when scans are further apart), and
+gains `budget` tokens a second up to `burst` (a second's worth, or two scans' when scans are further apart; at
+least one), and
 each key the scan claims costs one. The scan offers the due keys most valuable first (the most read: in one
 keyspace a refresh's worth grows with the key's read rate, value.py), so when the budget runs short it is the
 least read that wait, and they are counted as left out (``left_out:S``, a counter of keys left out per scan, and
@@ -27,8 +28,9 @@ class Bucket:
 
 
 def burst(budget: float, scan_interval: float) -> float:
-    """The most tokens the bucket holds: a second's worth, or two scan periods' when scans are further apart."""
-    return budget * max(1.0, 2 * scan_interval)
+    """The most tokens the bucket holds: a second's worth, or two scan periods' when scans are further apart, and
+    at least one (a budget under one request a second still refreshes, a key every 1 / budget seconds)."""
+    return max(1.0, budget * max(1.0, 2 * scan_interval))
 
 
 def refill(stats: Mapping[str, float], keyspace: str, *, budget: float, scan_interval: float,

@@ -65,3 +65,4 @@ def test_the_bucket_refills_at_the_budget_up_to_its_burst() -> None:
     assert budget.refill(state, "p", budget=10, scan_interval=0.25, now_ms=5_250) == pytest.approx(4.5)
     assert budget.refill(state, "p", budget=10, scan_interval=0.25, now_ms=60_000) == 10
     assert budget.refill(state, "p", budget=10, scan_interval=2, now_ms=60_000) == 40  # two scans' worth
+    assert budget.refill({}, "p", budget=0.2, scan_interval=0.25, now_ms=0) == 1  # at least one token
