@@ -27,8 +27,9 @@ def add_economy_args(parser: argparse.ArgumentParser) -> None:
                              "every system; closed: --threads readers as fast as they go (a faster system reads "
                              "more)")
     parser.add_argument("--rate", type=float, default=1000.0, help="open loop: reads/s offered (default 1000)")
-    parser.add_argument("--concurrency", type=int, default=64,
-                        help="open loop: reader threads taking the arrivals (default 64: misses never hold one up)")
+    parser.add_argument("--concurrency", type=int, default=256,
+                        help="open loop: reader threads taking the arrivals (default 256, so that misses never hold "
+                             "up the offered rate: 64 fell behind for classic on a loaded machine, 'late reads')")
     parser.add_argument("--baseline-warmup", type=float, default=30.0,
                         help="warm-up of the systems without workers (their only state is values living one TTL; "
                              "default 30 s, or --warmup when shorter)")
@@ -36,7 +37,7 @@ def add_economy_args(parser: argparse.ArgumentParser) -> None:
                         help="a keyspace field of the cachewarm system (e.g. refresh_worth=0.03); repeatable")
     parser.add_argument("--variants", default="",
                         help="more cachewarm systems: 'threshold' (refresh_worth = 0: the hot threshold alone, the "
-                             "policy before issue 27), 'worth=X' (refresh_worth = X)")
+                             "policy before issue 27), 'worth=X' (refresh_worth = X), 'miss=X' (miss_cost = X)")
     parser.add_argument("--budget-x", default="",
                         help="cachewarm systems with refresh_budget = each multiple of classic's source req/s "
                              "in this run (e.g. 0.5,1,2; classic must run)")
@@ -67,6 +68,8 @@ def cachewarm_fields(name: str, args: argparse.Namespace, results: Sequence[Any]
         return {"refresh_worth": 0.0}
     if variant.startswith("worth="):
         return {"refresh_worth": float(variant.removeprefix("worth="))}
+    if variant.startswith("miss="):
+        return {"miss_cost": float(variant.removeprefix("miss="))}
     if variant.startswith("budget-"):
         classic = next((r for r in results if r.name == "classic"), None)
         if classic is None:
