@@ -63,7 +63,7 @@ class Figures:
     loads: int = 0            # source requests of misses
     refreshes: int = 0        # source requests of the scan's refreshes
     wasted: int = 0
-    left_out: int = 0         # due keys worth a refresh that the budget left out, per scan
+    left_out: int = 0         # due keys worth a refresh waiting for the budget, summed over the scans
     learn_keys: int = 0       # hot keys first read in the window ...
     learn_misses: int = 0     # ... and their misses before their first hit
     unknown: int = 0          # reads of keys no keyspace matches (not simulated)
@@ -88,7 +88,7 @@ class _Keys:
     pending_at: list[float] = field(default_factory=list)    # a load or refresh in flight writes at this time
     pending_fresh: list[float] = field(default_factory=list)  # ... a value fresh until this time
     version: list[int] = field(default_factory=list)         # of the due entry in the heap (stale ones skipped)
-    queued: list[bool] = field(default_factory=list)         # has a live due entry (heap or left-out list)
+    queued: list[bool] = field(default_factory=list)         # has a live due entry (due heap or waiting)
     read_since: list[bool] = field(default_factory=list)     # read since its last refresh
     refreshed: list[bool] = field(default_factory=list)      # refreshed at least once
     learning: list[int] = field(default_factory=list)        # misses before the first hit; -1: has hit
@@ -113,8 +113,9 @@ def simulate(reads: Iterable[tuple[float, str]], params: Params, *, since: float
     cold = params.floor / COLD_FACTOR
     half_life, ttl, ahead, latency = params.half_life, params.ttl, params.refresh_ahead, params.latency
     true_count = {key: rate * half_life / LN2 for key, rate in oracle.items()} if oracle is not None else None
-    heap: list[tuple[float, int, int]] = []
-    left: list[int] = []
+    heap: list[tuple[float, int, int]] = []        # (due time, key, version)
+    wait: list[tuple[float, int, int]] = []        # (-value, key, version): due, worth it, not refreshed yet
+    waiting: dict[int, int] = {}                   # key -> version of its live entry in `wait`
     epoch = 0.0
     budget = params.refresh_budget
     cap = burst(budget, params.scan_interval) if budget is not None else 0.0
@@ -128,61 +129,76 @@ def simulate(reads: Iterable[tuple[float, str]], params: Params, *, since: float
             k.pending_at[i] = INF
 
     def start_load(i: int, t: float) -> None:
+        waiting.pop(i, None)
         k.pending_at[i] = t + latency
         k.pending_fresh[i] = t + latency + ttl
         k.version[i] += 1
         k.queued[i] = True
         heapq.heappush(heap, (t + latency + ttl - ahead, i, k.version[i]))
 
-    def decayed(i: int, t: float) -> float:
-        if true_count is not None:
-            return true_count.get(names[i], 0.0)
-        return float(k.score[i] / 2.0 ** ((t - epoch) / half_life))
+    def value(i: int) -> float:
+        """The key's worth in time-invariant units: its raw score (or, for the reference, its true count)."""
+        return true_count.get(names[i], 0.0) if true_count is not None else k.score[i]
+
+    def threshold(s: float) -> float:
+        return bound if true_count is not None else bound * 2.0 ** ((s - epoch) / half_life)
+
+    def refresh(i: int, s: float, measured: bool) -> None:
+        if measured:
+            out.refreshes += 1
+            out.wasted += k.refreshed[i] and not k.read_since[i]
+        k.read_since[i] = False
+        k.refreshed[i] = True
+        start = s + params.dispatch
+        k.pending_at[i] = start + latency
+        k.pending_fresh[i] = start + latency + ttl
+        k.version[i] += 1
+        waiting.pop(i, None)
+        heapq.heappush(heap, (start + latency + ttl - ahead, i, k.version[i]))
 
     def scan(s: float) -> None:
+        """Due keys worth a refresh wait in `wait`, a heap by value (raw scores order keys as decayed counts do,
+        at any time), so a scan costs what it refreshes, not what waits."""
         nonlocal tokens, tokens_at
-        offered: list[int] = []
+        bar = threshold(s)
         while heap and heap[0][0] <= s:
             _, i, version = heapq.heappop(heap)
-            if version == k.version[i]:
-                offered.append(i)
-        offered += left
-        left.clear()
-        worth: list[tuple[float, int]] = []
-        for i in offered:
+            if version != k.version[i]:
+                continue
             settle(i, s)
             if k.pending_at[i] != INF:  # a load or refresh in flight: not due (its claim or lease is held)
                 continue
-            count = decayed(i, s)
-            if count > bound:
-                worth.append((count, i))
+            worth = value(i)
+            if worth > bar:
+                waiting[i] = version
+                heapq.heappush(wait, (-worth, i, version))
             else:
                 k.queued[i] = False
-        if not worth:
-            return
-        worth.sort(reverse=True)
-        take = len(worth)
+        take = len(waiting)
         if budget is not None:
             tokens = min(cap, tokens + budget * (s - tokens_at))
             tokens_at = s
             take = min(take, int(tokens))
-            tokens -= take
         measured = s >= since
-        for n, (_, i) in enumerate(worth):
-            if n >= take:
-                left.append(i)
-                out.left_out += measured
-                continue
+        done = 0
+        while wait and done < take:
+            negative, i, version = heapq.heappop(wait)
+            if waiting.get(i) != version:
+                continue  # loaded or refreshed since it came due: a newer due entry stands for it
+            if -negative <= bar:  # the most valuable waiting key is no longer worth it: none is
+                for _, j, v in wait:
+                    if waiting.get(j) == v:
+                        k.queued[j] = False
+                k.queued[i] = False
+                waiting.clear()
+                wait.clear()
+                break
+            refresh(i, s, measured)
+            done += 1
+        if budget is not None:
+            tokens -= done
             if measured:
-                out.refreshes += 1
-                out.wasted += k.refreshed[i] and not k.read_since[i]
-            k.read_since[i] = False
-            k.refreshed[i] = True
-            start = s + params.dispatch
-            k.pending_at[i] = start + latency
-            k.pending_fresh[i] = start + latency + ttl
-            k.version[i] += 1
-            heapq.heappush(heap, (start + latency + ttl - ahead, i, k.version[i]))
+                out.left_out += len(waiting)
 
     for t, key in reads:
         if first is None:
@@ -203,6 +219,8 @@ def simulate(reads: Iterable[tuple[float, str]], params: Params, *, since: float
         if (t - epoch) / half_life > RESCALE_AT:
             scale = 2.0 ** (-(t - epoch) / half_life)
             k.score = [score * scale for score in k.score]
+            if true_count is None:
+                wait[:] = [(worth * scale, i, v) for worth, i, v in wait]  # same order, new units
             epoch = t
         weight = 2.0 ** ((t - epoch) / half_life)
         if k.score[i] < cold * weight:  # decayed below the cold bound: a scan dropped it

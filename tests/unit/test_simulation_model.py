@@ -42,16 +42,16 @@ def test_a_key_not_worth_a_refresh_behaves_as_cache_aside() -> None:
 def test_within_a_budget_the_more_read_key_is_refreshed() -> None:
     often = [f"often:{i}" for i in range(10)]  # 16 reads per refresh period each
     seldom = [f"seldom:{i}" for i in range(10)]  # 0.67 each: worth a refresh too, but less
-    reads = sorted([read for i, key in enumerate(often) for read in steady(key, 0.25, 400, start=i * 0.01)]
+    reads = sorted([read for i, key in enumerate(often) for read in steady(key, 0.25, 400, start=i * 0.41)]
                    + [read for i, key in enumerate(seldom) for read in steady(key, 6.0, 400, start=i * 0.37)])
     unlimited = simulate(reads, params(), since=200, hot=frozenset(often))
     assert unlimited.hits == unlimited.reads and unlimited.left_out == 0
-    # a budget for about the ten often-read keys' refreshes (10 per 4.07 s)
-    f = simulate(reads, params(refresh_budget=2.6), since=200, hot=frozenset(often))
+    # a budget for the ten often-read keys' refreshes (10 per 4.07 s: 2.46/s) and a little more, not for all 20
+    f = simulate(reads, params(refresh_budget=3.0), since=200, hot=frozenset(often))
     assert f.left_out > 0
     assert f.hot_hits / f.hot_reads > 0.99  # the more read keys are kept warm...
     assert (f.hits - f.hot_hits) / (f.reads - f.hot_reads) < 0.5  # ... the others mostly miss
-    assert f.refreshes / 200 <= 2.6 * 1.05
+    assert f.refreshes / 200 <= 3.0 * 1.05
 
 
 def test_the_reference_uses_the_true_rates_it_is_given() -> None:
