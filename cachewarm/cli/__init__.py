@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "inspect": "cachewarm.cli.inspect:inspect",
     "pins": "cachewarm.cli.pins:pins",
     "unpin": "cachewarm.cli.pins:unpin",
+    "simulate": "cachewarm.cli.simulate:simulate",
+    "trace": "cachewarm.cli.trace:trace",
 }
 
 
