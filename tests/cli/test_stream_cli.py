@@ -171,10 +171,11 @@ def test_status_watch_redraws_every_second_until_ctrl_c(env: dict[str, str]) -> 
         assert proc.stdout is not None
         frames = [json.loads(proc.stdout.readline()) for _ in range(3)]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes the pipes
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     times = [frame["time_ms"] for frame in frames]
@@ -201,16 +202,16 @@ def test_status_watch_shows_the_table_between_clears(env: dict[str, str]) -> Non
         wait_until(lambda: seen.count(b"cachewarm status of") >= 2 or proc.poll() is not None, timeout=60,
                    what="two frames of status --watch")
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    reading.join(10)
-    assert proc.stderr is not None
-    out, err = bytes(seen), proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
+        reading.join(10)
+        assert proc.stderr is not None
+        out, err = bytes(seen), proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == 0, err
     assert out.count(b"cachewarm status of") >= 2
     assert b"Ctrl-C to stop" in out
