@@ -48,7 +48,7 @@ def _http_client(source_url: str) -> httpx.Client:
     # One pooled client shared by the reader threads (httpx.Client is thread-safe); enough connections that
     # concurrent misses never queue for one.
     return httpx.Client(base_url=source_url, timeout=10.0,
-                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+                        limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
 
 
 class ClassicCacheAside:
@@ -65,7 +65,7 @@ class ClassicCacheAside:
         self._ttl_ms = 0
 
     def setup(self, redis_url: str, source_url: str, ttl: float, refresh_ahead: float) -> None:
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = redis.Redis.from_url(redis_url, max_connections=1024)  # redis-py 8: 100 by default
         self._http = _http_client(source_url)
         self._ttl_ms = max(1, round(ttl * 1000))
 

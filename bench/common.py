@@ -13,6 +13,7 @@ import bisect
 import itertools
 import json
 import math
+import queue
 import random
 import threading
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "measure_raw_get",
     "parse_common_args",
     "print_table",
+    "run_open_loop",
     "run_readers",
 ]
 
@@ -124,6 +126,7 @@ class ReadRecords:
     errors: int = 0
     first_error: str | None = None
     seconds: float = 0.0  # the measured window
+    late: int = 0         # open loop: reads that started more than 10 ms after their arrival
 
     def __len__(self) -> int:
         return len(self.ranks)
@@ -133,6 +136,7 @@ class ReadRecords:
         self.hits.extend(other.hits)
         self.latencies.extend(other.latencies)
         self.errors += other.errors
+        self.late += other.late
         self.first_error = self.first_error or other.first_error
 
     def _select(self, below_rank: int | None) -> range | list[int]:
@@ -223,6 +227,82 @@ def run_readers(read_fn: ReadFn, threads: int, seconds: float, sampler: ZipfSamp
     for records in per_thread:
         merged.extend(records)
     merged.seconds = max(stop_at - window_start, 1e-9)
+    return merged
+
+
+def run_open_loop(read_fn: ReadFn, rate: float, seconds: float, sampler: ZipfSampler, *, concurrency: int = 64,
+                  warmup: float = 0.0, on_measure_start: Callable[[], None] | None = None) -> ReadRecords:
+    """Offers `rate` reads a second with Poisson arrivals for `warmup + seconds`, whatever the reads' latency: an
+    arrivals thread samples each read's time and key and hands it to a pool of `concurrency` threads, so a slow
+    read (a miss) never delays the next arrival, and every system is offered the same reads (same seed: same
+    arrival times and keys). Latency counts from the read's arrival (a read that waited for a free thread pays
+    the wait); `late` counts reads that started more than 10 ms after their arrival (the pool was too small).
+    Reads arriving in the warm-up are not recorded; `on_measure_start` runs when the window opens."""
+    if rate <= 0 or concurrency <= 0:
+        raise ValueError("rate and concurrency must be > 0")
+    arrivals: queue.SimpleQueue[tuple[float, int, bool] | None] = queue.SimpleQueue()
+    per_thread = [ReadRecords() for _ in range(concurrency)]
+    late = [0] * concurrency
+    start = time.monotonic() + 0.05
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+    opened = threading.Event()
+
+    def reader(index: int) -> None:
+        records = per_thread[index]
+        while True:
+            item = arrivals.get()
+            if item is None:
+                return
+            due, rank, measured = item
+            began = time.monotonic()
+            try:
+                _, hit = read_fn(rank)
+            except Exception as exc:
+                if measured:
+                    records.errors += 1
+                    if records.first_error is None:
+                        records.first_error = f"{type(exc).__name__}: {exc}"
+                continue
+            if measured:
+                records.ranks.append(rank)
+                records.hits.append(1 if hit else 0)
+                records.latencies.append(time.monotonic() - due)
+                late[index] += began - due > 0.01
+
+    pool = [threading.Thread(target=reader, args=(i,), name=f"bench-open-{i}", daemon=True)
+            for i in range(concurrency)]
+    for thread in pool:
+        thread.start()
+    draw = random.Random(sampler.seed * 7_919 + 17)
+    keys = sampler.fork(0)
+    at = start
+    window_start = measure_from
+    while True:
+        at += draw.expovariate(rate)
+        if at >= stop_at:
+            break
+        if not opened.is_set() and at >= measure_from:
+            delay = measure_from - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            window_start = time.monotonic()
+            opened.set()
+            if on_measure_start is not None:
+                on_measure_start()
+        delay = at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        arrivals.put((at, keys.sample(), at >= measure_from))
+    for _ in pool:
+        arrivals.put(None)
+    for thread in pool:
+        thread.join()
+    merged = ReadRecords()
+    for records in per_thread:
+        merged.extend(records)
+    merged.seconds = max(stop_at - window_start, 1e-9)
+    merged.late = sum(late)
     return merged
 
 

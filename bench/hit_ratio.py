@@ -61,8 +61,10 @@ from bench.common import (
     measure_raw_get,
     parse_common_args,
     print_table,
+    run_open_loop,
     run_readers,
 )
+from bench.economy import add_economy_args, cachewarm_fields, economy_rows, prediction_rows, variants
 from bench.topology import (
     CacheServers,
     Figure,
@@ -96,8 +98,9 @@ class CachewarmWorkers:
     THRESHOLD: float = Settings.model_fields["hot_threshold"].default
 
     def __init__(self, servers: CacheServers | None = None, *, half_life: float | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, fields: dict[str, float] | None = None) -> None:
         self._servers = servers  # a cluster's; standalone: the database given to setup, the broker in db 1
+        self.fields = dict(fields or {})  # keyspace fields beyond the defaults (refresh_worth, refresh_budget)
         if half_life is not None:
             self.HALF_LIFE = half_life
         if threshold is not None:
@@ -112,7 +115,8 @@ class CachewarmWorkers:
         tmp = Path(self._tmp.name)
         config = tmp / "cachewarm.toml"
         config.write_text(f'[keyspaces.product]\npattern = "product:{{id}}"\nsource = "{source_url}/products/{{id}}"'
-                          f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\n")
+                          f"\nttl = {ttl}\nrefresh_ahead = {refresh_ahead}\n"
+                          + "".join(f"{name} = {value!r}\n" for name, value in self.fields.items()))
         cache = self._servers or CacheServers("standalone", redis_url, redis_url.rsplit("/", 1)[0] + "/1")
         settings = cache.settings(config=config, scan_interval=self.SCAN_INTERVAL, hot_half_life=self.HALF_LIFE,
                                   hot_threshold=self.THRESHOLD)
@@ -228,6 +232,8 @@ class WorkerFigures:
     hot_keys: list[float] = field(default_factory=list)
     backlog_seconds: list[float] = field(default_factory=list)
     backlog_keys: list[float] = field(default_factory=list)
+    latency: float = float("nan")   # the source latency the refreshes measured (fetch_us / fetches)
+    left_out: float = 0.0           # due keys the refresh budget left out, counted per scan
 
 
 @dataclass
@@ -322,8 +328,9 @@ def run_system(name: str, factory: Callable[[], System], *, redis_url: str, sour
     shift_records: ReadRecords | None = None
     try:
         sampler = ZipfSampler(args.keys, args.s, args.seed)
-        records = run_readers(logged(system.read, entries), args.threads, args.seconds, sampler,
-                              warmup=args.warmup, on_measure_start=measure_start)
+        warmup = args.warmup if worker_stats is not None else min(args.warmup, args.baseline_warmup)
+        records = drive(logged(system.read, entries), args, args.seconds, sampler, warmup=warmup,
+                        on_measure_start=measure_start)
         stats: dict[str, Any] = source.stats()
         window_end = time.monotonic()
         if worker_stats is not None and figures is not None and sampler_thread is not None:
@@ -333,9 +340,12 @@ def run_system(name: str, factory: Callable[[], System], *, redis_url: str, sour
                                  ("skipped", "skipped"), ("failed", "failed")):
                 field_name = f"{prefix}:product"
                 setattr(figures, attr, after.get(field_name, 0.0) - before.get(field_name, 0.0))
+            figures.left_out = after.get("left_out:product", 0.0) - before.get("left_out:product", 0.0)
+            if after.get("fetches:product"):
+                figures.latency = after["fetch_us:product"] / after["fetches:product"] / 1e6
         if args.shift_seconds > 0:
-            shift_records = run_readers(logged(system.read, entries, offset=args.keys), args.threads,
-                                        args.shift_seconds, ZipfSampler(args.keys, args.s, args.seed + 1))
+            shift_records = drive(logged(system.read, entries, offset=args.keys), args, args.shift_seconds,
+                                  ZipfSampler(args.keys, args.s, args.seed + 1))
     finally:
         if sampler_thread is not None and sampler_thread._thread.is_alive():
             sampler_thread.stop()
@@ -349,6 +359,16 @@ def run_system(name: str, factory: Callable[[], System], *, redis_url: str, sour
     if shift_records is not None:
         result.learning = learning(entries, since=window_end, first=args.keys, hot=hot)
     return result
+
+
+def drive(read: Callable[[int], tuple[Any, bool]], args: argparse.Namespace, seconds: float, sampler: ZipfSampler,
+          *, warmup: float = 0.0, on_measure_start: Callable[[], None] | None = None) -> ReadRecords:
+    """The reads of one phase: offered at --rate with Poisson arrivals (--load open, the default: every system
+    gets the same reads) or as fast as --threads readers go (--load closed: a faster system reads more)."""
+    if args.load == "open":
+        return run_open_loop(read, args.rate, seconds, sampler, concurrency=args.concurrency, warmup=warmup,
+                             on_measure_start=on_measure_start)
+    return run_readers(read, args.threads, seconds, sampler, warmup=warmup, on_measure_start=on_measure_start)
 
 
 def learning(entries: ReadLog, *, since: float, first: int, hot: int) -> Learning:
@@ -520,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raw-seconds", type=float, default=None,
                         help="duration of the raw-GET reference (default seconds/6, between 2 and 10)")
     add_topology_arg(parser)
+    add_economy_args(parser)
     args = parse_common_args(parser, argv)
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2 * args.half_life
@@ -538,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or not chosen:
         parser.error(f"--systems: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(names)}")
     selected = [(name, factory) for name, factory in SYSTEMS if name in chosen]
-    if FIRST_SYSTEM_DB + len(SYSTEMS) > 16:
+    if FIRST_SYSTEM_DB + len(selected) + len(variants(args)) > 16:
         parser.error("more systems than Redis databases")
 
     log(f"before the runs: {load_average()}")
@@ -565,19 +586,21 @@ def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]]
         log(f"{topology}: raw GET reference: {args.threads} threads, then 1 thread, {args.raw_seconds:g} s each")
         raw = measure_raw_get(servers.redis_url, args.raw_seconds, threads=args.threads, cluster=servers.cluster)
         raw_single = measure_raw_get(servers.redis_url, args.raw_seconds, threads=1, cluster=servers.cluster)
-        for name, factory in selected:
-            if servers.cluster and name != "cachewarm":
+        plan: list[tuple[str, Callable[[], System] | None]] = [*selected, *((v, None) for v in variants(args))]
+        for index, (name, factory) in enumerate(plan):
+            fields = cachewarm_fields(name, args, results)
+            if fields is not None:  # cachewarm or one of its variants (--variants, --budget-x)
+                factory = functools.partial(CachewarmWorkers, servers if servers.cluster else None,
+                                            half_life=args.half_life, threshold=args.threshold, fields=fields)
+                url = (servers.redis_url if servers.cluster
+                       else servers.redis_url.rsplit("/", 1)[0] + f"/{FIRST_SYSTEM_DB + index}")
+                log(f"{name}: keyspace fields {fields or '(defaults)'}")
+            elif servers.cluster:
                 log(f"{name}: skipped on a cluster (a single-server client)")
                 continue
-            if servers.cluster:
-                factory = functools.partial(CachewarmWorkers, servers, half_life=args.half_life,
-                                            threshold=args.threshold)
-                url = servers.redis_url
             else:
-                if name == "cachewarm":
-                    factory = functools.partial(CachewarmWorkers, half_life=args.half_life,
-                                                threshold=args.threshold)
-                url = servers.redis_url.rsplit("/", 1)[0] + f"/{FIRST_SYSTEM_DB + names.index(name)}"
+                url = servers.redis_url.rsplit("/", 1)[0] + f"/{FIRST_SYSTEM_DB + index}"
+            assert factory is not None
             log(f"{topology} {name}: {args.warmup:g} s warm-up + {args.seconds:g} s + {args.shift_seconds:g} s "
                 f"shifted, {url}")
             result = run_system(name, factory, redis_url=url, source=source, args=args, servers=servers)
@@ -631,11 +654,20 @@ def run_topology(topology: str, selected: list[tuple[str, Callable[[], System]]]
                 "against) and nothing else missed: 1 + mean P(second read after the "
                 "TTL), Poisson reads at the shift phase's reads/s",
             ])
+    ecolumns, erows, enotes = economy_rows(results, hot)
+    load = (f"open loop, {args.rate:g} reads/s offered (Poisson), {args.concurrency} reader threads"
+            if args.load == "open" else f"closed loop, {args.threads} threads")
+    emarkdown = print_table(f"hit_ratio ({topology}): economy, {load}", ecolumns, erows, notes=enotes)
+    pcolumns, prows, pnotes = prediction_rows(results, args)
+    if prows:
+        emarkdown += "\n" + print_table(f"hit_ratio ({topology}): the simulator against the live run", pcolumns,
+                                         prows, notes=pnotes)
     if args.markdown:
         print()
         print(markdown)
         if wmarkdown:
             print(wmarkdown)
+        print(emarkdown)
     mine = next((row for row in rows if row[0] == "cachewarm"), None)
     if mine is None:
         return {}

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "pins": "cachewarm.cli.pins:pins",
     "unpin": "cachewarm.cli.pins:unpin",
     "audit": "cachewarm.cli.audit:audit",
+    "simulate": "cachewarm.cli.simulate:simulate",
+    "trace": "cachewarm.cli.trace:trace",
 }
 
 

@@ -52,6 +52,9 @@ class KeyspaceStatus:
     backlog_seconds: float
     top: list[HotKey] = field(default_factory=list)
     local_hits: float = 0.0  # of the hits, those a process's near cache answered (local = true keyspaces)
+    left_out: float = 0.0    # due keys the refresh budget left out at the last scan
+    left_out_total: float = 0.0  # ... counted at every scan
+    worth_bound: float | None = None  # decayed reads a key needs to be worth a refresh (value.py)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -129,6 +132,7 @@ def gather(settings: Settings, *, since: float, top: int) -> dict[str, Any]:
             "hit_ratio": ks.hit_ratio, "hits": ks.hits, "misses": ks.misses, "window_hits": ks.window_hits,
             "window_misses": ks.window_misses, "stale_served": ks.stale, "hot_keys": ks.hot_keys,
             "backlog_keys": ks.backlog_keys, "backlog_seconds": ks.backlog_seconds, "local_hits": ks.local_hits,
+            "left_out": ks.left_out, "left_out_total": ks.left_out_total, "worth_bound": ks.worth_bound,
             "top": [vars(k) for k in ks.top]} for ks in spaces},
         # the consistency auditor's checks over the last hour, and the "nines" they show (docs/AUDIT.md)
         "audit": {name: tally.as_dict() for name, tally in audits.items()},
@@ -180,7 +184,9 @@ def _keyspace(snap: ClusterSnapshot, name: str, past: history.Snapshot | None, t
     return KeyspaceStatus(
         name, hits, misses, max(0.0, hits - base_hits), max(0.0, misses - base_misses), snap.stat("stale", name),
         snap.hot_keys.get(name, 0.0), snap.refresh.get("backlog_keys:" + name, 0.0),
-        snap.refresh.get("backlog_seconds:" + name, 0.0), top, snap.stat("local_hit", name))
+        snap.refresh.get("backlog_seconds:" + name, 0.0), top, snap.stat("local_hit", name),
+        snap.refresh.get("left_out_keys:" + name, 0.0), snap.refresh.get("left_out:" + name, 0.0),
+        snap.refresh.get("worth_bound:" + name))
 
 
 def _num(value: float | None, spec: str = ".1f") -> str:
@@ -199,12 +205,13 @@ def render(status: dict[str, Any]) -> str:
     lines = [f"cachewarm status of {status['redis']}", f"workers: {workers}",
              f"invalidations {describe(status['invalidations'])}", ""]
     rows = [["keyspace", f"hit ratio ({since})", "hits", "local hits", "misses", "stale", "hot keys", "backlog",
-             "behind s"]]
+             "behind s", "left out (budget)", "worth bound"]]
     for name, ks in status["keyspaces"].items():
         ratio = "-" if ks["hit_ratio"] is None else f"{ks['hit_ratio']:.1%}"
         rows.append([name, ratio, f"{ks['hits']:.0f}", f"{ks['local_hits']:.0f}", f"{ks['misses']:.0f}",
                      f"{ks['stale_served']:.0f}", f"{ks['hot_keys']:.0f}", f"{ks['backlog_keys']:.0f}",
-                     f"{ks['backlog_seconds']:.1f}"])
+                     f"{ks['backlog_seconds']:.1f}", f"{ks['left_out']:.0f} ({ks['left_out_total']:.0f} in all)",
+                     _num(ks["worth_bound"], ".2f")])
     lines += _table(rows)
     if status.get("audit"):  # the auditor's last hour
         lines += ["", "consistency (audits of the last hour)"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Formatter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ConfigError, InvalidKey, UnknownKeyspace, one_line
 from ..redis_layer.keys import MAX_KEY_LENGTH
@@ -25,6 +25,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Placeholders match one segment: no ':' (the separator), no braces, no control characters.
 _SEGMENT = r"[^:{}\x00-\x1f\x7f]+"
+# The exchange rate of refresh by value (warming/value.py): seconds of reader waiting a refresh must save.
+DEFAULT_REFRESH_WORTH = 0.025
 AUDIT_BUDGET = 0.5  # default audit source requests/s per keyspace: small, on (docs/AUDIT.md)
 
 
@@ -64,6 +66,13 @@ class KeyspaceConfig(BaseModel):
     local: bool = Field(False, description="keep a copy of hot values in each process's memory (near cache)")
     local_max_entries: int = Field(10_000, gt=0, description="local copies one process keeps at most")
     local_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="bytes of local copies one process keeps")
+    refresh_worth: float = Field(DEFAULT_REFRESH_WORTH, description=(
+        "seconds of reader waiting a refresh must be expected to save (expected reads before the next refresh x "
+        "miss_cost) to be worth its source request; 0: every key above CACHEWARM_HOT_THRESHOLD (docs/ECONOMY.md)"))
+    miss_cost: float | None = Field(None, description=(
+        "seconds a miss makes its reader wait; unset: the source latency the refreshes measure"))
+    refresh_budget: float | None = Field(None, description=(
+        "source requests per second the scan's refreshes may spend, the most valuable due keys first; unset: none"))
     fence_replica_wait: float = Field(0.0, ge=0, le=4, description=(
         "seconds the invalidation consumer waits (WAIT 1) for a replica to hold the fence bumps and version floors "
         "it applied to this keyspace's keys, so a failover cannot lose them (docs/SCALING.md); 0: no wait; at most "
@@ -88,6 +97,24 @@ class KeyspaceConfig(BaseModel):
             raise ValueError(f"pattern {value!r} has two placeholders with nothing between them")
         return value
 
+    @field_validator("refresh_worth")
+    @classmethod
+    def _refresh_worth(cls, value: float) -> float:
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(f"refresh_worth = {value} must be a number of seconds >= 0 (e.g. 0.025: a refresh must "
+                             "save readers 25 ms of waiting; 0 refreshes every key above CACHEWARM_HOT_THRESHOLD)")
+        return value
+
+    @field_validator("miss_cost", "refresh_budget")
+    @classmethod
+    def _positive(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and (not value > 0 or value == float("inf")):
+            what = ("seconds a miss costs its reader, e.g. 0.05; remove it to use the measured source latency"
+                    if info.field_name == "miss_cost" else
+                    "source requests per second, e.g. 50; remove it for no budget")
+            raise ValueError(f"{info.field_name} = {value} must be > 0 ({what})")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> KeyspaceConfig:
         if self.refresh_ahead >= self.ttl:
@@ -101,6 +128,9 @@ class KeyspaceConfig(BaseModel):
         bounds = {"local_max_entries", "local_max_bytes"} & self.model_fields_set
         if bounds and not self.local:
             raise ValueError(f"{', '.join(sorted(bounds))} needs local = true")
+        if self.refresh_budget is not None and self.rate is not None and 0 < self.rate < self.refresh_budget:
+            raise ValueError(f"refresh_budget ({self.refresh_budget:g}/s) is more than rate ({self.rate:g}/s), "
+                             "which caps every refresh first: lower refresh_budget to at most rate, or raise rate")
         known = set(placeholders(self.pattern))
         if not (self.source.startswith(("http://", "https://")) or self.source.startswith("python:")):
             raise ValueError(f"source {self.source!r} must start with http://, https:// or python:")

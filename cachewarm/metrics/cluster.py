@@ -209,7 +209,15 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
                                 labels=["keyspace"])
     behind = GaugeMetricFamily("cachewarm_refresh_backlog_seconds",
                                "How far behind schedule the oldest due refresh is.", labels=["keyspace"])
+    left_out = CounterMetricFamily("cachewarm_refresh_left_out",
+                                   "Due keys worth a refresh that the keyspace's refresh_budget left out, counted at "
+                                   "each scan that left them.", labels=["keyspace"])
+    left_now = GaugeMetricFamily("cachewarm_refresh_left_out_keys",
+                                 "Due keys worth a refresh that the last scan left out for the refresh budget.",
+                                 labels=["keyspace"])
     for name in snap.keyspaces:
+        left_out.add_metric([name], snap.refresh.get("left_out:" + name, 0.0))
+        left_now.add_metric([name], snap.refresh.get("left_out_keys:" + name, 0.0))
         hits.add_metric([name], snap.stat("hit", name))
         misses.add_metric([name], snap.stat("miss", name))
         local.add_metric([name], snap.stat("local_hit", name))
@@ -221,7 +229,7 @@ def families(snap: ClusterSnapshot) -> Iterator[Any]:
         hot.add_metric([name], snap.hot_keys.get(name, 0.0))
         backlog.add_metric([name], snap.refresh.get("backlog_keys:" + name, 0.0))
         behind.add_metric([name], snap.refresh.get("backlog_seconds:" + name, 0.0))
-    yield from (hits, misses, local, stale, age, late, wasted, hot, backlog, behind)
+    yield from (hits, misses, local, stale, age, late, wasted, hot, backlog, behind, left_out, left_now)
     yield GaugeMetricFamily("cachewarm_invalidation_pending",
                             "Invalidation events delivered to a consumer but not yet acknowledged.",
                             value=snap.invalidation_pending)

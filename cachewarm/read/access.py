@@ -12,6 +12,9 @@ Popularity is a forward-decayed count: a read at time t adds 2^((t - epoch) / ha
 its shard of the keyspace's hot set, ``hot:{S#n}`` (keys.py); so score / 2^((now - epoch) / half_life) is the
 number of reads, each halved per half-life since. Each shard keeps at most its share of max_tracked members, the
 coldest popped first; far past its epoch it is rescaled (doubles overflow near 2^1024).
+
+While ``cachewarm trace`` records (tracing.py), the recorder also keeps each read's time and key, and the flush
+sends the sampled keys' reads as trace lines; whether a recording is on rides in the flush's pipeline.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections import defaultdict, deque
@@ -29,6 +33,7 @@ from ..redis_layer import script_calls, scripts
 from ..redis_layer.connections import REDIS_ERRORS, sync_client
 from ..redis_layer.keys import KeyLayout
 from ..redis_layer.popularity import half_life_ms
+from . import tracing
 
 # Age buckets (seconds) of the served-value age histogram: each hit's age is counted into one of them here (in
 # Python, before the flush); metrics/cluster.py reads them back as a histogram.
@@ -58,6 +63,8 @@ class AccessRecorder:
         self._limits: dict[str, int] = {}
         self._fields: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {}
         self._pending: deque[tuple[str, str, int, int, float]] = deque(maxlen=self.MAX_PENDING_READS)
+        self._traced: deque[tuple[float, str]] = deque(maxlen=self.MAX_PENDING_READS)
+        self.trace_share: float | None = None  # a recording is on (tracing.py): the share of keys it samples
         self._pid = os.getpid()
         self._client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +79,8 @@ class AccessRecorder:
         # Every microsecond here is paid by every hit, so a read only appends (deque.append is atomic); the
         # flush thread does the counting. Forks are handled by os.register_at_fork, not a getpid() per read.
         self._pending.append((keyspace, key, max_tracked, hit, age_s))
+        if self.trace_share is not None:
+            self._traced.append((time.time(), key))
         if self._thread is None:
             self._start()
 
@@ -126,6 +135,8 @@ class AccessRecorder:
         self._counters = defaultdict(float)
         self._reads = defaultdict(dict)
         self._pending = deque(maxlen=self.MAX_PENDING_READS)
+        self._traced = deque(maxlen=self.MAX_PENDING_READS)
+        self.trace_share = None
         self._client = None
         self._thread = None
         self._stop = threading.Event()
@@ -138,15 +149,24 @@ class AccessRecorder:
             counters, self._counters = self._counters, defaultdict(float)
             reads, self._reads = self._reads, defaultdict(dict)
             limits = dict(self._limits)
+            traced = [self._traced.popleft() for _ in range(len(self._traced))]
         if not counters and not reads:
             return True
         calls = script_calls.flush(self.layout, half_life_ms=self.half_life_ms,
                                    rebase_half_lives=REBASE_HALF_LIVES, reads=reads, limits=limits)
         stats = self.layout.stats
+        share = self.trace_share
+        trace_lines = tracing.lines(traced, share) if share is not None and traced else []
+        trace_on, trace_reads = self.layout.prefix + tracing.TRACE_ON, self.layout.prefix + tracing.TRACE_READS
 
         def count(pipe: scripts.Pipeline) -> None:
             for name, delta in counters.items():
                 pipe.hincrbyfloat(stats, name, int(delta) if float(delta).is_integer() else delta)
+            if trace_lines:
+                pipe.rpush(trace_reads, *trace_lines)
+                pipe.ltrim(trace_reads, -tracing.MAX_LINES, -1)
+                pipe.expire(trace_reads, tracing.READS_TTL)
+            pipe.get(trace_on)  # last: whether a recording is on, for the reads until the next flush
         try:
             if self._client is None:
                 self._client = sync_client(self.redis_url, timeout=max(self.timeout, 1.0), cluster=self.cluster)
@@ -157,6 +177,7 @@ class AccessRecorder:
         if any(isinstance(reply, Exception) for reply in replies):
             self.flush_errors += 1
             return False
+        self.trace_share = tracing.parse_share(replies[-1])
         return True
 
     def close(self) -> None:

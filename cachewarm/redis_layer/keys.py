@@ -29,7 +29,12 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
                               in between, the refresh was wasted); fields dropped with cold members
     P pin:S          set      keys pinned always-warm by `cachewarm warm`
     P stats          hash     cluster-wide read counters: "hit:S", "miss:S", "stale:S", "age:S:<bucket>"
-    P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog, gaps)
+    P refresh:stats  hash     worker-side counters kept cluster-wide (late, wasted, backlog, gaps; the source's
+                              measured latency, the refresh budget's bucket and left-out keys: warming/value.py,
+                              warming/budget.py)
+    P trace:on       string   while `cachewarm trace` records: the share of keys sampled (TTL: turns itself off)
+    P trace:reads    list     sampled reads as "<ms> <key>" lines, pushed by each process's flush, drained by the
+                              command (read/tracing.py)
     P scan:lock      string   one scan at a time cluster-wide (two beats by mistake are harmless)
     P rate:S         hash     the keyspace's shared token bucket for source requests
     P audit:rate:S   hash     the auditor's token bucket of keyspace S (its audit_budget), shared by every worker

@@ -26,11 +26,13 @@ COLD_FACTOR = 16.0
 
 
 def hot_set(client: redis.Redis, layout: KeyLayout, keyspace: str, *, threshold: float,
-            half_life: float) -> HotSet:
+            half_life: float, cold_below: float | None = None) -> HotSet:
     """The keyspace's hot keys (decayed reads above threshold), hottest first with their decayed read counts, and
-    pinned keys; drops cold members on the way."""
+    pinned keys; drops cold members on the way (below `cold_below` decayed reads; default threshold /
+    COLD_FACTOR: the scan passes the hot threshold's, so a refresh-by-value bound above it drops no more)."""
+    cold_factor = COLD_FACTOR if cold_below is None else max(1.0, threshold / cold_below)
     calls = [script_calls.hotset(layout, keyspace=keyspace, shard=shard, threshold=threshold,
-                                 half_life_ms=half_life_ms(half_life), cold_factor=COLD_FACTOR)
+                                 half_life_ms=half_life_ms(half_life), cold_factor=cold_factor)
              for shard in range(HOT_SHARDS)]
     def pins(pipe: scripts.Pipeline) -> None:
         pipe.smembers(layout.pinned(keyspace))

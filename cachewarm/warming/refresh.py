@@ -12,7 +12,8 @@ too, and drops it from the hot and pinned sets). When the source keeps failing t
 max_stale past its TTL and readers are served it (counted ``stale:S``).
 
 Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_found:S``, ``fenced:S``,
-``failed:S``, ``stale:S``, ``skipped:S``, and
+``failed:S``, ``stale:S``, ``skipped:S``, ``fetch_us:S`` / ``fetches:S`` (the answered source requests' time and
+count: the miss cost of refresh by value, value.py), and
 - ``late:S``: a refresh by the scan found the key already expired, or missing after an earlier load or
   invalidation (its fence exists); a key's first load and forced refreshes (`cachewarm warm`, an invalidated hot
   key: missing on purpose) are never late (lua/lease.lua);
@@ -91,6 +92,7 @@ class KeyResult:
     wasted: bool = False
     stale: bool = False
     reason: str = ""  # why an ERROR: the source's or Redis's words
+    fetch_seconds: float = 0.0  # the answered source request's time (the miss cost value.py prices refreshes by)
 
 
 async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool = False,
@@ -121,6 +123,9 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
         for flag in ("late", "wasted", "stale"):
             if getattr(res, flag):
                 stats[f"{flag}:{res.keyspace}"] += 1
+        if res.fetch_seconds > 0:  # the keyspace's measured source latency (value.measured_miss_cost)
+            stats[f"fetch_us:{res.keyspace}"] += round(res.fetch_seconds * 1e6)
+            stats[f"fetches:{res.keyspace}"] += 1
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
@@ -227,7 +232,7 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
         result.late = leased.late
         seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
         try:
-            fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
+            fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate, result)
             payload = envelope.dumps(fetched.value) if fetched.found else None
         except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
             if isinstance(exc, ValueNotSerializable):
@@ -307,8 +312,9 @@ async def _forget(ctx: RefreshContext, plan: Plan) -> None:
                          ctx.redis.srem(ctx.layout.pinned(plan.label), plan.key))
 
 
-async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
-    """One source fetch with the shared rate budget and retries (exponential backoff, full jitter)."""
+async def _fetch(ctx: RefreshContext, plan: Plan, rate: float, result: KeyResult) -> Fetched:
+    """One source fetch with the shared rate budget and retries (exponential backoff, full jitter); the answered
+    request's time goes into `result.fetch_seconds`."""
     assert plan.source is not None
     hooks = get_hooks()
     attempts = ctx.settings.refresh_retries + 1
@@ -327,7 +333,8 @@ async def _fetch(ctx: RefreshContext, plan: Plan, rate: float) -> Fetched:
                 raise
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
             continue
-        hooks.source_request(plan.label, time.perf_counter() - started,
+        result.fetch_seconds = time.perf_counter() - started
+        hooks.source_request(plan.label, result.fetch_seconds,
                              SourceOutcome.OK if fetched.found else SourceOutcome.NOT_FOUND)
         return fetched
     raise AssertionError("unreachable")

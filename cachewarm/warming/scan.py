@@ -11,7 +11,10 @@ it correct.
 
 Gauges written to ``refresh:stats`` per keyspace: ``hot_keys:S`` (hot + pinned), ``backlog_keys:S`` (due now,
 claimed or not: enqueued but not refreshed yet counts too), ``backlog_seconds:S`` (how far past its refresh time,
-expiry - refresh_ahead, the most overdue key is).
+expiry - refresh_ahead, the most overdue key is). Refresh by value (value.py) sets which keys are candidates:
+the hot set's bound is the worth test's (gauges ``worth_bound:S``, decayed reads, and ``miss_cost_ms:S``); a
+keyspace's `refresh_budget` (budget.py) caps what a scan claims, most valuable first (``left_out:S``,
+``left_out_keys:S``).
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ import math
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
-from ..config.keyspaces import KeyspaceRegistry
+from ..config.keyspaces import Keyspace, KeyspaceRegistry
 from ..redis_layer import script_calls, scripts
 from ..redis_layer.keys import KeyLayout
+from ..redis_layer.script_calls import HotSet
 from ..settings import Settings
-from .hotkeys import hot_set
+from . import budget
+from .hotkeys import COLD_FACTOR, hot_set
+from .value import measured_miss_cost, policy_for
 
 R = TypeVar("R")
 
@@ -43,6 +49,9 @@ class KeyspaceScan:
     due: int = 0
     claimed: int = 0
     backlog_seconds: float = 0.0
+    waiting: int = 0      # due, not claimed before, and not claimed by this scan
+    left_out: int = 0     # of those, the keys the refresh budget left out
+    worth_bound: float = 0.0
 
 
 @dataclass
@@ -84,10 +93,11 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
         result = ScanResult(ran=True)
         size = batch_size or settings.refresh_batch_size
         gauges: dict[str, float] = {}
+        left_out: dict[str, int] = {}
         room = max_keys
+        stats = _decoded(client.hgetall(layout.refresh_stats)) if len(registry) else {}
         for ks in registry:
-            figures, claimed = _scan_keyspace(client, layout, settings, ks.name, int(ks.refresh_ahead * 1000),
-                                              room)
+            figures, claimed = _scan_keyspace(client, layout, settings, ks, stats, room, gauges)
             if room is not None:
                 room = max(0, room - len(claimed))
             result.keyspaces[ks.name] = figures
@@ -95,16 +105,60 @@ def scan(client: redis.Redis, settings: Settings, keyspaces: KeyspaceRegistry | 
             gauges[f"hot_keys:{ks.name}"] = figures.hot_keys
             gauges[f"backlog_keys:{ks.name}"] = figures.due
             gauges[f"backlog_seconds:{ks.name}"] = round(figures.backlog_seconds, 3)
+            gauges[f"worth_bound:{ks.name}"] = round(figures.worth_bound, 4)
+            if ks.config.refresh_budget is not None:
+                gauges[f"left_out_keys:{ks.name}"] = figures.left_out
+                left_out[ks.name] = figures.left_out
         if gauges:
-            client.hset(layout.refresh_stats, mapping=gauges)  # type: ignore[arg-type]
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(layout.refresh_stats, mapping=gauges)  # type: ignore[arg-type]
+            for name, count in left_out.items():
+                if count:
+                    pipe.hincrby(layout.refresh_stats, f"left_out:{name}", count)
+            pipe.execute()
         return result
     finally:
         scripts.run(client, script_calls.unlock(lock_key=layout.scan_lock, token=token))
 
 
-def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, keyspace: str,
-                   ahead_ms: int, room: int | None) -> tuple[KeyspaceScan, list[str]]:
-    hs = hot_set(client, layout, keyspace, threshold=settings.hot_threshold, half_life=settings.hot_half_life)
+def _decoded(raw: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        try:
+            out[name.decode() if isinstance(name, bytes) else str(name)] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, ks: Keyspace,
+                   stats: dict[str, float], room: int | None,
+                   gauges: dict[str, float]) -> tuple[KeyspaceScan, list[str]]:
+    """The keyspace's due keys worth refreshing, claimed most valuable first within `room` and its budget (the
+    budget's bucket and the miss cost go into `gauges`)."""
+    keyspace, cfg = ks.name, ks.config
+    policy = policy_for(refresh_worth=cfg.refresh_worth, miss_cost=cfg.miss_cost,
+                        measured=measured_miss_cost(stats, keyspace), ttl=cfg.ttl, refresh_ahead=cfg.refresh_ahead,
+                        half_life=settings.hot_half_life, floor=settings.hot_threshold)
+    gauges[f"miss_cost_ms:{keyspace}"] = round(policy.miss_cost * 1000, 3)
+    hs = hot_set(client, layout, keyspace, threshold=policy.bound(), half_life=settings.hot_half_life,
+                 cold_below=settings.hot_threshold / COLD_FACTOR)
+    tokens: float | None = None
+    if cfg.refresh_budget is not None:
+        tokens = budget.refill(stats, keyspace, budget=cfg.refresh_budget, scan_interval=settings.scan_interval,
+                               now_ms=hs.now_ms)
+        room = int(tokens) if room is None else min(room, int(tokens))
+    figures, claimed = _claim_due(client, layout, settings, hs, int(cfg.refresh_ahead * 1000), room)
+    figures.worth_bound = policy.bound()
+    if tokens is not None:
+        gauges.update(budget.spent(keyspace, tokens, len(claimed), hs.now_ms))
+        if int(tokens) == room:  # the budget, not the queue's room, was the cap: what waits was left out by it
+            figures.left_out = figures.waiting
+    return figures, claimed
+
+
+def _claim_due(client: redis.Redis, layout: KeyLayout, settings: Settings, hs: HotSet, ahead_ms: int,
+               room: int | None) -> tuple[KeyspaceScan, list[str]]:
     candidates = hs.keys()
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []   # due and not claimed yet
@@ -133,6 +187,7 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
             claimed += took
         start = end
     figures.claimed = len(claimed)
+    figures.waiting = len(wanted) - len(claimed)
     return figures, claimed
 
 

@@ -94,3 +94,25 @@ def test_a_config_path_that_cannot_be_read(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "CACHEWARM_CONFIG" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"refresh_worth": "-0.01"}, "keyspaces.product.refresh_worth: refresh_worth = -0.01 must be a number of "
+                                 "seconds >= 0 (e.g. 0.025"),
+    ({"miss_cost": "0"}, "keyspaces.product.miss_cost: miss_cost = 0.0 must be > 0 (seconds a miss costs its "
+                         "reader, e.g. 0.05; remove it to use the measured source latency)"),
+    ({"refresh_budget": "-5"}, "keyspaces.product.refresh_budget: refresh_budget = -5.0 must be > 0"),
+    ({"refresh_budget": "50", "rate": "10"}, "keyspaces.product: refresh_budget (50/s) is more than rate (10/s), "
+                                             "which caps every refresh first: lower refresh_budget to at most rate, "
+                                             "or raise rate"),
+])
+def test_refresh_economy_fields_point_at_the_fix(write_config: Callable[[str], Path], fields: dict[str, str],
+                                                 says: str) -> None:
+    result = run_check(write_config(keyspace(**fields)))
+    assert result.returncode == 2, result
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_refresh_economy_fields_accepted(write_config: Callable[[str], Path]) -> None:
+    result = run_check(write_config(keyspace(refresh_worth="0.05", miss_cost="0.2", refresh_budget="40")))
+    assert result.returncode == 0, result.stderr

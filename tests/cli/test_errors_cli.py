@@ -122,12 +122,14 @@ def test_every_command_reports_a_redis_failure_in_one_form(write_config: Callabl
     # before: `cachewarm warm: redis failed: ConnectionError` (no URL), `cachewarm: could not publish ... (redis
     # URL)`, `cachewarm: cannot read status from Redis at URL: ...`
     for args in (["warm", "product:1"], ["invalidate", "product:1"], ["status"], ["inspect", "product:1"],
-                 ["pins"], ["unpin", "--all"], ["invalidate", "--dry-run", "--tag", "t"]):
+                 ["pins"], ["unpin", "--all"], ["invalidate", "--dry-run", "--tag", "t"],
+                 ["trace", "--seconds", "1", "--out", str(write_config(CONFIG).with_name("never.trace"))]):
         result = CliRunner().invoke(cli, args, env=env)
         assert result.exit_code == 1, (args, result.output)
         assert result.output.splitlines() == [
             f"cachewarm {args[0]}: redis unavailable at {masked} (ConnectionError: Error 111 connecting to "
             f"127.0.0.1:{url.rsplit(':', 1)[1][:-2]}. Connection refused.)"], args
+    assert not write_config(CONFIG).with_name("never.trace").exists()  # a trace that could not start: no file
 
 
 def test_an_empty_keyspace_file_is_a_configuration_error(tmp_path: Path) -> None:

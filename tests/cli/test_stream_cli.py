@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from cachewarm.cli import cli
 from cachewarm.invalidation.stream_state import ALIVE_MS, Consumer, beat
 from cachewarm.redis_layer.keys import CONSUMER_GROUP, DEAD_LETTER_STREAM, INVALIDATION_STREAM, KeyLayout
 from tests.support.redis_cluster import topologies
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHEWARM = str(Path(sys.executable).with_name("cachewarm"))  # the installed console script
@@ -170,10 +171,11 @@ def test_status_watch_redraws_every_second_until_ctrl_c(env: dict[str, str]) -> 
         assert proc.stdout is not None
         frames = [json.loads(proc.stdout.readline()) for _ in range(3)]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaps it and closes the pipes
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     times = [frame["time_ms"] for frame in frames]
@@ -184,10 +186,32 @@ def test_status_watch_shows_the_table_between_clears(env: dict[str, str]) -> Non
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CACHEWARM_")}
     environ.update(env, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([CACHEWARM, "status", "--watch", "--interval", "0.3"],
-                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    time.sleep(5)  # the first frame comes after the imports (a second or more on a busy machine)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+                            env={**environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    seen = bytearray()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+            seen.extend(chunk)
+
+    reading = threading.Thread(target=read, daemon=True)
+    reading.start()
+    try:  # two frames, however long the imports take on a busy machine; then Ctrl-C
+        wait_until(lambda: seen.count(b"cachewarm status of") >= 2 or proc.poll() is not None, timeout=60,
+                   what="two frames of status --watch")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reading.join(10)
+        assert proc.stderr is not None
+        out, err = bytes(seen), proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == 0, err
     assert out.count(b"cachewarm status of") >= 2
     assert b"Ctrl-C to stop" in out

@@ -83,6 +83,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             source = "{source.url}/products/{{id}}"
             ttl = {TTL}
             refresh_ahead = {AHEAD}
+            refresh_worth = 0  # every key above the hot threshold (the policy these reads were written for)
 
             [keyspaces.budget]
             pattern = "budget:{{id}}"
@@ -90,6 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ttl = 5
             refresh_ahead = 4.5
             rate = {BUDGET}
+            refresh_worth = 0
         """)
         env = cluster_env(tmp, redis_url=cache.url(0), broker_url=broker.url(0), config=config,
                           CACHEWARM_SCAN_INTERVAL=str(SCAN), CACHEWARM_LEASE_MS=str(LEASE_MS),

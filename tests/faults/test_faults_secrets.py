@@ -97,6 +97,7 @@ def test_no_command_prints_the_redis_password(locked_server: RedisServer, tmp_pa
         source = "python:tests.faults._support:item_source"
         ttl = 30
         refresh_ahead = 10
+        refresh_worth = 0  # every key above the hot threshold (the policy these reads were written for)
         tags = ["items"]
     """)
     port = locked_server.port

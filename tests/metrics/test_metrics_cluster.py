@@ -91,7 +91,8 @@ def test_worker_figures_streams_and_heartbeats(config: Path, make_settings: Call
     layout = KeyLayout()
     redis_client.hset(layout.refresh_stats, mapping={
         "late:product": 4, "wasted:product": 2, "hot_keys:product": 120, "backlog_keys:product": 7,
-        "backlog_seconds:product": 1.5, "late:not-configured": 99})
+        "backlog_seconds:product": 1.5, "late:not-configured": 99, "left_out:product": 30,
+        "left_out_keys:product": 6})
     for i in range(3):
         redis_client.xadd(INVALIDATION_STREAM, {"key": f"product:{i}"})
     redis_client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="0")
@@ -108,6 +109,8 @@ def test_worker_figures_streams_and_heartbeats(config: Path, make_settings: Call
     assert value("cachewarm_hot_keys", product) == 120
     assert value("cachewarm_refresh_backlog_keys", product) == 7
     assert value("cachewarm_refresh_backlog_seconds", product) == 1.5
+    assert value("cachewarm_refresh_left_out_total", product) == 30  # the refresh budget's (issue 27)
+    assert value("cachewarm_refresh_left_out_keys", product) == 6
     assert value("cachewarm_invalidation_pending") == 2
     assert value("cachewarm_invalidation_dead_letters") == 1
     assert value("cachewarm_workers") == 2

@@ -22,19 +22,38 @@ def local_hits(figures: list[dict]) -> int:
     return sum(f["near"]["hits"] for f in figures)
 
 
+def enough(writes: list, reads: list, figures: list[dict]) -> bool:
+    """A run that can show something: enough changes and reads to catch a stale one, with the local copies used.
+    A loaded 2-core host may not reach the rates asked for (1,000 writes/s, 4 x 1,000 reads/s; the 60 s run in
+    bench/near_cache.py reports what it reached), and a near cache serves no local copy while its link's health
+    checks fail, which a very busy host can cause for a whole run (seen once: 0 stale reads without pushes, 641
+    writes)."""
+    return len(writes) > SECONDS * 200 and len(reads) > SECONDS * 1000 and local_hits(figures) > 1000
+
+
+def run_until_enough(redis_url: str, tmp_path: Path, **options: object) -> tuple[list, list, list[dict]]:
+    """Up to three runs, until one that can show something (see `enough`); the last one in any case."""
+    for attempt in range(3):
+        writes, reads, figures = run_load(redis_url, tmp_path / str(attempt), seconds=SECONDS, keys=KEYS,
+                                          **options)  # type: ignore[arg-type]
+        if enough(writes, reads, figures):
+            break
+    return writes, reads, figures
+
+
 def test_no_read_is_older_than_what_redis_held(redis_url: str, tmp_path: Path) -> None:
-    writes, reads, figures = run_load(redis_url, tmp_path, seconds=SECONDS, keys=KEYS)
-    # A loaded 2-core host may not reach the rates asked for (1,000 writes/s, 4 x 1,000 reads/s); the 60 s run in
-    # bench/near_cache.py reports what it reached. Here: enough changes and reads to catch a stale one.
+    writes, reads, figures = run_until_enough(redis_url, tmp_path)
     assert len(writes) > SECONDS * 200 and len(reads) > SECONDS * 1000
     assert local_hits(figures) > 1000, figures   # the local copies were used, not bypassed
     assert stale_reads(writes, reads) == []
 
 
 def test_the_check_bites_without_pushes(redis_url: str, tmp_path: Path) -> None:
-    writes, reads, _ = run_load(redis_url, tmp_path, seconds=SECONDS, keys=KEYS, no_push=True)
+    writes, reads, figures = run_until_enough(redis_url, tmp_path, no_push=True)
+    assert enough(writes, reads, figures), (len(writes), len(reads), figures)
     stale = stale_reads(writes, reads)
-    assert len(stale) > 10, f"only {len(stale)} stale reads of {len(reads)} without pushes ({len(writes)} writes)"
+    assert len(stale) > 10, (f"only {len(stale)} stale reads of {len(reads)} without pushes ({len(writes)} writes, "
+                             f"{local_hits(figures)} local hits)")
 
 
 def test_killed_tracking_connections(redis_url: str, tmp_path: Path) -> None:

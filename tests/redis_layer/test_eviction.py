@@ -53,6 +53,7 @@ pattern = "ev:{{id}}"
 source = "python:{__name__}:source"
 ttl = 30
 refresh_ahead = 29
+refresh_worth = 0  # every key above the hot threshold (the policy these reads were written for)
 version_field = "version"
 """
 L = KeyLayout()

@@ -14,9 +14,11 @@ def write_config(directory: Path, text: str) -> Path:
 
 
 def product_keyspace(source_url: str, *, ttl: float, refresh_ahead: float, max_stale: float = 10,
-                     extra: str = "") -> str:
+                     extra: str = "", refresh_worth: float | None = 0.0) -> str:
     """The `product:{id}` keyspace over the demo source's `/products/{id}`: what the end-to-end and fault tests warm.
-    `extra` adds TOML lines (e.g. ``rate = 10``)."""
+    `extra` adds TOML lines (e.g. ``rate = 10``). `refresh_worth` is 0 (every key above the hot threshold is
+    refreshed: the policy these tests' few reads and short TTLs were written for; refresh by value has its own tests,
+    tests/warming/test_scan_value.py); None leaves the default."""
     lines = [
         "[keyspaces.product]",
         'pattern = "product:{id}"',
@@ -24,5 +26,6 @@ def product_keyspace(source_url: str, *, ttl: float, refresh_ahead: float, max_s
         f"ttl = {ttl}",
         f"refresh_ahead = {refresh_ahead}",
         f"max_stale = {max_stale}",
+        *([f"refresh_worth = {refresh_worth}"] if refresh_worth is not None else []),
     ]
     return "\n".join([*lines, *([extra] if extra else [])]) + "\n"

@@ -218,6 +218,7 @@ def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_
              during: Callable[[], None] | None = None) -> tuple[list, list, list[dict]]:
     """Runs the writer and four readers (two async); `during()` runs in this process meanwhile. Returns the writes,
     the reads and the sync readers' near-cache figures."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "near.toml"
     config.write_text(KEYSPACE_TOML)
     base = [sys.executable, "-m", "tests.support.near_load"]

@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("audit", ("cachewarm.audit",)),
     # the thin Celery tasks over warming
     ("tasks", ("cachewarm.tasks",)),
+    # the economy simulator: traces replayed through a model of the scan, priced by warming's value policy
+    ("simulation", ("cachewarm.simulation",)),
     # Django and SQLAlchemy: what applications use of all the above; the core registers nothing of them
     ("integrations", ("cachewarm.contrib",)),
     # the Celery app and the node's processes (sidecar, consumer, metrics); they load the integrations' hooks

@@ -92,7 +92,8 @@ DOCUMENTED_NAMES = {
 DOCUMENTED_PROGRAMS = ["cachewarm", "cachewarm.worker.sidecar", "cachewarm.worker.invalidation_process",
                        "cachewarm.demo.source"]
 # The commands of `cachewarm` (CLI output and options are held by each command's own tests).
-COMMANDS = ["audit", "check-config", "demo", "inspect", "invalidate", "pins", "relay", "run", "status", "unpin", "warm"]
+COMMANDS = ["audit", "check-config", "demo", "inspect", "invalidate", "pins", "relay", "run", "simulate", "status",
+            "trace", "unpin", "warm"]
 # Every setting (CACHEWARM_<NAME>), as README's table documents them.
 SETTINGS = ["broker_sentinel_master", "broker_url", "claim_idle_ms", "config", "fence_ttl", "hot_half_life",
             "hot_threshold", "key_prefix", "lease_ms", "max_deliveries", "max_plans", "max_tracked_keys",

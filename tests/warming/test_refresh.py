@@ -65,7 +65,9 @@ async def test_a_missing_key_is_loaded_and_its_claim_released(ctx: RefreshContex
     entry = _entry(redis_client, "product:1")
     assert entry is not None and entry.value["id"] == "1"
     assert redis_client.pttl(L.value("product:1")) > 60_000   # ttl + max_stale
-    assert stats(redis_client, L) == {"refreshed:product": 1}  # its first load: not late (it was, issue 26)
+    figures = stats(redis_client, L)
+    assert figures.pop("fetch_us:product") > 0  # the source's measured latency (refresh by value's miss cost)
+    assert figures == {"refreshed:product": 1, "fetches:product": 1}  # its first load: not late (it was, issue 26)
     assert not redis_client.exists(L.claim("product:1"))
     assert redis_client.zscore(L.tag("products"), "product:1") is not None
 

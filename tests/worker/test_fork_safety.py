@@ -56,6 +56,7 @@ def _env(tmp: Path, server: RedisServer, source: SourceServer, slot: int) -> dic
         source = "{source.url}/products/{{id}}"
         ttl = 30
         refresh_ahead = 5
+        refresh_worth = 0  # every key above the hot threshold (the policy these reads were written for)
     """)
     return {**os.environ, "CACHEWARM_REDIS_URL": server.url(2 * slot), "CACHEWARM_BROKER_URL": server.url(2 * slot + 1),
             "CACHEWARM_CONFIG": str(config), "CACHEWARM_SCAN_INTERVAL": "0.25", "CACHEWARM_METRICS_PORT": "0",

@@ -102,7 +102,7 @@ def test_a_configuration_error_is_not_restarted(redis_url: str, write_config: Ca
     try:
         proc = step.process
         assert proc is not None
-        assert proc.wait(20) == CONFIG_ERROR
+        assert proc.wait(60) == CONFIG_ERROR
         step.check()
         assert step.process is None
     finally:
