@@ -71,6 +71,8 @@ class Pipeliner:
         calls = [call for call, _ in batch]
         targets: list[asyncio.Future[Any] | list[asyncio.Future[Any]]] = [future for _, future in batch]
         grouped: dict[int, tuple[Build, list[Any]]] = {}  # per-node calls (a cluster): index -> their items
+        if self.per_node and merged:
+            await self.client.initialize()  # type: ignore[attr-defined]  # its slot map (at once when known)
         for build, entries in merged.values():
             for chunk in self._chunks(build, entries):
                 items = [item for item, _ in chunk]
