@@ -54,6 +54,7 @@ import json
 import multiprocessing
 import os
 import random
+import select
 import statistics
 import subprocess
 import sys
@@ -210,6 +211,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
     # cachewarm's per-key names are P v:{K} (keys.py: the hash tag): the key is what lies between the braces
     suffix = "}" if prefix.endswith("{") else ""
     log: list[tuple[float, str, str, int | None]] = []  # (time, key, del|set, version of a set)
+    full = False  # the last drain of some node stopped at 200 messages
     conn.send("ready")
     while True:
         if conn.poll():
@@ -218,10 +220,21 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 break
             conn.send(log)
             log = []
-        for client, pubsub, channel in subscriptions:
+        # Wait on every node's socket at once (select): polling them in turn, 16 ms each, stamped a cluster's
+        # notifications up to ~33 ms late (issue 29). A drain cut at 200 messages may leave some in redis-py's
+        # buffer, where select cannot see them: then no wait.
+        if not full:
+            socks = {sock: i for i, (_, pubsub, _) in enumerate(subscriptions)
+                     if (sock := getattr(pubsub.connection, "_sock", None)) is not None}
+            readable, _, _ = select.select(list(socks), [], [], 0.05)
+            ready = [subscriptions[socks[sock]] for sock in readable] or subscriptions
+        else:
+            ready = subscriptions
+        full = False
+        for client, pubsub, channel in ready:
             sets: list[tuple[float, str, str]] = []  # (time, key, value key) of this drain's SETs
             bumps: list[tuple[float, str, str]] = []  # (time, key, fence key) of its fence bumps
-            message = pubsub.get_message(timeout=0.05 / len(subscriptions))
+            message = pubsub.get_message(timeout=0)
             drained = 0
             while message is not None and drained < 200:  # the SETs' values read soon after their notifications
                 drained += 1
@@ -238,6 +251,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 elif not fence and message["data"] == b"set":
                     sets.append((now, key, name[len(channel):]))
                 message = pubsub.get_message(timeout=0) if drained < 200 else None
+            full = full or drained >= 200
             if sets or bumps:
                 pipe = client.pipeline(transaction=False)
                 for _, _, value_key in sets:

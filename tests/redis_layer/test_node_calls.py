@@ -137,3 +137,30 @@ async def test_the_refresh_leases_once_per_node_and_once_each_when_a_slot_moved(
         leased = await _leases(redis_cluster.url, KEYS[100:200])
     # none HELD: a node's call that met the moved key ran nothing before its keys were sent one by one
     assert [r.status for r in leased] == [LeaseStatus.TAKEN] * 100
+
+
+def test_a_batch_of_key_events_is_one_call_per_node_and_applied_when_a_slot_moved(
+        cluster: tuple[Any, list[redis.Redis]]) -> None:
+    from cachewarm.invalidation.apply import apply_events
+    from cachewarm.invalidation.events import Event
+    from cachewarm.outcomes import InvalidationOutcome
+
+    client, nodes = cluster
+    for key in KEYS[:100]:
+        client.set(LAYOUT.value(key), "x")
+    apply_events(client, [Event(f"1-{i}", "key", f"warm:{i}", version=1) for i in range(30)], layout=LAYOUT,
+                 fence_ttl=60)  # the script loaded on every master
+    for node in nodes:
+        node.config_resetstat()
+    events = [Event(f"2-{i}", "key", key, version=5) for i, key in enumerate(KEYS[:100])]
+    applied = apply_events(client, events, layout=LAYOUT, fence_ttl=60)
+    assert set(applied.outcomes.values()) == {InvalidationOutcome.APPLIED}
+    assert applied.keys == KEYS[:100]
+    assert _calls(nodes, "evalsha") + _calls(nodes, "eval") == len(nodes)
+    assert not any(client.exists(LAYOUT.value(key)) for key in KEYS[:100])
+    with MovedSlot(client, nodes, LAYOUT.value(KEYS[150])) as moved:
+        moved.new.set(LAYOUT.value(KEYS[150]), "x")
+        events = [Event(f"3-{i}", "key", key, version=5) for i, key in enumerate(KEYS[100:200])]
+        applied = apply_events(client, events, layout=LAYOUT, fence_ttl=60)
+        assert set(applied.outcomes.values()) == {InvalidationOutcome.APPLIED}
+        assert moved.new.hget(LAYOUT.fence(KEYS[150]), "v") == b"5" and not moved.new.exists(LAYOUT.value(KEYS[150]))
