@@ -21,11 +21,13 @@ being moved or a failover costs a round trip, never a half-applied call. Keys wh
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis.exceptions
+from redis.crc import key_slot
 
 from .scripts import Call, Script, script
 
@@ -84,10 +86,16 @@ def not_here(reply: Any) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and NOT_HERE in str(reply)
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def slot_of(name: str | bytes) -> int:
+    """A Redis key's hash slot (a pure function of the name: cached, the scan asks it of every candidate)."""
+    return int(key_slot(name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name))
+
+
 def node_of(client: Any, key: str | bytes) -> str | None:
     """The name of the node owning the key's slot, by the client's slot map (None: no master covers it)."""
     try:
-        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        node = client.nodes_manager.get_node_from_slot(slot_of(key))
     except redis.exceptions.SlotNotCoveredError:
         return None
     return None if node is None else str(node.name)
@@ -96,6 +104,14 @@ def node_of(client: Any, key: str | bytes) -> str | None:
 def by_node(client: Any, routes: Sequence[str | bytes]) -> dict[str | None, list[int]]:
     """Indexes of `routes` (one key per item) grouped by the node owning each key's slot."""
     groups: dict[str | None, list[int]] = {}
+    owners: dict[int, str | None] = {}
     for i, key in enumerate(routes):
-        groups.setdefault(node_of(client, key), []).append(i)
+        slot = slot_of(key)
+        if slot not in owners:
+            try:
+                node = client.nodes_manager.get_node_from_slot(slot)
+                owners[slot] = None if node is None else str(node.name)
+            except redis.exceptions.SlotNotCoveredError:
+                owners[slot] = None
+        groups.setdefault(owners[slot], []).append(i)
     return groups

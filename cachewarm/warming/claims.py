@@ -27,8 +27,9 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 
 def chunked(client: redis.Redis, keys: list[str], make: Callable[[list[str]], scripts.Call[R]],
-            stride: int) -> Iterator[R]:
-    """The replies of `make` over keys (`stride`: the Redis keys per cache key in its calls)."""
+            stride: int, name: Callable[[str], str]) -> Iterator[R]:
+    """The replies of `make` over keys (`stride`: the Redis keys per cache key in its calls; `name`: the first
+    Redis key of a cache key's, whose slot is the key's)."""
     if not scripts.is_cluster(client):
         yield from _run(client, [make(chunk) for chunk in _chunks(keys, _CHUNK)])
         return
@@ -36,7 +37,7 @@ def chunked(client: redis.Redis, keys: list[str], make: Callable[[list[str]], sc
         for group in _chunks(keys, _CHUNK):
             yield from _run(client, [make([key]) for key in group])
         return
-    names = {key: make([key]).keys[0] for key in keys}  # each key's first Redis key: its slot
+    names = {key: name(key) for key in keys}
     groups: list[list[str]] = [[key] for key in keys if not node_calls.groupable(names[key])]
     routes = [key for key in keys if node_calls.groupable(names[key])]
     for node, indexes in node_calls.by_node(client, [names[key] for key in routes]).items():

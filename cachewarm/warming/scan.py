@@ -103,7 +103,8 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []   # due and not claimed yet
     claimed_due = 0
-    for found in chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms), 2):
+    for found in chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms), 2,
+                         layout.value):
         due += found.due
         claimed_due += found.claimed
         oldest = min((at for at, _ in found.due if at), default=0)
@@ -123,7 +124,7 @@ def _scan_keyspace(client: redis.Redis, layout: KeyLayout, settings: Settings, k
     while start < len(wanted) and (room is None or len(claimed) < room):
         end = len(wanted) if room is None else start + room - len(claimed)
         for took in chunked(client, wanted[start:end],
-                            lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl), 1):
+                            lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl), 1, layout.claim):
             claimed += took
         start = end
     figures.claimed = len(claimed)

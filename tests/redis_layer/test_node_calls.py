@@ -60,14 +60,14 @@ def _node_id(node: redis.Redis) -> str:
 
 def test_claims_of_keys_of_many_slots_are_one_call_per_node(cluster: tuple[Any, list[redis.Redis]]) -> None:
     client, nodes = cluster
-    list(chunked(client, [f"warm:{i}" for i in range(30)], _claim, 1))  # the script loaded on every master
+    list(chunked(client, [f"warm:{i}" for i in range(30)], _claim, 1, LAYOUT.claim))  # loaded on every master
     for node in nodes:
         node.config_resetstat()
-    taken = [key for reply in chunked(client, KEYS, _claim, 1) for key in reply]
+    taken = [key for reply in chunked(client, KEYS, _claim, 1, LAYOUT.claim) for key in reply]
     assert sorted(taken) == sorted(KEYS)
     assert _calls(nodes, "evalsha") + _calls(nodes, "eval") == len(nodes)
     assert all(client.exists(LAYOUT.claim(key)) for key in KEYS[:20])
-    assert list(chunked(client, KEYS, _claim, 1)) == [[]] * len(nodes)  # taken once: none again
+    assert list(chunked(client, KEYS, _claim, 1, LAYOUT.claim)) == [[]] * len(nodes)  # taken once: none again
 
 
 def test_a_node_call_with_a_key_of_another_node_does_nothing(cluster: tuple[Any, list[redis.Redis]]) -> None:
@@ -103,10 +103,10 @@ class MovedSlot:
 
 def test_the_scan_claims_every_key_once_when_a_slot_moved(cluster: tuple[Any, list[redis.Redis]]) -> None:
     client, nodes = cluster
-    list(chunked(client, KEYS[:1], _claim, 1))  # the client's slot map is read before the slot moves
+    list(chunked(client, KEYS[:1], _claim, 1, LAYOUT.claim))  # the client's slot map is read before the slot moves
     client.delete(LAYOUT.claim(KEYS[0]))
     with MovedSlot(client, nodes, LAYOUT.claim(KEYS[0])) as moved:
-        taken = [key for reply in chunked(client, KEYS, _claim, 1) for key in reply]
+        taken = [key for reply in chunked(client, KEYS, _claim, 1, LAYOUT.claim) for key in reply]
         assert sorted(taken) == sorted(KEYS)  # the old owner's call did nothing and its keys went one by one
         assert moved.new.exists(LAYOUT.claim(KEYS[0]))
 
