@@ -74,6 +74,7 @@ BATCHED = [
     ("batched", "celery: cachewarm batched", {}),
     ("batched-per-key", "celery: batched, a script call per key on a cluster (before issue 29)",
      {"CWBENCH_NODE_GROUPS": "off"}),
+    ("batched-dump", "celery: batched, every value encoded again (before issue 29)", {"CWBENCH_RAW_JSON": "off"}),
 ]
 
 # ---- the baseline's Celery app: one task per key, over the same refresh path --------------------------------
@@ -405,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transport-keys", type=int, default=4000)
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
     parser.add_argument("--systems", default="floor,transport,per-key,batched",
-                        help="comma-separated subset of: floor, transport, per-key, batched, batched-per-key")
+                        help="comma-separated subset of: floor, transport, per-key, batched, batched-per-key, "
+                             "batched-dump")
     parser.add_argument("--stall", type=float, default=30.0,
                         help="a Celery row fails when no key is refreshed for this many seconds")
     parser.add_argument("--keep", type=Path, default=None,

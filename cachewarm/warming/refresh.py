@@ -228,7 +228,9 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
         seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
         try:
             fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate)
-            payload = envelope.dumps(fetched.value) if fetched.found else None
+            payload: str | bytes | None = None
+            if fetched.found:  # a source's JSON body stored as it came (one parse, no dump), else encoded
+                payload = fetched.raw if fetched.raw is not None else envelope.dumps(fetched.value)
         except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
             if isinstance(exc, ValueNotSerializable):
                 log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)
