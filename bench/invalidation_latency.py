@@ -469,7 +469,12 @@ def _warm(keys: list[str], read: Callable[[str], object]) -> None:
         list(pool.map(read, keys))
 
 
-def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, args: argparse.Namespace) -> Run:
+# cachewarm's A/B baselines: the same code with a lever switched off by its bench-only variable (issue 29)
+VARIANTS = {"cachewarm": {}, "cachewarm-per-key": {"CWBENCH_NODE_GROUPS": "off"}}
+
+
+def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, args: argparse.Namespace,
+                  extra_env: dict[str, str] | None = None) -> Run:
     settings = servers.settings(config=config)
     layout = KeyLayout(settings.key_prefix)
     servers.flush()
@@ -478,7 +483,7 @@ def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, ar
     client.sadd(layout.pinned("product"), *keys)
     client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
     env = {**os.environ, **servers.env(), "CACHEWARM_CONFIG": str(config),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(extra_env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     node = NodeProcesses(args, env, client)
     cache = Cache(settings=settings)
@@ -600,7 +605,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=200, help="hot keys the events go round")
     parser.add_argument("--readers", type=int, default=2, help="reader threads")
     parser.add_argument("--quick", action="store_true", help="1,000 events")
-    parser.add_argument("--systems", default="cachewarm,naive")
+    parser.add_argument("--systems", default="cachewarm,naive",
+                        help="comma-separated: cachewarm, cachewarm-per-key (a script call per key on a cluster: "
+                             "before issue 29), naive")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--layout", choices=["process", "shared"], default="process",
                         help="the consumer in its own process beside the sidecar's refresh engine (default), or a "
@@ -683,7 +690,7 @@ def run_topology(topology: str, args: argparse.Namespace) -> dict[str, float]:
         config = Path(tmp) / "cachewarm.toml"
         config.write_text(CONFIG.format(url=source.url))
         for system in args.systems.split(","):
-            run = (run_cachewarm(servers, source, config, args) if system == "cachewarm"
+            run = (run_cachewarm(servers, source, config, args, VARIANTS[system]) if system in VARIANTS
                    else run_naive(servers, source, args))
             row, found = _row(system, run, args.rate)
             rows.append(row)
