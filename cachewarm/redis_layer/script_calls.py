@@ -265,6 +265,11 @@ def claim(layout: KeyLayout, *, keys: Sequence[str], claim_ms: int) -> Call[list
                 lambda reply: [keys[int(i) - 1] for i in reply])
 
 
+def unclaim(layout: KeyLayout, *, keys: Sequence[str]) -> Call[None]:
+    """Deletes the claims of `keys` (a batch done); of several slots only through node_calls.on_node."""
+    return Call(script("unclaim"), [layout.claim(k) for k in keys], [], lambda reply: None)
+
+
 def unlock(*, lock_key: str, token: str) -> Call[bool]:
     return Call(script("unlock"), [lock_key], [token], lambda reply: bool(int(reply)))
 

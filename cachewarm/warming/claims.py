@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import redis
+import redis.asyncio
 
-from ..redis_layer import node_calls, scripts
+from ..redis_layer import node_calls, script_calls, scripts
+from ..redis_layer.keys import KeyLayout
 
 R = TypeVar("R")
 
@@ -61,3 +63,30 @@ def _run_reply(reply: R | Exception) -> Iterator[R]:
     if isinstance(reply, Exception):
         raise reply
     yield reply
+
+
+def per_node_release(client: redis.asyncio.Redis) -> bool:
+    """Whether a refresh batch's claims go as one UNCLAIM per node (`release`) instead of a DEL each (a cluster)."""
+    return scripts.is_cluster(client) and node_calls.enabled()
+
+
+async def release(client: redis.asyncio.Redis, layout: KeyLayout, keys: list[str]) -> None:
+    """Deletes the claims of a refresh batch's keys on a Redis Cluster, one call per node (a DEL each was a
+    command per key for redis-py to route); a node's call that finds a slot moved is sent again a key a call.
+    Errors are raised (the claims then lapse on their own)."""
+    await client.initialize()  # type: ignore[attr-defined]  # its slot map (at once when known)
+    names = [layout.claim(key) for key in keys]
+    groups = [[keys[i] for i in indexes] for node, indexes in node_calls.by_node(client, names).items()
+              if node is not None]
+    known = {key for group in groups for key in group}
+    groups += [[key] for key in keys if key not in known]
+    calls = [node_calls.on_node(script_calls.unclaim(layout, keys=group), 1) if len(group) > 1
+             else script_calls.unclaim(layout, keys=group) for group in groups]
+    replies = await scripts.aexecute(client, calls)
+    again = [script_calls.unclaim(layout, keys=[key]) for group, reply in zip(groups, replies, strict=True)
+             if node_calls.not_here(reply) for key in group]
+    if again:
+        replies = await scripts.aexecute(client, again)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply

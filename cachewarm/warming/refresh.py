@@ -54,7 +54,7 @@ from ..redis_layer import envelope, script_calls, scripts
 from ..redis_layer.connections import REDIS_ERRORS
 from ..redis_layer.keys import KeyLayout
 from ..redis_layer.script_calls import LeaseStatus, RemoveStatus, WriteStatus
-from . import ratelimit
+from . import claims, ratelimit
 from .context import RefreshContext
 
 R = TypeVar("R")
@@ -124,14 +124,18 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
-    claims = [ctx.layout.claim(key) for key in keys]
+    per_node = claims.per_node_release(ctx.redis)
+    names = [ctx.layout.claim(key) for key in keys] if not per_node else []
     if ctx.pipeliner.merge:
-        pipe.delete(*claims)
+        pipe.delete(*names)
     else:
-        for claim in claims:  # one DEL per claim: on a Redis Cluster they are in as many slots
+        for claim in names:  # one DEL per claim: on a Redis Cluster they are in as many slots (or per node, below)
             pipe.delete(claim)
     try:
-        await pipe.execute()
+        if per_node:
+            await asyncio.gather(pipe.execute(), claims.release(ctx.redis, ctx.layout, list(keys)))
+        else:
+            await pipe.execute()
     except REDIS_ERRORS:
         get_hooks().redis_error("refresh_stats")
     return counts

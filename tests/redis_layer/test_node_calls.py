@@ -164,3 +164,28 @@ def test_a_batch_of_key_events_is_one_call_per_node_and_applied_when_a_slot_move
         applied = apply_events(client, events, layout=LAYOUT, fence_ttl=60)
         assert set(applied.outcomes.values()) == {InvalidationOutcome.APPLIED}
         assert moved.new.hget(LAYOUT.fence(KEYS[150]), "v") == b"5" and not moved.new.exists(LAYOUT.value(KEYS[150]))
+
+
+async def test_a_batch_s_claims_are_released_one_call_per_node_and_all_when_a_slot_moved(
+        redis_cluster: RedisCluster, cluster: tuple[Any, list[redis.Redis]]) -> None:
+    from cachewarm.warming import claims
+
+    client, nodes = cluster
+    aclient = async_client(redis_cluster.url, timeout=5, cluster=True)
+    try:
+        await claims.release(aclient, LAYOUT, [f"warm:{i}" for i in range(30)])  # loaded on every master
+        list(chunked(client, KEYS, _claim, 1, LAYOUT.claim))
+        for node in nodes:
+            node.config_resetstat()
+        await claims.release(aclient, LAYOUT, KEYS[:100])
+        assert not any(client.exists(LAYOUT.claim(key)) for key in KEYS[:100])
+        assert _calls(nodes, "evalsha") == len(nodes)
+        assert all(client.exists(LAYOUT.claim(key)) for key in KEYS[100:])
+        client.delete(LAYOUT.claim(KEYS[150]))
+        with MovedSlot(client, nodes, LAYOUT.claim(KEYS[150])) as moved:
+            moved.new.set(LAYOUT.claim(KEYS[150]), "1")
+            await claims.release(aclient, LAYOUT, KEYS[100:200])
+            assert not moved.new.exists(LAYOUT.claim(KEYS[150]))
+        assert not any(client.exists(LAYOUT.claim(key)) for key in KEYS[100:200])
+    finally:
+        await aclient.aclose()
