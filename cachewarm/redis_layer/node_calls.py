@@ -16,12 +16,15 @@ caller then sends that call's items one call per key, as before, which redis-py 
 being moved or a failover costs a round trip, never a half-applied call. Keys whose structures do not share a slot
 (a key starting with ``}``: keys.py) are left to one call each (`groupable`).
 
-`CWBENCH_NODE_GROUPS=off` in the environment turns the grouping off (a bench's A/B switch; not a setting).
+`CWBENCH_NODE_GROUPS=off` in the environment turns the grouping off (a bench's A/B switch; not a setting). A server
+that cannot compile the variant (before Redis 7: no shebang) fails its first node call as a whole, nothing run; that
+call's items are sent again one call each and the grouping is off for the process from then on.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -32,6 +35,7 @@ from redis.crc import key_slot
 from .scripts import Call, Script, script
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 NOT_HERE = "CWNOTHERE"  # the error a node's call fails with when a key of it is not on that node (nothing ran)
 _SHEBANG = "#!lua flags=allow-cross-slot-keys"
@@ -50,7 +54,12 @@ end)(ARGV)
 _VARIANTS: dict[str, Script] = {}
 
 
+_unsupported: list[str] = []  # the error of a server that cannot run the per-node scripts (before Redis 7)
+
+
 def enabled() -> bool:
+    if _unsupported:
+        return False
     return os.environ.get("CWBENCH_NODE_GROUPS", "on").strip().lower() not in ("off", "0", "no", "false")
 
 
@@ -81,9 +90,20 @@ def on_node(call: Call[R], stride: int) -> Call[R]:
 
 
 def not_here(reply: Any) -> bool:
-    """Whether a node's call failed because a key of it was not on the node (nothing ran: send its items again,
-    one call each)."""
-    return isinstance(reply, redis.exceptions.ResponseError) and NOT_HERE in str(reply)
+    """Whether a node's call failed because a key of it was not on the node, or because the server cannot run
+    the script (before Redis 7 a shebang does not compile; per-node calls are then off for this process):
+    nothing ran, send its items again, one call each."""
+    if not isinstance(reply, redis.exceptions.ResponseError):
+        return False
+    text = str(reply)
+    if NOT_HERE in text:
+        return True
+    if "compiling script" in text or "shebang" in text.lower():
+        if not _unsupported:
+            _unsupported.append(text)
+            log.warning("Redis cannot run cachewarm's per-node scripts (%s): one script call per key", text[:200])
+        return True
+    return False
 
 
 @functools.lru_cache(maxsize=1 << 18)
