@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -64,7 +64,7 @@ class Fetched:
     version: int | None = None
     # The source's body as it came when it can be stored as it is (UTF-8 JSON, the value parsed from it): the
     # refresh writes these bytes instead of encoding the value again (issue 29: one parse per key, no dump).
-    raw: bytes | None = None
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def found(self) -> bool:
