@@ -65,9 +65,12 @@ def _run_reply(reply: R | Exception) -> Iterator[R]:
     yield reply
 
 
-def per_node_release(client: redis.asyncio.Redis) -> bool:
+PER_NODE_FROM = 8  # a batch of fewer keys (a hot refresh's one or two) keeps its DELs in its stats pipeline
+
+
+def per_node_release(client: redis.asyncio.Redis, keys: int) -> bool:
     """Whether a refresh batch's claims go as one UNCLAIM per node (`release`) instead of a DEL each (a cluster)."""
-    return scripts.is_cluster(client) and node_calls.enabled()
+    return keys >= PER_NODE_FROM and scripts.is_cluster(client) and node_calls.enabled()
 
 
 async def release(client: redis.asyncio.Redis, layout: KeyLayout, keys: list[str]) -> None:

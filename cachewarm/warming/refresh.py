@@ -124,7 +124,7 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
-    per_node = claims.per_node_release(ctx.redis)
+    per_node = claims.per_node_release(ctx.redis, len(keys))
     names = [ctx.layout.claim(key) for key in keys] if not per_node else []
     if ctx.pipeliner.merge:
         pipe.delete(*names)
