@@ -267,8 +267,10 @@ _KEEP_BODY = os.environ.get("CWBENCH_RAW_JSON", "on").strip().lower() not in ("o
 
 def _storable(content: bytes) -> bool:
     """Whether a body json.loads took can be stored as it is: UTF-8 (json.loads also takes UTF-16 and -32, told
-    by NULs in the first bytes, and a byte order mark); a body json.loads took is otherwise valid JSON text."""
-    return _KEEP_BODY and not content.startswith(b"\xef\xbb\xbf") and b"\x00" not in content[:4]
+    by NULs in the first bytes, and a byte order mark) and on one line (an indented body is encoded compactly:
+    every read of the value would parse its whitespace again); a body json.loads took is otherwise valid JSON."""
+    return (_KEEP_BODY and not content.startswith(b"\xef\xbb\xbf") and b"\x00" not in content[:4]
+            and b"\n" not in content)
 
 
 def _with_version(value: Any, version_field: str | None, raw: bytes | None = None) -> Fetched:

@@ -1,5 +1,6 @@
-"""A refresh stores a source's JSON body as it came (one parse, no encoding again: issue 29) when it is UTF-8, and
-encodes the parsed value when it is not (UTF-16, a byte order mark); readers get the same value either way.
+"""A refresh stores a source's JSON body as it came (one parse, no encoding again: issue 29) when it is UTF-8 on
+one line, and encodes the parsed value when it is not (UTF-16, a byte order mark, indented over lines); readers get
+the same value either way.
 Real redis-server, an HTTP source on a socket answering fixed bodies."""
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from tests.support.refresh_context import refresh_context
 L = KeyLayout()
 VALUE = {"name": "caf\u00e9 \u2615", "price": 12.5, "tags": ["a", "b"], "version": 7}
 BODIES = {
-    "/items/pretty": b'{\n  "name": "caf\xc3\xa9 \xe2\x98\x95",  "price": 12.5,\n  "tags": ["a", "b"], "version": 7\n}',
+    "/items/spaced": b'{ "name": "caf\xc3\xa9 \xe2\x98\x95",  "price": 12.5, "tags": ["a", "b"], "version": 7 }',
+    "/items/pretty": (b'{\n  "name": "caf\xc3\xa9 \xe2\x98\x95",\n  "price": 12.5,\n  "tags": ["a", "b"],\n'
+                      b'  "version": 7\n}'),
     "/items/utf16": '{"name": "caf\u00e9 \u2615", "price": 12.5, "tags": ["a", "b"], "version": 7}'.encode("utf-16"),
     "/items/bom": b'\xef\xbb\xbf{"name": "caf\xc3\xa9 \xe2\x98\x95", "price": 12.5, "tags": ["a", "b"], "version": 7}',
 }
@@ -75,15 +78,15 @@ async def ctx(bodies: Bodies, write_config: Callable[[str], Path],
 
 
 async def test_a_utf8_body_is_stored_as_it_came(ctx: RefreshContext, redis_client: redis.Redis) -> None:
-    assert await refresh_batch(ctx, ["item:pretty"], force=True) == {"ok": 1}
-    raw = redis_client.get(L.value("item:pretty")) or b""
-    assert raw.endswith(BODIES["/items/pretty"])  # whitespace and all: not encoded again
+    assert await refresh_batch(ctx, ["item:spaced"], force=True) == {"ok": 1}
+    raw = redis_client.get(L.value("item:spaced")) or b""
+    assert raw.endswith(BODIES["/items/spaced"])  # its spaces and all: not encoded again
     entry = envelope.decode(raw)
     assert (entry.value, entry.version) == (VALUE, 7)
 
 
-@pytest.mark.parametrize("name", ["utf16", "bom"])
-async def test_a_body_in_another_encoding_is_stored_as_utf8_json(name: str, ctx: RefreshContext,
+@pytest.mark.parametrize("name", ["utf16", "bom", "pretty"])
+async def test_a_body_in_another_encoding_or_indented_is_stored_as_compact_utf8_json(name: str, ctx: RefreshContext,
                                                                   redis_client: redis.Redis) -> None:
     assert await refresh_batch(ctx, [f"item:{name}"], force=True) == {"ok": 1}
     raw = redis_client.get(L.value(f"item:{name}")) or b""
