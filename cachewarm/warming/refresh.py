@@ -25,8 +25,8 @@ Counters, cluster-wide in ``refresh:stats`` (HINCRBY): ``refreshed:S``, ``not_fo
 Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
 writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
 a 404 adds FORGET and the unpin. On one Redis the LEASEs of a pipeline are one script call of many keys, and so
-are its WRITEs and its SEENs (pipeline.Pipeliner.merged); on a Redis Cluster every key keeps a call of its own (its
-slot).
+are its WRITEs and its SEENs (pipeline.Pipeliner.merged); on a Redis Cluster the keys of one node share a call
+(redis_layer/node_calls.py; before issue 29 each key had a call of its own).
 """
 
 from __future__ import annotations
