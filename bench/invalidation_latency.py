@@ -54,6 +54,7 @@ import json
 import multiprocessing
 import os
 import random
+import select
 import statistics
 import subprocess
 import sys
@@ -210,6 +211,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
     # cachewarm's per-key names are P v:{K} (keys.py: the hash tag): the key is what lies between the braces
     suffix = "}" if prefix.endswith("{") else ""
     log: list[tuple[float, str, str, int | None]] = []  # (time, key, del|set, version of a set)
+    full = False  # the last drain of some node stopped at 200 messages
     conn.send("ready")
     while True:
         if conn.poll():
@@ -218,10 +220,21 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 break
             conn.send(log)
             log = []
-        for client, pubsub, channel in subscriptions:
+        # Wait on every node's socket at once (select): polling them in turn, 16 ms each, stamped a cluster's
+        # notifications up to ~33 ms late (issue 29). A drain cut at 200 messages may leave some in redis-py's
+        # buffer, where select cannot see them: then no wait.
+        if not full:
+            socks = {sock: i for i, (_, pubsub, _) in enumerate(subscriptions)
+                     if (sock := getattr(pubsub.connection, "_sock", None)) is not None}
+            readable, _, _ = select.select(list(socks), [], [], 0.05)
+            ready = [subscriptions[socks[sock]] for sock in readable] or subscriptions
+        else:
+            ready = subscriptions
+        full = False
+        for client, pubsub, channel in ready:
             sets: list[tuple[float, str, str]] = []  # (time, key, value key) of this drain's SETs
             bumps: list[tuple[float, str, str]] = []  # (time, key, fence key) of its fence bumps
-            message = pubsub.get_message(timeout=0.05 / len(subscriptions))
+            message = pubsub.get_message(timeout=0)
             drained = 0
             while message is not None and drained < 200:  # the SETs' values read soon after their notifications
                 drained += 1
@@ -238,6 +251,7 @@ def _watch(conn: Any, urls: list[str], prefix: str, naive: bool, fence_prefix: s
                 elif not fence and message["data"] == b"set":
                     sets.append((now, key, name[len(channel):]))
                 message = pubsub.get_message(timeout=0) if drained < 200 else None
+            full = full or drained >= 200
             if sets or bumps:
                 pipe = client.pipeline(transaction=False)
                 for _, _, value_key in sets:
@@ -455,7 +469,12 @@ def _warm(keys: list[str], read: Callable[[str], object]) -> None:
         list(pool.map(read, keys))
 
 
-def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, args: argparse.Namespace) -> Run:
+# cachewarm's A/B baselines: the same code with a lever switched off by its bench-only variable (issue 29)
+VARIANTS = {"cachewarm": {}, "cachewarm-per-key": {"CWBENCH_NODE_GROUPS": "off"}}
+
+
+def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, args: argparse.Namespace,
+                  extra_env: dict[str, str] | None = None) -> Run:
     settings = servers.settings(config=config)
     layout = KeyLayout(settings.key_prefix)
     servers.flush()
@@ -464,7 +483,7 @@ def run_cachewarm(servers: CacheServers, source: SourceProcess, config: Path, ar
     client.sadd(layout.pinned("product"), *keys)
     client.xgroup_create(INVALIDATION_STREAM, CONSUMER_GROUP, id="$", mkstream=True)
     env = {**os.environ, **servers.env(), "CACHEWARM_CONFIG": str(config),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(extra_env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     node = NodeProcesses(args, env, client)
     cache = Cache(settings=settings)
@@ -586,7 +605,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=200, help="hot keys the events go round")
     parser.add_argument("--readers", type=int, default=2, help="reader threads")
     parser.add_argument("--quick", action="store_true", help="1,000 events")
-    parser.add_argument("--systems", default="cachewarm,naive")
+    parser.add_argument("--systems", default="cachewarm,naive",
+                        help="comma-separated: cachewarm, cachewarm-per-key (a script call per key on a cluster: "
+                             "before issue 29), naive")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--layout", choices=["process", "shared"], default="process",
                         help="the consumer in its own process beside the sidecar's refresh engine (default), or a "
@@ -669,7 +690,7 @@ def run_topology(topology: str, args: argparse.Namespace) -> dict[str, float]:
         config = Path(tmp) / "cachewarm.toml"
         config.write_text(CONFIG.format(url=source.url))
         for system in args.systems.split(","):
-            run = (run_cachewarm(servers, source, config, args) if system == "cachewarm"
+            run = (run_cachewarm(servers, source, config, args, VARIANTS[system]) if system in VARIANTS
                    else run_naive(servers, source, args))
             row, found = _row(system, run, args.rate)
             rows.append(row)

@@ -68,6 +68,14 @@ from cachewarm.warming.refresh import stats as refresh_stats
 
 L = KeyLayout()
 GOAL = 1500.0
+# The Celery batched row, and its A/B baselines (same code, a lever switched off by its bench-only variable; run in
+# the same run as the candidate: `--systems batched,batched-per-key`).
+BATCHED = [
+    ("batched", "celery: cachewarm batched", {}),
+    ("batched-per-key", "celery: batched, a script call per key on a cluster (before issue 29)",
+     {"CWBENCH_NODE_GROUPS": "off"}),
+    ("batched-dump", "celery: batched, every value encoded again (before issue 29)", {"CWBENCH_RAW_JSON": "off"}),
+]
 
 # ---- the baseline's Celery app: one task per key, over the same refresh path --------------------------------
 baseline_app = Celery("bench-baseline", broker=os.environ.get("CACHEWARM_BROKER_URL", "redis://127.0.0.1:6379/1"))
@@ -398,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transport-keys", type=int, default=4000)
     parser.add_argument("--quick", action="store_true", help="2,000 keys")
     parser.add_argument("--systems", default="floor,transport,per-key,batched",
-                        help="comma-separated subset of: floor, transport, per-key, batched")
+                        help="comma-separated subset of: floor, transport, per-key, batched, batched-per-key, "
+                             "batched-dump")
     parser.add_argument("--stall", type=float, default=30.0,
                         help="a Celery row fails when no key is refreshed for this many seconds")
     parser.add_argument("--keep", type=Path, default=None,
@@ -542,22 +551,25 @@ def measure_in(args: argparse.Namespace, servers: CacheServers, source: SourcePr
         client.sadd(L.pinned("product"), *keys)      # all due at once (missing), from now on
         cw_app.send_task("cachewarm.scan")
 
-    if "batched" in systems:
-        log(f"celery: cachewarm batched: {args.keys} keys, {args.processes} processes x {per_process}")
+    variants = [(name, label, extra) for name, label, extra in BATCHED if name in systems]
+    for name, label, extra in variants:
+        servers.flush()
+        log(f"{label}: {args.keys} keys, {args.processes} processes x {per_process}")
         from bench.capacity import Meter, Phase
 
         meter = Meter(servers)
         before = meter.snapshot()
-        rate = celery.run(cw_env, ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / "beat-schedule"),
-                                   "--pool", "prefork", "--concurrency", str(args.processes), "--loglevel", "INFO",
-                                   "--without-gossip", "--without-mingle"],
+        rate = celery.run({**cw_env, **extra},
+                          ["-A", "cachewarm.worker", "worker", "-B", "-s", str(workdir / f"beat-schedule-{name}"),
+                           "--pool", "prefork", "--concurrency", str(args.processes), "--loglevel", "INFO",
+                           "--without-gossip", "--without-mingle"],
                           client, args.keys, start_batched, cw_app, "cachewarm")
-        row("celery: cachewarm batched", rate, celery.cpu_seconds, args.keys)
-        counted = Phase("batched", args.keys, meter.snapshot().minus(before))
-        log(f"Redis commands per key over the batched row (scans, claims, refreshes): {counted.commands()}; "
+        row(label, rate, celery.cpu_seconds, args.keys)
+        counted = Phase(name, args.keys, meter.snapshot().minus(before))
+        log(f"Redis commands per key over the {name} row (scans, claims, refreshes): {counted.commands()}; "
             f"of which error replies: {counted.failures()}")
         meter.close()
-        log(f"refresh:stats after the batched run: {refresh_stats(client, L)}")
+        log(f"refresh:stats after the {name} run: {refresh_stats(client, L)}")
     client.close()
     return [
         f"transport rows: {args.transport_keys:,} keys through refresh_batch in one process, no Celery",

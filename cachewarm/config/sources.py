@@ -14,10 +14,11 @@ import asyncio
 import importlib
 import inspect
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -61,6 +62,9 @@ class Fetched:
 
     value: Any
     version: int | None = None
+    # The source's body as it came when it can be stored as it is (UTF-8 JSON, the value parsed from it): the
+    # refresh writes these bytes instead of encoding the value again (issue 29: one parse per key, no dump).
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def found(self) -> bool:
@@ -159,7 +163,7 @@ class HttpSource:
         except (ValueError, UnicodeDecodeError):
             raise BadSourceResponse(f"source answered 200 with a body that is not JSON "
                                     f"({len(content)} bytes)") from None
-        return _with_version(value, self.version_field)
+        return _with_version(value, self.version_field, content if _storable(content) else None)
 
     def fetch_sync(self, params: Mapping[str, str], client: httpx.Client) -> Fetched:
         with _http_errors():
@@ -257,15 +261,27 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _with_version(value: Any, version_field: str | None) -> Fetched:
+# CWBENCH_RAW_JSON=off: every value encoded again from the parsed value (a bench's A/B switch; not a setting)
+_KEEP_BODY = os.environ.get("CWBENCH_RAW_JSON", "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def _storable(content: bytes) -> bool:
+    """Whether a body json.loads took can be stored as it is: UTF-8 (json.loads also takes UTF-16 and -32, told
+    by NULs in the first bytes, and a byte order mark) and on one line (an indented body is encoded compactly:
+    every read of the value would parse its whitespace again); a body json.loads took is otherwise valid JSON."""
+    return (_KEEP_BODY and not content.startswith(b"\xef\xbb\xbf") and b"\x00" not in content[:4]
+            and b"\n" not in content)
+
+
+def _with_version(value: Any, version_field: str | None, raw: bytes | None = None) -> Fetched:
     if version_field is None or value is None:
-        return Fetched(value)
+        return Fetched(value, None, raw if value is not None else None)
     version = value.get(version_field) if isinstance(value, dict) else None
     if version is None:
-        return Fetched(value)
+        return Fetched(value, None, raw)
     if isinstance(version, bool) or not isinstance(version, int):
         raise BadSourceResponse(f"version field {version_field!r} is not an integer")
-    return Fetched(value, version)
+    return Fetched(value, version, raw)
 
 
 # Called, in the order added, before a ``python:`` source's module is imported: what such a module needs first.

@@ -34,7 +34,7 @@ import redis
 
 from ..config.keyspaces import KeyspaceRegistry
 from ..outcomes import InvalidationOutcome
-from ..redis_layer import script_calls, scripts
+from ..redis_layer import node_calls, script_calls, scripts
 from ..redis_layer.keys import KeyLayout, shard_of
 from ..redis_layer.popularity import half_life_ms
 from ..redis_layer.script_calls import InvalidateStatus, TagStep
@@ -67,14 +67,18 @@ def apply_events(client: redis.Redis, events: Sequence[Event], *, layout: KeyLay
     by_space = (_by_keyspace([e.target for e in events if e.kind == "key"], hotness.keyspaces)
                 if hotness is not None else {})
 
-    merged = not scripts.is_cluster(client) and sum(e.kind == "key" for e in events) > 1
-    calls, spans = _calls(layout, events, fence_ttl, merged=merged)
+    cluster = scripts.is_cluster(client)
+    merged = sum(e.kind == "key" for e in events) > 1 and (not cluster or node_calls.enabled())
+    calls, spans = (_calls(layout, events, fence_ttl, merged=merged) if not (cluster and merged)
+                    else _node_calls(client, layout, events, fence_ttl))
     hot_calls = _hot_calls(by_space, layout, hotness) if hotness is not None else []
     waited = waits.keys([e.target for e in events if e.kind == "key"])
-    replies = _per_event(scripts.execute(client, calls + hot_calls,
-                                         waits.after(waited, lambda pipe: _queue_pins(pipe, by_space, layout)),
-                                         then_again=bool(waited)),
-                         spans, len(events), merged=merged)
+    raw = scripts.execute(client, calls + hot_calls,
+                          waits.after(waited, lambda pipe: _queue_pins(pipe, by_space, layout)),
+                          then_again=bool(waited))
+    if cluster and merged:
+        _not_here_again(client, layout, events, fence_ttl, spans, raw, waits, waited)
+    replies = _per_event(raw, spans, len(events), merged=merged)
     unsure = waits.count(replies, waited)
     for i, event in enumerate(events):  # the master may be gone with the bumps: left pending, applied again
         if event.kind == "key" and event.target in unsure and not isinstance(replies[i], Exception):
@@ -127,6 +131,55 @@ def _calls(layout: KeyLayout, events: Sequence[Event], fence_ttl: int, *,
             calls.append(script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH))
             spans.append([i])
     return calls, spans
+
+
+def _node_calls(client: redis.Redis, layout: KeyLayout, events: Sequence[Event],
+                fence_ttl: int) -> tuple[list[scripts.Call[Any]], list[list[int]]]:
+    """`_calls` on a Redis Cluster: the key events grouped by the node of their key's slot, one INVALIDATE_KEY of
+    many keys per node (node_calls.py; in order within a node, so a key's events stay in order), MERGE_KEYS at
+    most; a key whose structures share no slot, or whose slot no master covers now, an event a call."""
+    keyed = [i for i, e in enumerate(events) if e.kind == "key"]
+    names = [layout.value(events[i].target) for i in keyed]
+    calls: list[scripts.Call[Any]] = []
+    spans: list[list[int]] = []
+    for node, indexes in node_calls.by_node(client, names).items():
+        alone = [keyed[j] for j in indexes if node is None or not node_calls.groupable(names[j])]
+        together = [keyed[j] for j in indexes if node is not None and node_calls.groupable(names[j])]
+        for start in range(0, len(together), MERGE_KEYS):
+            chunk = together[start:start + MERGE_KEYS]
+            call = script_calls.invalidate_many(layout, [(events[i].target, events[i].version) for i in chunk],
+                                                fence_ttl=fence_ttl)
+            calls.append(node_calls.on_node(call, 2) if len(chunk) > 1 else call)
+            spans.append(chunk)
+        for i in alone:
+            calls.append(script_calls.invalidate_key(layout, key=events[i].target, version=events[i].version,
+                                                     fence_ttl=fence_ttl))
+            spans.append([i])
+    for i, e in enumerate(events):
+        if e.kind != "key":
+            calls.append(script_calls.tag_members(layout, tag=e.target, cursor="0", count=TAG_BATCH))
+            spans.append([i])
+    return calls, spans
+
+
+def _not_here_again(client: redis.Redis, layout: KeyLayout, events: Sequence[Event], fence_ttl: int,
+                    spans: list[list[int]], raw: list[Any],
+                    waits: _ReplicaWaits, waited: dict[Any, int]) -> None:
+    """A node's call that found a key not on its node (a slot moved; nothing ran) is sent again an event a call,
+    routed afresh, followed by the WAITs again (they must follow the bumps they wait for); its reply in `raw`
+    becomes the list of theirs, and the WAITs' replies the retry's."""
+    again = [c for c in range(len(spans)) if node_calls.not_here(raw[c])]
+    if not again:
+        return
+    singles = [script_calls.invalidate_key(layout, key=events[i].target, version=events[i].version,
+                                           fence_ttl=fence_ttl) for c in again for i in spans[c]]
+    retried = scripts.execute(client, singles, waits.after(waited) if waited else None)
+    at = 0
+    for c in again:
+        raw[c] = retried[at:at + len(spans[c])]
+        at += len(spans[c])
+    if waited:
+        raw[len(raw) - len(waited):] = retried[len(retried) - len(waited):]
 
 
 def _per_event(replies: list[Any], spans: list[list[int]], events: int, *, merged: bool) -> list[Any]:

@@ -31,9 +31,12 @@ def dumps(value: Any) -> str:
         raise ValueNotSerializable(f"value is not JSON-serialisable: {exc}") from None
 
 
-def encode(payload_json: str | None, *, fetched_ms: int, ttl_ms: int, version: int | None = None) -> bytes:
+def encode(payload_json: str | bytes | None, *, fetched_ms: int, ttl_ms: int, version: int | None = None) -> bytes:
+    """`payload_json`: JSON text, or UTF-8 JSON bytes (a source's body as it came), or None ("no such item")."""
     kind = "n" if payload_json is None else "v"
     ver = "" if version is None else str(int(version))
+    if isinstance(payload_json, bytes):
+        return f"{fetched_ms + ttl_ms:013d}|{fetched_ms:013d}|{kind}|{ver}|".encode() + payload_json
     return f"{fetched_ms + ttl_ms:013d}|{fetched_ms:013d}|{kind}|{ver}|{payload_json or ''}".encode()
 
 

@@ -49,7 +49,8 @@ hot-set shard, 0 <= n < HOT_SHARDS, ``n = crc32(K) % HOT_SHARDS``)::
     cachewarm:invalidations        stream  invalidation events (wire contract)
     cachewarm:invalidations:dead   stream  entries that could not be applied, with the reason
 
-**Slots.** In a Redis Cluster every script must touch keys of one hash slot, so every script here does: the
+**Slots.** In a Redis Cluster a script call declares keys of one hash slot, so every script here, called for one
+item, touches one slot (node_calls.py runs one call for the items of one node, their keys passed in ARGV): the
 structures of one key share the hash tag ``{K}`` (a script on K touches only them); a shard's hot set, epoch and
 seen hash share ``{S#n}``; the gap record shares the stream's slot (its tag is the stream's whole name, which
 Redis hashes whole); every other key is used alone. A prefix containing ``{`` or ``}`` is refused (settings.py),

@@ -89,7 +89,7 @@ def write(layout: KeyLayout, *, key: str, envelope: str | bytes, px: int, fence:
 def write_many(layout: KeyLayout, items: Sequence[WriteItem], *, fence_ttl: int,
                bump: bool = False) -> Call[list[WriteStatus]]:
     """WRITE of several keys in one script call: each as `write` alone would, the replies in order. Several keys
-    are several slots: one key per call on a Redis Cluster (warming's Pipeliner merges calls only on one Redis)."""
+    are several slots: on a Redis Cluster only through node_calls.on_node (keys of one node)."""
     keys: list[str | bytes] = []
     args: list[str | bytes | int | float] = [fence_ttl, "1" if bump else "0"]
     value_prefix, fence_prefix, lease_prefix = layout.value_prefix, layout.fence_prefix, layout.lease_prefix
@@ -134,7 +134,7 @@ def invalidate_key(layout: KeyLayout, *, key: str, version: int | None, fence_tt
 
 def invalidate_many(layout: KeyLayout, items: Sequence[tuple[str, int | None]], *,
                     fence_ttl: int) -> Call[list[Invalidated | redis.exceptions.ResponseError]]:
-    """One INVALIDATE_KEY of many (key, version) items, applied in order (one Redis only: the keys' slots differ);
+    """One INVALIDATE_KEY of many (key, version) items, applied in order (on a Redis Cluster: node_calls.on_node);
     per item its outcome, or the error of its commands in its place (the other items are applied all the same)."""
     keys: list[str] = []
     args: list[Any] = [fence_ttl]
@@ -211,7 +211,7 @@ def seen(layout: KeyLayout, *, key: str, keyspace: str) -> Call[bool]:
 
 def seen_many(layout: KeyLayout, items: Sequence[tuple[str, str]]) -> Call[list[bool]]:
     """SEEN of several keys, each `(key, keyspace)`, in one script call: each as `seen` alone would, the replies in
-    order. Keys of several shards are several slots: one key per call on a Redis Cluster."""
+    order. Keys of several shards are several slots: on a Redis Cluster through node_calls.on_node."""
     keys: list[str | bytes] = []
     for key, keyspace in items:
         shard = shard_of(key)
@@ -263,6 +263,11 @@ def claim(layout: KeyLayout, *, keys: Sequence[str], claim_ms: int) -> Call[list
     """Returns the keys whose claim this call took."""
     return Call(script("claim"), [layout.claim(k) for k in keys], [claim_ms],
                 lambda reply: [keys[int(i) - 1] for i in reply])
+
+
+def unclaim(layout: KeyLayout, *, keys: Sequence[str]) -> Call[None]:
+    """Deletes the claims of `keys` (a batch done); of several slots only through node_calls.on_node."""
+    return Call(script("unclaim"), [layout.claim(k) for k in keys], [], lambda reply: None)
 
 
 def unlock(*, lock_key: str, token: str) -> Call[bool]:

@@ -73,26 +73,46 @@ class Call(Generic[R]):
     keys: Sequence[str | bytes]
     args: Sequence[str | bytes | int | float]
     decode: Callable[[Any], R]
+    route: str | bytes | None = None  # a call of no declared keys sent to this key's node (node_calls.py)
+
+    def _target(self, pipe: Pipeline | AsyncPipeline) -> Any:
+        """On a sync cluster pipeline the node of the call's first key (or `route`), else None."""
+        first = self.route if self.route is not None else (self.keys[0] if self.keys else None)
+        if first is None or not isinstance(pipe, redis.cluster.ClusterPipeline):
+            return None
+        try:
+            return pipe.nodes_manager.get_node_from_slot(pipe.keyslot(first))
+        except redis.exceptions.SlotNotCoveredError:  # a failed master's slots: left to redis-py's routing
+            return None
 
     def queue(self, pipe: Pipeline | AsyncPipeline) -> None:
         # execute_command, not pipe.evalsha: redis-py's cluster pipelines refuse the evalsha method. The sync
         # cluster pipeline of redis-py 8.1 would ask the server (COMMAND GETKEYS, a round trip) for every EVALSHA
         # it routes; it is given the node owning the first key's slot instead (all of a call's keys are in one
         # slot: keys.py). A MOVED/ASK reply is resent by redis-py routed afresh, as without `target_nodes`.
-        if isinstance(pipe, redis.cluster.ClusterPipeline) and self.keys:
-            try:
-                node = pipe.nodes_manager.get_node_from_slot(pipe.keyslot(self.keys[0]))
-            except redis.exceptions.SlotNotCoveredError:  # a failed master's slots: left to redis-py's routing
-                node = None
-            if node is not None:
-                pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args,
-                                     target_nodes=node)
-                return
-        pipe.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+        self._send(pipe, "EVALSHA", self.script.sha)
 
     def queue_source(self, pipe: Pipeline | AsyncPipeline) -> None:
         """The call as EVAL of the whole source: runs it and leaves it cached in Redis, in one command."""
-        pipe.execute_command("EVAL", self.script.source, len(self.keys), *self.keys, *self.args)
+        self._send(pipe, "EVAL", self.script.source)
+
+    def _send(self, pipe: Pipeline | AsyncPipeline, command: str, script: str) -> None:
+        node = self._target(pipe)
+        if node is None and self.route is not None and isinstance(pipe, redis.asyncio.cluster.ClusterPipeline):
+            node = _async_node(pipe, self.route)
+        if node is not None:
+            pipe.execute_command(command, script, len(self.keys), *self.keys, *self.args, target_nodes=node)
+        else:
+            pipe.execute_command(command, script, len(self.keys), *self.keys, *self.args)
+
+
+def _async_node(pipe: Any, key: str | bytes) -> Any:
+    """The node owning the key's slot for an asyncio cluster pipeline (None: not covered)."""
+    cluster = pipe.cluster_client
+    try:
+        return cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+    except redis.exceptions.SlotNotCoveredError:
+        return None
 
 
 def is_cluster(client: Any) -> bool:

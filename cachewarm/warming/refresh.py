@@ -26,8 +26,8 @@ count: the miss cost of refresh by value, value.py), and
 Round trips per batch (each a pipeline of the batch's calls, split by node on a Redis Cluster): LEASE; the
 writes (with SEEN and, for tagged keys, ENLIST); for a tagged keyspace one more before LEASE (ENLIST: keys.py);
 a 404 adds FORGET and the unpin. On one Redis the LEASEs of a pipeline are one script call of many keys, and so
-are its WRITEs and its SEENs (pipeline.Pipeliner.merged); on a Redis Cluster every key keeps a call of its own (its
-slot).
+are its WRITEs and its SEENs (pipeline.Pipeliner.merged); on a Redis Cluster the keys of one node share a call
+(redis_layer/node_calls.py; before issue 29 each key had a call of its own).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from ..redis_layer import envelope, script_calls, scripts
 from ..redis_layer.connections import REDIS_ERRORS
 from ..redis_layer.keys import KeyLayout
 from ..redis_layer.script_calls import LeaseStatus, RemoveStatus, WriteStatus
-from . import ratelimit
+from . import claims, ratelimit
 from .context import RefreshContext
 
 R = TypeVar("R")
@@ -129,14 +129,18 @@ async def refresh_batch(ctx: RefreshContext, keys: Sequence[str], *, force: bool
     pipe = ctx.redis.pipeline(transaction=False)
     for name, delta in stats.items():
         pipe.hincrby(ctx.layout.refresh_stats, name, delta)
-    claims = [ctx.layout.claim(key) for key in keys]
+    per_node = claims.per_node_release(ctx.redis, len(keys))
+    names = [ctx.layout.claim(key) for key in keys] if not per_node else []
     if ctx.pipeliner.merge:
-        pipe.delete(*claims)
+        pipe.delete(*names)
     else:
-        for claim in claims:  # one DEL per claim: on a Redis Cluster they are in as many slots
+        for claim in names:  # one DEL per claim: on a Redis Cluster they are in as many slots (or per node, below)
             pipe.delete(claim)
     try:
-        await pipe.execute()
+        if per_node:
+            await asyncio.gather(pipe.execute(), claims.release(ctx.redis, ctx.layout, list(keys)))
+        else:
+            await pipe.execute()
     except REDIS_ERRORS:
         get_hooks().redis_error("refresh_stats")
     return counts
@@ -233,7 +237,9 @@ async def _refresh_attempt(ctx: RefreshContext, plan: Plan, ahead_ms: int | None
         seen = (key, plan.label)  # the key's SEEN, sent along with its write or release (merged: build_seen)
         try:
             fetched = await _fetch(ctx, plan, cfg.rate if cfg.rate is not None else ctx.settings.refresh_rate, result)
-            payload = envelope.dumps(fetched.value) if fetched.found else None
+            payload: str | bytes | None = None
+            if fetched.found:  # a source's JSON body stored as it came (one parse, no dump), else encoded
+                payload = fetched.raw if fetched.raw is not None else envelope.dumps(fetched.value)
         except (SourceError, ValueNotSerializable) as exc:  # a value JSON cannot hold fails this key only
             if isinstance(exc, ValueNotSerializable):
                 log.warning("refresh of %r: the source gave %s; the old value stays", key[:200], exc)

@@ -23,7 +23,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
@@ -33,14 +33,9 @@ from ..redis_layer.keys import KeyLayout
 from ..redis_layer.script_calls import HotSet
 from ..settings import Settings
 from . import budget
+from .claims import chunked
 from .hotkeys import COLD_FACTOR, hot_set
 from .value import measured_miss_cost, policy_for
-
-R = TypeVar("R")
-
-# The due test and the claims run inside Redis, a chunk of keys per call (lua/due.lua, lua/claim.lua): a round
-# trip per few thousand keys instead of a pipelined command per key (which cost the worker ~40 us of Python per key).
-_CHUNK = 5000
 
 
 @dataclass
@@ -163,7 +158,8 @@ def _claim_due(client: redis.Redis, layout: KeyLayout, settings: Settings, hs: H
     figures = KeyspaceScan(hot_keys=len(candidates))
     due: list[tuple[int, str]] = []   # due and not claimed yet
     claimed_due = 0
-    for found in _chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms)):
+    for found in chunked(client, candidates, lambda keys: script_calls.due(layout, keys=keys, ahead_ms=ahead_ms), 2,
+                         layout.value):
         due += found.due
         claimed_due += found.claimed
         oldest = min((at for at, _ in found.due if at), default=0)
@@ -182,8 +178,8 @@ def _claim_due(client: redis.Redis, layout: KeyLayout, settings: Settings, hs: H
     start = 0
     while start < len(wanted) and (room is None or len(claimed) < room):
         end = len(wanted) if room is None else start + room - len(claimed)
-        for took in _chunked(client, wanted[start:end],
-                             lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl)):
+        for took in chunked(client, wanted[start:end],
+                            lambda keys: script_calls.claim(layout, keys=keys, claim_ms=ttl), 1, layout.claim):
             claimed += took
         start = end
     figures.claimed = len(claimed)
@@ -200,14 +196,3 @@ def priority(reads: dict[str, float]) -> Callable[[tuple[int, str]], tuple[float
         count = reads.get(key, math.inf)
         return -float(f"{count:.2g}"), refresh_at  # counts within a few % (shards read ms apart) are equal
     return order
-
-
-def _chunked(client: redis.Redis, keys: list[str], make: Callable[[list[str]], scripts.Call[R]]) -> Iterator[R]:
-    """The replies of `make` over keys: on one Redis a call per _CHUNK keys; on a Redis Cluster, where the keys
-    are in as many slots, a call per key, pipelined _CHUNK calls at a time."""
-    per_call = 1 if scripts.is_cluster(client) else _CHUNK
-    for group in _chunks(keys, _CHUNK * per_call):
-        for reply in scripts.execute(client, [make(chunk) for chunk in _chunks(group, per_call)]):
-            if isinstance(reply, Exception):
-                raise reply
-            yield reply

@@ -289,6 +289,7 @@ def _one_slot_calls() -> Iterator[scripts.Call[object]]:
         yield script_calls.tag_members(L, tag=key, cursor="0", count=1)
         yield script_calls.due(L, keys=[key], ahead_ms=1)
         yield script_calls.claim(L, keys=[key], claim_ms=1)
+        yield script_calls.unclaim(L, keys=[key])
     for shard in range(3):
         yield script_calls.hotset(L, keyspace="product", shard=shard, threshold=1.0, half_life_ms=1, cold_factor=2.0)
         yield script_calls.hot_members(L, keyspace="product", shard=shard, keys=["p:1"], threshold=1.0, half_life_ms=1)

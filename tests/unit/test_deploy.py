@@ -36,6 +36,8 @@ METRIC_NAMES = (
     "cachewarm_stale_served_total",
     "cachewarm_refresh_backlog_keys",
     "cachewarm_refresh_backlog_seconds",
+    "cachewarm_refresh_left_out_total",
+    "cachewarm_refresh_left_out_keys",
     "cachewarm_invalidation_pending",
     "cachewarm_invalidation_dead_letters",
     "cachewarm_source_errors_total",

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.cluster
 
 from cachewarm import Settings
 from cachewarm.redis_layer import envelope
 from cachewarm.redis_layer.keys import KeyLayout
 from cachewarm.warming.scan import scan
 from tests.support.hot import seed_hot
+from tests.support.redis_cluster import topologies
 
 L = KeyLayout()
+# On a cluster the due test and the claims are one call per node for keys of many slots (warming/claims.py)
+pytestmark = topologies
 
 
 @pytest.fixture
@@ -49,6 +53,22 @@ def _store(client: redis.Redis, key: str, remaining_ms: int) -> None:
     now = _now(client)
     raw = envelope.encode('{"x":1}', fetched_ms=now - 60_000 + remaining_ms, ttl_ms=60_000)
     client.set(L.value(key), raw, px=max(remaining_ms, 0) + 60_000)
+
+
+def _reset_stats(client: redis.Redis) -> None:
+    if isinstance(client, redis.cluster.RedisCluster):
+        client.config_resetstat(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    else:
+        client.config_resetstat()
+
+
+def _calls(client: redis.Redis, command: str) -> int:
+    """Calls of a command since CONFIG RESETSTAT (on every master of a cluster)."""
+    name = f"cmdstat_{command}"
+    if isinstance(client, redis.cluster.RedisCluster):
+        per_node = client.info("commandstats", target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        return sum(int(info.get(name, {}).get("calls", 0)) for info in per_node.values())
+    return int(client.info("commandstats").get(name, {}).get("calls", 0))
 
 
 def _keys(batches: list[list[str]]) -> list[str]:
@@ -121,10 +141,10 @@ def test_due_keys_already_claimed_are_counted_not_claimed_again(settings: Settin
     _store(redis_client, "product:late", -3_000)
     _store(redis_client, "product:fresh", 50_000)
     redis_client.set(L.claim("product:held"), "1", px=60_000)
-    redis_client.config_resetstat()
+    _reset_stats(redis_client)
     result = scan(redis_client, settings)
     assert _keys(result.batches) == ["product:late"]
-    assert redis_client.info("commandstats")["cmdstat_set"]["calls"] == 2  # the scan lock and product:late's claim
+    assert _calls(redis_client, "set") == 2  # the scan lock and product:late's claim
     assert result.keyspaces["product"].due == 2
     stats = {k.decode(): float(v) for k, v in redis_client.hgetall(L.refresh_stats).items()}
     assert stats["backlog_keys:product"] == 2
@@ -137,12 +157,11 @@ def test_cost_follows_the_hot_set_not_the_keyspace(settings: Settings, redis_cli
         _ = pipe.set(L.value(f"product:{i}"), envelope.encode('{"x":1}', fetched_ms=0, ttl_ms=1))
     pipe.execute()
     _hot(redis_client, "product", {"product:7": 10})
-    redis_client.config_resetstat()
+    _reset_stats(redis_client)
     result = scan(redis_client, settings)
     assert _keys(result.batches) == ["product:7"]
-    calls = {k: v for k, v in redis_client.info("commandstats").items()}
-    assert "cmdstat_scan" not in calls and "cmdstat_keys" not in calls
-    assert calls["cmdstat_getrange"]["calls"] == 1
+    assert _calls(redis_client, "scan") == 0 and _calls(redis_client, "keys") == 0
+    assert _calls(redis_client, "getrange") == 1
 
 
 def test_a_capped_scan_claims_the_most_overdue_first_among_equally_read(settings: Settings,

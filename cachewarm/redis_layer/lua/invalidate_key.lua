@@ -1,4 +1,4 @@
--- INVALIDATE_KEY, for one key or many (a batch of key events; on a Redis Cluster one key per call: one slot).
+-- INVALIDATE_KEY, for one key or many (a batch of key events; on a Redis Cluster one node's).
 -- KEYS: value, fence of each key (2 per key).  ARGV: fence_ttl, then one version per key ('' = none).
 -- Per key, in order: bumps the fence (fencing loads in flight), raises the version floor, deletes the value.
 -- Returns one reply per key: {1, deleted} applied; {0, 0} stale (the cache already holds this version or newer);

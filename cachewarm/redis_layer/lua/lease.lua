@@ -1,5 +1,5 @@
 -- LEASE (a refresh, before its fetch), for one key or many. KEYS: value, lease, fence of each key (3 per key; on a
--- Redis Cluster one key per call: one slot, the key's).
+-- Redis Cluster the keys of one node per call: node_calls.py).
 -- ARGV: lease px, ahead_ms ('' = due anyway), suspected owner ('' = none), suspect gone ('1': its heartbeat key was
 --   found missing just before this call), fence_keep_ms (how long a fence made here is kept), then one lease token
 --   per key.

@@ -1,5 +1,5 @@
 -- WRITE (a load, a refresh or a writer's set), for one key or many. KEYS: value, fence, lease, wake, waiters of
--- each key (5 per key; on a Redis Cluster one key per call: one slot, the key's).
+-- each key (5 per key; on a Redis Cluster those of one node per call: node_calls.py).
 -- ARGV: fence_ttl, bump ('1': a writer's set, which fences every load in flight of the key), then 5 per key:
 --       expected fence token ('*': unfenced), envelope, px, lease token (''), version ('').
 -- Per key: stores the value only if the fence token is unchanged (or, for a versioned value, every invalidation since
