@@ -39,6 +39,14 @@ local_max_entries = 100000
 """
 
 
+def _wait_for_go(args: argparse.Namespace) -> None:
+    """Waits until run_load creates the go file (every reader has started), for at most 300 s."""
+    go = Path(args.go)
+    deadline = time.monotonic() + 300
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def load(id: str) -> None:
     """The keyspace's source: the writer puts every value; a key Redis lost reads as "no such item"."""
     return None
@@ -62,6 +70,9 @@ def writer(args: argparse.Namespace) -> None:
         cache.set(f"near:{i}", {"version": 0})
         log.append((i, 0, time.monotonic()))
     Path(args.out + ".ready").write_text("ready")
+    # The writes start once every reader reads (run_load says so): readers that take long to start on a busy host
+    # would otherwise find the writes over and judge nothing (seen: 0 stale reads without pushes).
+    _wait_for_go(args)
     interval = 1.0 / args.rate
     started = time.monotonic()
     n = 0
@@ -122,6 +133,7 @@ def reader(args: argparse.Namespace) -> None:
         with Cache(settings=_settings(args)) as cache:
             cache.get("near:0")
             Path(args.out + ".reading").write_text("reading")
+            _wait_for_go(args)
             started = time.monotonic()
             while time.monotonic() - started < args.seconds:
                 _pace(started, len(log), args.read_rate)
@@ -141,6 +153,7 @@ async def _read_async(args: argparse.Namespace, rng: random.Random,
     async with AsyncCache(settings=_settings(args)) as cache:
         await cache.get("near:0")
         Path(args.out + ".reading").write_text("reading")
+        _wait_for_go(args)
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
             await asyncio.sleep(_pace_delay(started, len(log), args.read_rate))
@@ -222,7 +235,8 @@ def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_
     config = tmp_path / "near.toml"
     config.write_text(KEYSPACE_TOML)
     base = [sys.executable, "-m", "tests.support.near_load"]
-    common = ["--redis", url, "--config", str(config), "--keys", str(keys), *(["--cluster"] if cluster else [])]
+    common = ["--redis", url, "--config", str(config), "--keys", str(keys), "--go", str(tmp_path / "go"),
+              *(["--cluster"] if cluster else [])]
     writes_path = tmp_path / "writes.json"
     writer = subprocess.Popen([*base, "writer", *common, "--rate", "1000", "--seconds", str(seconds + 2),
                                "--out", str(writes_path)])
@@ -236,6 +250,7 @@ def run_load(url: str, tmp_path: Path, *, seconds: float, keys: int = 200, read_
                                              *extra]))
         wait_until(lambda: all(Path(str(tmp_path / f"reads{n}.json") + ".reading").exists() for n in range(4)),
                    timeout=60, what="the readers reading")
+        (tmp_path / "go").write_text("go")  # the readers and the writer start together
         if during is not None:  # once every reader reads
             during()
         for proc in [*readers, writer]:
@@ -267,6 +282,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--read-rate", type=float, default=2000, help="reads/s per reader (0: as fast as it can)")
     parser.add_argument("--async", dest="use_async", action="store_true")
     parser.add_argument("--no-push", action="store_true")
+    parser.add_argument("--go", required=True, help="a file whose creation starts the reads and writes")
     parser.add_argument("--cluster", action="store_true", help="the URL names a Redis Cluster node")
     args = parser.parse_args(argv)
     (writer if args.role == "writer" else reader)(args)
