@@ -162,11 +162,19 @@ def test_status_without_keyspaces_says_so_and_exits_2(tmp_path: Path, redis_url:
         assert len(result.output.splitlines()) == 1
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: SIGINT's default disposition in the child. An ignored SIGINT is inherited
+    across exec, and a long-lived test process (a pytest-xdist worker that earlier ran code that ignores it) would
+    hand that on: the command then never hears the Ctrl-C (seen: two full-suite runs, a 30 s timeout each)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_watch_redraws_every_second_until_ctrl_c(env: dict[str, str]) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CACHEWARM_")}
     environ.update(env, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([CACHEWARM, "status", "--watch", "--json"], env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=as_in_a_terminal)
     try:
         assert proc.stdout is not None
         frames = [json.loads(proc.stdout.readline()) for _ in range(3)]
@@ -187,7 +195,7 @@ def test_status_watch_shows_the_table_between_clears(env: dict[str, str]) -> Non
     environ.update(env, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([CACHEWARM, "status", "--watch", "--interval", "0.3"],
                             env={**environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=ROOT)
+                            stderr=subprocess.PIPE, cwd=ROOT, preexec_fn=as_in_a_terminal)
     assert proc.stdout is not None
     seen = bytearray()
 
