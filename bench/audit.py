@@ -130,11 +130,10 @@ def audit_requests(source: SourceProcess) -> int:
     return int(source.stats().get("by_agent", {}).get(USER_AGENT, 0))
 
 
-# ------------------------------------------------------------------------------------------------- detect
-
-
-def detect(tmp: Path, server: RedisServer, source: SourceProcess, *, budget: float, keys: int, changed: int,
-           read_rounds: int) -> dict[str, Any]:
+def warmed(tmp: Path, server: RedisServer, source: SourceProcess, *, budget: float,
+           keys: int) -> tuple[redis.Redis, Path, Settings, list[str]]:
+    """A flushed cache with the keyspace at `budget` and `keys` products warmed: (client, config file, settings,
+    key names)."""
     client = redis.Redis.from_url(server.url(0))
     client.flushall()
     config = tmp / "cachewarm.toml"
@@ -142,6 +141,15 @@ def detect(tmp: Path, server: RedisServer, source: SourceProcess, *, budget: flo
     settings = Settings.load(redis_url=server.url(0), config=config)
     names = [f"product:{i}" for i in range(keys)]
     warm(settings, names)
+    return client, config, settings, names
+
+
+# ------------------------------------------------------------------------------------------------- detect
+
+
+def detect(tmp: Path, server: RedisServer, source: SourceProcess, *, budget: float, keys: int, changed: int,
+           read_rounds: int) -> dict[str, Any]:
+    client, config, settings, names = warmed(tmp, server, source, budget=budget, keys=keys)
     stale = random.Random(28).sample(range(keys), changed)
     base_versions = {i: int(source.bump(i)["version"]) for i in stale}  # nobody publishes: the writer's bug
     with sidecar(tmp, server.url(0), config) as node:
@@ -193,13 +201,7 @@ def read_path(settings: Settings, rounds: int) -> tuple[float, float]:
 
 def steady(tmp: Path, server: RedisServer, source: SourceProcess, *, budget: float, keys: int, rate: float,
            seconds: float) -> dict[str, Any]:
-    client = redis.Redis.from_url(server.url(0))
-    client.flushall()
-    config = tmp / "cachewarm.toml"
-    config.write_text(keyspace(source.url, budget))
-    settings = Settings.load(redis_url=server.url(0), config=config)
-    names = [f"product:{i}" for i in range(keys)]
-    warm(settings, names)
+    client, config, settings, names = warmed(tmp, server, source, budget=budget, keys=keys)
     stop = threading.Event()
     sent = [0]
 
